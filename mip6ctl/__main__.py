@@ -1,0 +1,3 @@
+from mip6ctl.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The mip6ctl command."""

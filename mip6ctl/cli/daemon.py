@@ -1,0 +1,11 @@
+"""`mip6ctl daemon` (the daemon is not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mip6ctl.cli.output import not_available
+
+
+def run(args: argparse.Namespace) -> int:
+    return not_available("daemon", "the daemon is not built yet")

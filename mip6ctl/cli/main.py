@@ -1,0 +1,130 @@
+"""Entry point of the `mip6ctl` command.
+
+Only argparse is imported here: each subcommand module is imported when it
+runs, so `mip6ctl --help` stays fast (pydantic, pyroute2 and rich are heavy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from mip6ctl import __version__
+from mip6ctl.cli import exitcodes
+
+DEFAULT_CONFIG_DIR = "/etc/mip6"
+DEFAULT_STATE_DIR = "/var/lib/mip6"
+DEFAULT_CONTROL_SOCKET = "/run/mip6/control.sock"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _config_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config-dir",
+        metavar="DIR",
+        default=os.environ.get("MIP6_CONFIG_DIR", DEFAULT_CONFIG_DIR),
+        help="configuration directory (default: $MIP6_CONFIG_DIR or %(default)s)",
+    )
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one versioned JSON document")
+
+
+def _socket_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=os.environ.get("MIP6_CONTROL_SOCKET", DEFAULT_CONTROL_SOCKET),
+        help="daemon control socket (default: %(default)s)",
+    )
+
+
+#: subcommand -> (module under mip6ctl.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "check the configuration directory; 0 valid, 1 invalid"),
+    "diff": ("plan", "show what apply would change; 0 none, 2 pending, 1 error"),
+    "apply": ("plan", "converge the kernel to the configuration"),
+    "status": ("status", "role, generation, conditions, binding cache / BU list"),
+    "daemon": ("daemon", "run the daemon in the foreground (systemd Type=notify)"),
+    "schema": ("schema", "print the JSON Schema of the configuration"),
+    "doctor": ("doctor", "kernel capabilities and what they enable"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mip6ctl",
+        description="Mobile IPv6 (RFC 6275) home agent, mobile node and correspondent node "
+        "for Linux, driven by declared state in /etc/mip6/*.toml.",
+        epilog="Exit codes: 0 ok / no change, 1 error or invalid, 2 changes pending, "
+        "64 usage, 69 not available.",
+    )
+    parser.add_argument("--version", action="version", version=f"mip6ctl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("validate", help=COMMANDS["validate"][1])
+    _config_dir_arg(p)
+    _json_arg(p)
+    p.add_argument(
+        "--show-secrets-fingerprints",
+        action="store_true",
+        help=argparse.SUPPRESS,
+    )
+
+    for name in ("diff", "apply"):
+        p = sub.add_parser(name, help=COMMANDS[name][1])
+        _config_dir_arg(p)
+        _json_arg(p)
+        _socket_arg(p)
+        if name == "apply":
+            p.add_argument("--check", action="store_true", help="dry run: exit 2 if changes")
+
+    p = sub.add_parser("status", help=COMMANDS["status"][1])
+    _json_arg(p)
+    _socket_arg(p)
+
+    p = sub.add_parser("daemon", help=COMMANDS["daemon"][1])
+    _config_dir_arg(p)
+    _socket_arg(p)
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=os.environ.get("MIP6_STATE_DIR", DEFAULT_STATE_DIR),
+        help="persistent state (binding cache) directory (default: %(default)s)",
+    )
+
+    p = sub.add_parser("schema", help=COMMANDS["schema"][1])
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument(
+        "--check",
+        metavar="FILE",
+        help="exit 1 if FILE differs from the schema the models generate",
+    )
+
+    p = sub.add_parser("doctor", help=COMMANDS["doctor"][1])
+    _json_arg(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"mip6ctl.cli.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `mip6ctl ... | head` must not print a traceback.
+        sys.stderr.close()
+        return exitcodes.OK

@@ -1,0 +1,1 @@
+"""asyncio wiring of transports, engine and reconciler; control socket; persistence."""

@@ -1,0 +1,1 @@
+"""Typed kernel objects with identity keys, render() and plan()."""
