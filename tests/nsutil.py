@@ -1,0 +1,114 @@
+"""Network namespaces for tests and benchmarks: per-run names, always cleaned up.
+
+Every namespace is named ``<prefix><tag>`` where the prefix carries this
+process id, so two runs (or the leftovers of a crashed run) never collide.
+`sweep_stale()` removes namespaces left by runs whose process is gone.
+Tests may use iproute2 to build topologies; product code never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+PREFIX_BASE = "m6test"
+RUN_PREFIX = f"{PREFIX_BASE}{os.getpid()}-"
+_NAME_RE = re.compile(rf"^{PREFIX_BASE}(\d+)-")
+_CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def missing_capability() -> str | None:
+    """Why namespace tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN/CAP_SYS_ADMIN) to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`ip`) to build test topologies"
+    return None
+
+
+def run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command (inside namespace `ns` when given), bounded in time."""
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60)
+
+
+def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["ip"] + (["-n", ns] if ns else []) + list(args)
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60)
+
+
+def list_namespaces() -> list[str]:
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
+
+
+def sweep_stale() -> list[str]:
+    """Delete namespaces of earlier runs whose process no longer exists."""
+    removed = []
+    for name in list_namespaces():
+        m = _NAME_RE.match(name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            ip("netns", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
+class NetnsFactory:
+    """Creates namespaces for one test; `cleanup()` deletes all of them."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self._seq = 0
+
+    def __call__(self, tag: str = "ns", *, loopback_up: bool = True) -> str:
+        self._seq += 1
+        name = f"{RUN_PREFIX}{tag}{self._seq}"
+        ip("netns", "add", name)
+        self.created.append(name)
+        if loopback_up:
+            ip("link", "set", "lo", "up", ns=name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in reversed(self.created):
+            # Kill anything still running in the namespace, then delete it.
+            pids = ip("netns", "pids", name, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            ip("netns", "del", name, check=False)
+        self.created.clear()
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Switch *this thread* into namespace `name` for the block.
+
+    Sockets opened inside the block stay in that namespace after it ends,
+    which is how tests open a pyroute2 or raw socket in a test namespace.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns(back): {os.strerror(err)}")
+    finally:
+        os.close(target)
+        os.close(own)
