@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pydantic scans every installed distribution for plugins on first model
+    # build (~20 ms); a CLI has no use for them.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"mip6ctl.cli.{COMMANDS[args.command][0]}")
     try:

@@ -33,3 +33,33 @@ def not_available(command: str, what: str, *, as_json: bool = False) -> int:
     else:
         sys.stderr.write(f"mip6ctl {command}: not available: {what}\n")
     return exitcodes.UNAVAILABLE
+
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+class Painter:
+    """ANSI colours for short answers without importing rich (~40 ms at start-up).
+
+    Colour only on a terminal, and never with NO_COLOR set or TERM=dumb.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        import os
+
+        self.stream = stream
+        self.enabled = (
+            hasattr(stream, "isatty")
+            and stream.isatty()
+            and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb"
+        )
+
+    def __call__(self, text: str, *styles: str) -> str:
+        if not self.enabled or not styles:
+            return text
+        codes = ";".join(_SGR[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+    def line(self, text: str = "") -> None:
+        self.stream.write(text + "\n")

@@ -1,0 +1,158 @@
+"""`mip6ctl validate`: check a configuration directory without touching anything.
+
+Exit 0 when the directory forms a valid generation (a one-screen summary),
+1 with every problem as `file:line: key.path: message` otherwise.  Meant for
+humans and for Ansible's `template ... validate:`; key material never shows,
+only fingerprints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mip6ctl.cli import exitcodes
+from mip6ctl.cli.output import Painter, emit_json
+
+
+def summary(gen: Any) -> dict[str, Any]:
+    """What a generation declares, in a few lines (no secrets: fingerprints only)."""
+    cfg = gen.config
+    out: dict[str, Any] = {
+        "role": str(cfg.node.role),
+        "name": cfg.node.name,
+        "kernel": {"tunnel": cfg.kernel.tunnel, "signalling": cfg.kernel.signalling},
+        "correspondent": {
+            "route_optimization": cfg.cn.route_optimization,
+            "max_binding_lifetime": cfg.cn.max_binding_lifetime,
+            "policies": len(cfg.cn.policies),
+        },
+    }
+    if cfg.ha is not None:
+        out["home_agent"] = {
+            "interfaces": list(cfg.ha.interfaces),
+            "home_prefixes": [str(p) for p in cfg.ha.home_prefixes],
+            "address": str(cfg.ha.address) if cfg.ha.address else None,
+            "mobile_nodes": len(cfg.ha.mobile_nodes),
+            "default_action": cfg.ha.default_action,
+            "max_binding_lifetime": cfg.ha.max_binding_lifetime,
+        }
+    if cfg.mn is not None:
+        out["mobile_node"] = {
+            "home_address": str(cfg.mn.home_address),
+            "home_agent": str(cfg.mn.home_agent),
+            "interfaces": [{"name": i.name, "preference": i.preference} for i in cfg.mn.interfaces],
+            "route_optimization": cfg.mn.route_optimization,
+        }
+    if cfg.ipsec:
+        out["ipsec"] = {
+            name: {
+                "protect": [str(p) for p in tpl.protect],
+                "key_management": tpl.key_management,
+                "keys": {
+                    section: gen.keys[f"ipsec.{name}.{section}"].fingerprint
+                    for section in ("encryption", "authentication")
+                    if f"ipsec.{name}.{section}" in gen.keys
+                },
+            }
+            for name, tpl in cfg.ipsec.items()
+        }
+    return out
+
+
+def _print_valid(body: dict[str, Any]) -> None:
+    p = Painter(sys.stdout)
+    s = body["summary"]
+    files = len(body["files"])
+    p.line(
+        f"{p('✓', 'bold', 'green')} {body['directory']}: valid — generation "
+        f"{p(body['generation'][:19], 'cyan')} ({files} file{'s' if files != 1 else ''})"
+    )
+
+    def row(label: str, text: str) -> None:
+        p.line(f"  {p(label.ljust(14), 'bold')} {text}")
+
+    row("role", s["role"] + (f" ({s['name']})" if s.get("name") else ""))
+    k = s["kernel"]
+    row("kernel", f"tunnel {k['tunnel']}, signalling {k['signalling']}")
+    if "home_agent" in s:
+        h = s["home_agent"]
+        row(
+            "home agent",
+            f"links {', '.join(h['interfaces'])} · prefixes {', '.join(h['home_prefixes'])} · "
+            f"{h['mobile_nodes']} mobile node(s), others {h['default_action']} · "
+            f"max lifetime {h['max_binding_lifetime']} s",
+        )
+    if "mobile_node" in s:
+        m = s["mobile_node"]
+        ifs = ", ".join(f"{i['name']}({i['preference']})" for i in m["interfaces"])
+        ro = "on" if m["route_optimization"] else "off"
+        row(
+            "mobile node",
+            f"{m['home_address']} · home agent {m['home_agent']} · interfaces {ifs} · "
+            f"route optimisation {ro}",
+        )
+    cn = s["correspondent"]
+    n = cn["policies"]
+    row(
+        "correspondent",
+        f"route optimisation {'on' if cn['route_optimization'] else 'off'} · bindings ≤ "
+        f"{cn['max_binding_lifetime']} s · {n} polic{'y' if n == 1 else 'ies'}",
+    )
+    for name, t in s.get("ipsec", {}).items():
+        keys = " ".join(f"{sec} {fp}" for sec, fp in t["keys"].items())
+        row(
+            f"ipsec {name}",
+            f"{', '.join(t['protect'])} · {t['key_management']}" + (f" · {keys}" if keys else ""),
+        )
+
+
+def _print_invalid(directory: str, problems: list[Any]) -> None:
+    p = Painter(sys.stderr)
+    for prob in problems:
+        parts = []
+        if prob.location():
+            parts.append(p(prob.location(), "red"))
+        if prob.key:
+            parts.append(p(prob.key, "bold"))
+        p.line(": ".join([*parts, prob.message]))
+    n = len(problems)
+    p.line(
+        f"{p('✗', 'bold', 'red')} {directory}: {n} problem{'s' if n != 1 else ''}; nothing applied"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mip6ctl.config.loader import ConfigError, load_directory
+
+    directory = args.config_dir
+    try:
+        gen = load_directory(directory)
+    except ConfigError as e:
+        if args.json:
+            emit_json(
+                "validate",
+                {
+                    "valid": False,
+                    "directory": str(directory),
+                    "errors": [p.as_dict() for p in e.problems],
+                },
+            )
+        else:
+            _print_invalid(str(directory), e.problems)
+        return exitcodes.ERROR
+    body = {
+        "valid": True,
+        "directory": str(directory),
+        "generation": gen.digest,
+        "files": [{"path": str(f.path), "sha256": f.sha256} for f in gen.files],
+        "summary": summary(gen),
+        "errors": [],
+    }
+    if args.json:
+        emit_json("validate", body)
+    else:
+        _print_valid(body)
+    sys.stdout.flush()
+    return exitcodes.OK

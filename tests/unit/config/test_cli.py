@@ -1,0 +1,105 @@
+"""The command-line contract of DESIGN.md: commands, exit codes, JSON envelope."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mip6ctl.cli import exitcodes
+from mip6ctl.cli.main import COMMANDS, main
+
+from .conftest import ROOT
+
+
+def test_help_lists_the_contract(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("validate", "diff", "apply", "status", "daemon", "schema", "doctor"):
+        assert name in out
+    assert set(COMMANDS) == {"validate", "diff", "apply", "status", "daemon", "schema", "doctor"}
+
+
+def test_usage_error_is_not_exit_2(capsys):
+    # 2 means "changes pending" in our contract; argparse's 2 would lie to Ansible.
+    with pytest.raises(SystemExit) as e:
+        main(["nonsense"])
+    assert e.value.code == exitcodes.USAGE == 64
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["diff", "--json"], ["apply", "--json"], ["apply", "--check", "--json"], ["status", "--json"]],
+)
+def test_unbuilt_commands_say_so(argv, capsys, tmp_path):
+    rc = main([*argv[:1], *(["-c", str(tmp_path)] if argv[0] != "status" else []), *argv[1:]])
+    assert rc == exitcodes.UNAVAILABLE
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 1 and doc["changed"] is False
+    assert doc["errors"][0]["kind"] == "NotAvailable"
+
+
+def test_daemon_not_available(capsys, tmp_path):
+    assert main(["daemon", "-c", str(tmp_path)]) == exitcodes.UNAVAILABLE
+    assert "not available" in capsys.readouterr().err
+
+
+def test_config_dir_from_environment(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MIP6_CONFIG_DIR", str(tmp_path / "absent"))
+    assert main(["validate", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["directory"] == str(tmp_path / "absent")
+
+
+def test_console_script_runs_without_heavy_imports():
+    code = (
+        "import sys\n"
+        "from mip6ctl.cli.main import build_parser\n"
+        "build_parser()\n"
+        "heavy = [m for m in ('pydantic', 'pyroute2', 'rich') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_validate_imports_no_rich_or_pyroute2():
+    code = (
+        "import sys\n"
+        "from mip6ctl.cli.main import main\n"
+        f"rc = main(['validate', '-c', {str(ROOT / 'examples/testbed/ha')!r}])\n"
+        "print([m for m in ('pyroute2', 'rich') if m in sys.modules], rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[] 0"
+
+
+def test_schema_file_is_fresh():
+    # Fails when the models change without `mip6ctl schema -o schemas/mip6.schema.json`.
+    assert main(["schema", "--check", str(ROOT / "schemas" / "mip6.schema.json")]) == 0
+
+
+def test_schema_check_detects_staleness(tmp_path: Path, capsys):
+    stale = tmp_path / "s.json"
+    doc = json.loads((ROOT / "schemas" / "mip6.schema.json").read_text())
+    doc["properties"].pop("node")
+    stale.write_text(json.dumps(doc))
+    assert main(["schema", "--check", str(stale)]) == 1
+    assert "stale" in capsys.readouterr().err
+
+
+def test_schema_output_is_json_schema(capsys):
+    assert main(["schema"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["$schema"].endswith("2020-12/schema")
+    assert doc["additionalProperties"] is False
+    assert {"node", "kernel", "ha", "mn", "cn", "ipsec"} <= set(doc["properties"])
