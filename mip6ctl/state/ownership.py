@@ -27,6 +27,13 @@ TUNNEL_PREFIX = "m6t"
 #: XFRM policies mip6ctl owns carry priorities in this band ...
 XFRM_PRIORITY_MIN = 0x6D00
 XFRM_PRIORITY_MAX = 0x6DFF
-#: ... and this mark (value/mask) so that equal-shaped foreign policies differ.
-XFRM_MARK = 0x6D360000
-XFRM_MARK_MASK = 0xFFFF0000
+#: ... and this mark (value/mask) so that equal-shaped foreign policies differ
+#: (the kernel's policy identity includes the mark, not the priority).
+#: A policy/SA applies to a packet only when ``(skb_mark & mask) == value``, so
+#: the value must be 0 or unmarked traffic would bypass our policies (checked
+#: on Linux 6.18: a 0x6D360000/0xFFFF0000 block policy let unmarked packets
+#: through, 0/mask blocked them).  A single mask bit keeps the side effect
+#: small: only packets whose fwmark has this bit set skip mip6ctl's XFRM
+#: policies (usable on purpose, e.g. for an IKE daemon's own traffic).
+XFRM_MARK = 0
+XFRM_MARK_MASK = 0x00200000
