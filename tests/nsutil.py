@@ -112,3 +112,33 @@ def inside(name: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
+
+
+def ping6(ns: str, dst: str, *, count: int = 3, timeout: float = 2.0) -> int:
+    """Send ICMPv6 echo requests from namespace `ns`; return how many replies came back.
+
+    A raw-socket ping, because test machines need not have ping(8) installed.
+    """
+    import select
+    import socket
+    import struct
+    import time
+
+    with inside(ns):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    ident = os.getpid() & 0xFFFF
+    replies = 0
+    with s:
+        for seq in range(1, count + 1):
+            s.sendto(struct.pack("!BBHHH", 128, 0, 0, ident, seq) + b"mip6ctl", (dst, 0))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([s], [], [], left)[0]:
+                    break
+                data, _addr = s.recvfrom(2048)
+                if len(data) >= 8 and data[0] == 129:
+                    _t, _c, _k, rid, rseq = struct.unpack_from("!BBHHH", data)
+                    if rid == ident and rseq == seq:
+                        replies += 1
+                        break
+    return replies

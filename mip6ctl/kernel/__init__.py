@@ -1,1 +1,1 @@
-"""Everything that touches the kernel: netlink observers, writer, XFRM, capability probe, sockets."""
+"""Everything that touches the kernel: netlink observers, writer, XFRM, probe, sockets."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests import nsutil
@@ -25,11 +23,4 @@ def _sweep_stale_namespaces() -> None:
         nsutil.sweep_stale()
 
 
-@pytest.fixture
-def netns() -> Iterator[nsutil.NetnsFactory]:
-    """`netns("ha")` creates a fresh namespace; all are deleted after the test."""
-    factory = nsutil.NetnsFactory()
-    try:
-        yield factory
-    finally:
-        factory.cleanup()
+# The `netns` fixture lives in tests/conftest.py (shared with the vm tier).

@@ -1,0 +1,303 @@
+"""Kernel writer + observer against a real kernel, one namespace per test."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from mip6ctl.kernel import netlink as nl
+from mip6ctl.kernel.observer import Observer
+from mip6ctl.kernel.writer import Op, Writer, create, delete, replace
+from mip6ctl.state.objects import (
+    IFA_F_HOMEADDRESS,
+    IFA_F_NODAD,
+    Address,
+    KernelObject,
+    ProxyNeighbour,
+    Route,
+    Rule,
+    Seg6Encap,
+    Seg6LocalDecap,
+    Sysctl,
+    Tunnel,
+)
+from tests import nsutil
+
+
+class Home:
+    """A namespace with veth h0 (up) plus a writer and an observer opened inside it."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        nsutil.ip("link", "add", "h0", "type", "veth", "peer", "name", "h1", ns=ns)
+        nsutil.ip("link", "set", "h0", "up", ns=ns)
+        nsutil.ip("-6", "addr", "add", "2001:db8:ff01::1/64", "dev", "h0", "nodad", ns=ns)
+        with nsutil.inside(ns):
+            self.writer = Writer()
+            self.obs = Observer(sysctls=["net/ipv6/conf/h0/proxy_ndp"])
+
+    def apply(self, *ops: Op) -> list:
+        with nsutil.inside(self.ns):  # sysctls are written in the caller's namespace
+            results = self.writer.apply(ops)
+        self.obs.note_applied(results)
+        return results
+
+    def until(self, cond: Callable[[], bool], timeout: float = 1.0) -> float:
+        """Process events until `cond()` holds; return the seconds it took."""
+        t0 = time.monotonic()
+        while not cond():
+            left = timeout - (time.monotonic() - t0)
+            if left <= 0:
+                raise AssertionError("observer did not see the change in time")
+            self.obs.wait(min(left, 0.01))
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        self.writer.close()
+        self.obs.close()
+
+
+@pytest.fixture
+def home(netns) -> Iterator[Home]:
+    h = Home(netns("home"))
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _all_ok(results: list) -> None:
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+CASES: list[tuple[str, KernelObject, KernelObject]] = [
+    (
+        "route",
+        Route("2001:db8:1::100", oif="h0"),
+        Route("2001:db8:1::100", oif="h0", gateway="2001:db8:ff01::ff"),
+    ),
+    (
+        "route-seg6",
+        Route("2001:db8:1::101", oif="h0", encap=Seg6Encap(("2001:db8:a::5",))),
+        Route("2001:db8:1::101", oif="h0", encap=Seg6Encap(("2001:db8:b::5",), "encap")),
+    ),
+    (
+        "route-seg6local",
+        Route("2001:db8:ff01::1", table=100, oif="h0", encap=Seg6LocalDecap(255)),
+        Route("2001:db8:ff01::1", table=100, oif="h0", encap=Seg6LocalDecap(254)),
+    ),
+    (
+        "rule",
+        Rule(1000, table=100, dst="2001:db8:ff01::1", ipproto=41),
+        Rule(1000, table=101, dst="2001:db8:ff01::1", ipproto=41),
+    ),
+    (
+        "address",
+        Address("h0", "2001:db8:1::100", 64, IFA_F_NODAD),
+        Address("h0", "2001:db8:1::100", 128, IFA_F_NODAD | IFA_F_HOMEADDRESS),
+    ),
+    ("proxy", ProxyNeighbour("h0", "2001:db8:1::100"), ProxyNeighbour("h0", "2001:db8:1::100")),
+    (
+        "sysctl",
+        Sysctl("net/ipv6/conf/h0/proxy_ndp", "1"),
+        Sysctl("net/ipv6/conf/h0/proxy_ndp", "0"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "first", "second"), CASES, ids=[c[0] for c in CASES])
+def test_create_observe_update_delete(
+    home: Home, kind: str, first: KernelObject, second: KernelObject
+) -> None:
+    key = first.key
+    _all_ok(home.apply(create(first)))
+    home.until(lambda: home.obs.get(key) == first)
+
+    assert [r.status for r in home.apply(create(first))] == ["exists"]
+
+    _all_ok(home.apply(replace(second)))
+    home.until(lambda: home.obs.get(key) == second)
+
+    if kind == "sysctl":
+        return  # sysctls are values, not objects: nothing to delete
+    _all_ok(home.apply(delete(second)))
+    home.until(lambda: home.obs.get(key) is None)
+    assert [r.status for r in home.apply(delete(second))] == ["absent"]
+
+
+def test_proxy_entries_seen_after_resync_because_the_kernel_sends_no_events(home: Home) -> None:
+    nsutil.ip(
+        "-6", "neigh", "add", "proxy", "2001:db8:1::7", "dev", "h0", "protocol", "77", ns=home.ns
+    )
+    key = ProxyNeighbour("h0", "2001:db8:1::7").key
+    home.obs.wait(0.05)
+    assert home.obs.get(key) is None  # no netlink event for proxy entries
+    changes = home.obs.resync()
+    assert [c.key for c in changes] == [key]
+    assert home.obs.get(key) == ProxyNeighbour("h0", "2001:db8:1::7")
+
+
+@pytest.mark.parametrize(
+    ("add", "key"),
+    [
+        (
+            (
+                "-6",
+                "route",
+                "add",
+                "2001:db8:1::55/128",
+                "dev",
+                "h0",
+                "table",
+                "6275",
+                "proto",
+                "77",
+            ),
+            Route("2001:db8:1::55").key,
+        ),
+        (
+            (
+                "-6",
+                "rule",
+                "add",
+                "pref",
+                "1050",
+                "to",
+                "2001:db8:1::55",
+                "lookup",
+                "6275",
+                "proto",
+                "77",
+            ),
+            Rule(1050, dst="2001:db8:1::55").key,
+        ),
+        (
+            ("-6", "addr", "add", "2001:db8:1::55/64", "dev", "h0", "nodad"),
+            Address("h0", "2001:db8:1::55").key,
+        ),
+    ],
+    ids=["route", "rule", "address"],
+)
+def test_external_change_visible_within_100ms(home: Home, add: tuple[str, ...], key: tuple) -> None:
+    home.obs.process_pending()
+    nsutil.ip(*add, ns=home.ns)
+    assert home.until(lambda: key in home.obs.owned or key in home.obs.foreign, 1.0) <= 0.1
+    nsutil.ip(*(("del" if a == "add" else a) for a in add), ns=home.ns)
+    assert home.until(lambda: key not in home.obs.owned and key not in home.obs.foreign) <= 0.1
+
+
+def test_foreign_route_with_an_owned_key_is_never_touched(home: Home) -> None:
+    nsutil.ip(
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1::100/128",
+        "dev",
+        "h0",
+        "table",
+        "6275",
+        "proto",
+        "static",
+        ns=home.ns,
+    )
+    ours = Route("2001:db8:1::100", oif="h0", gateway="2001:db8:ff01::ff")
+    home.until(lambda: ours.key in home.obs.foreign)
+    assert home.obs.get(ours.key) is None
+    assert home.obs.conflict(ours.key).protocol == 4  # RTPROT_STATIC
+
+    created, replaced, deleted = home.apply(create(ours), replace(ours), delete(ours))
+    assert (created.status, replaced.status, deleted.status) == ("conflict", "conflict", "absent")
+    assert created.foreign is not None and created.foreign.protocol == 4
+    shown = nsutil.ip("-6", "route", "show", "table", "6275", ns=home.ns).stdout
+    assert "2001:db8:1::100 dev h0 proto static" in shown
+
+
+def test_foreign_rule_with_an_owned_key_is_never_touched(home: Home) -> None:
+    args = ("pref", "1000", "to", "2001:db8:ff01::1", "ipproto", "41", "lookup", "100")
+    nsutil.ip("-6", "rule", "add", *args, "proto", "static", ns=home.ns)
+    ours = Rule(1000, table=100, dst="2001:db8:ff01::1", ipproto=41)
+    home.until(lambda: ours.key in home.obs.foreign)
+    created, deleted = home.apply(create(ours), delete(ours))
+    assert (created.status, deleted.status) == ("conflict", "absent")
+    assert created.foreign == Rule(1000, table=100, dst="2001:db8:ff01::1", ipproto=41, protocol=4)
+    assert "proto static" in nsutil.ip("-6", "rule", "show", "pref", "1000", ns=home.ns).stdout
+
+
+def test_objects_without_the_mark_are_refused(home: Home) -> None:
+    results = home.apply(
+        create(Route("2001:db8:9::/64", oif="h0", protocol=4)),
+        create(Rule(500, table=100)),
+        create(ProxyNeighbour("h0", "2001:db8:1::9", protocol=0)),
+        create(Tunnel("ip6tnl9")),
+        create(Sysctl("kernel/hostname", "x")),
+    )
+    assert [r.status for r in results] == ["refused"] * 5
+    assert all(r.errno == errno.EPERM for r in results)
+
+
+def test_partial_failure_reports_each_object(home: Home) -> None:
+    good = [Route(f"2001:db8:1::{i:x}", oif="h0") for i in range(1, 51)]
+    ops = [create(r) for r in good]
+    ops.insert(10, create(Route("2001:db8:2::1", oif="nosuch0")))
+    ops.insert(20, create(Route("2001:db8:2::2", oif="h0", gateway="2001:db8:77::1")))
+    ops.insert(
+        30, create(Route("2001:db8:2::3", table=100, oif="h0", encap=Seg6Encap(("::1",), "inline")))
+    )
+    results = home.apply(*ops)
+    assert len(results) == len(ops)
+    bad = {i: r for i, r in enumerate(results) if not r.ok}
+    assert set(bad) == {10, 20}, bad
+    assert bad[10].errno == errno.ENODEV and "nosuch0" in bad[10].message
+    assert bad[20].errno and bad[20].message  # unreachable gateway: errno + kernel text
+    home.until(lambda: all(home.obs.get(r.key) == r for r in good))
+
+
+def test_event_loss_triggers_a_resync(home: Home) -> None:
+    home.obs._events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    routes = [Route(f"2001:db8:3::{i:x}", oif="h0") for i in range(1, 3001)]
+    _all_ok(home.apply(*[create(r) for r in routes]))
+    home.obs.process_pending()  # overflowed: ENOBUFS -> resync
+    assert all(home.obs.get(r.key) == r for r in routes)
+
+
+def _ip6tnl_missing(ns: str) -> bool:
+    res = nsutil.ip(
+        "link", "add", "probe6t", "type", "ip6tnl", "mode", "ip6ip6", ns=ns, check=False
+    )
+    nsutil.ip("link", "del", "probe6t", ns=ns, check=False)
+    return res.returncode != 0
+
+
+def test_ip6tnl_tunnel_roundtrip(home: Home) -> None:
+    if _ip6tnl_missing(home.ns):
+        pytest.skip("missing capability: ip6tnl (CONFIG_IPV6_TUNNEL)")
+    first = Tunnel("m6t1", "2001:db8:ff01::1", "2001:db8:a::100")
+    second = Tunnel("m6t1", "2001:db8:ff01::1", "2001:db8:b::100")
+    ext = Tunnel("m6tx", external=True)
+    _all_ok(home.apply(create(first), create(ext)))
+    home.until(lambda: home.obs.get(first.key) == first and home.obs.get(ext.key) == ext)
+    _all_ok(home.apply(replace(second)))
+    home.until(lambda: home.obs.get(first.key) == second)
+    _all_ok(home.apply(delete(second), delete(ext)))
+    home.until(lambda: home.obs.get(first.key) is None and home.obs.get(ext.key) is None)
+
+
+def test_writer_batches_many_messages_per_send(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    sends: list[int] = []
+    real = home.writer._sock
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def send(self, data: bytes) -> int:
+            sends.append(sum(1 for _ in nl.iter_messages(data)))
+            return real.send(data)
+
+    monkeypatch.setattr(home.writer, "_sock", Spy())
+    _all_ok(home.apply(*[create(Route(f"2001:db8:4::{i:x}", oif="h0")) for i in range(1, 2001)]))
+    assert max(sends) == home.writer.batch_size and len(sends) <= 4
