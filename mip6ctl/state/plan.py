@@ -1,0 +1,163 @@
+"""plan(): the ordered, deterministic difference between desired and observed state.
+
+Desired state comes from `render()` with an origin per object (which config
+key or which binding wants it); observed state is what the observer saw of
+*our* objects, plus whatever foreign objects occupy a desired key.  The plan
+says, for each key: create, update (replace in place) or delete — or, when a
+foreign object holds the key, a conflict that is reported and never
+overwritten (DESIGN.md invariant 3).
+
+Ordering is make-before-break:
+1. creates, in dependency order (sysctl, tunnel, address, route, rule,
+   proxy neighbour, XFRM state, XFRM policy): a binding moving to a new
+   care-of address gets its new objects before anything of the old goes;
+2. updates (in-place replaces are atomic for the kernel);
+3. deletes, in reverse dependency order.
+Within a phase, changes are sorted by kind and key, so the same inputs always
+give the same plan (invariant 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["create", "update", "delete"]
+
+#: Dependency order of object kinds (the first element of every key).
+KIND_ORDER: dict[str, int] = {
+    "sysctl": 0,
+    "tunnel": 1,
+    "address": 2,
+    "route": 3,
+    "rule": 4,
+    "proxy": 5,
+    "xfrm-state": 6,
+    "xfrm-policy": 7,
+}
+_PHASE = {"create": 0, "update": 1, "delete": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Why an object is wanted: a configuration key, or a binding (by home address)."""
+
+    kind: Literal["config", "binding"]
+    ref: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    action: Action
+    key: tuple
+    desired: Any | None
+    observed: Any | None
+    origin: Origin | None
+
+    @property
+    def kind(self) -> str:
+        return str(self.key[0])
+
+    def sort_key(self) -> tuple:
+        order = KIND_ORDER.get(self.kind, 99)
+        if self.action == "delete":
+            order = -order
+        return (_PHASE[self.action], order, _key_text(self.key))
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A foreign object holds a key we want: reported, never overwritten."""
+
+    key: tuple
+    desired: Any
+    foreign: Any
+    origin: Origin | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    impact: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "delete": 0}
+        for c in self.changes:
+            out[c.action] += 1
+        return out
+
+
+def _key_text(key: tuple) -> tuple:
+    # Keys mix str and int (and None); compare as text with ints zero-padded so
+    # that sorting is total and stable across runs.
+    return tuple(f"{p:012d}" if isinstance(p, int) else str(p) for p in key)
+
+
+def plan(
+    desired: Mapping[tuple, Any],
+    observed: Mapping[tuple, Any],
+    *,
+    origins: Mapping[tuple, Origin] | None = None,
+    foreign: Mapping[tuple, Any] | None = None,
+    scope: Iterable[tuple] | None = None,
+) -> Plan:
+    """Diff desired against observed (both keyed by object key).
+
+    `observed` holds only owned objects.  `foreign` maps a desired key to the
+    foreign object found there, if any.  `scope` limits the diff to some keys
+    (incremental reconcile of one binding, invariant 4); None means all.
+    """
+    origins = origins or {}
+    foreign = foreign or {}
+    keys = set(desired) | set(observed) if scope is None else set(scope)
+    changes: list[Change] = []
+    conflicts: list[Conflict] = []
+    for key in keys:
+        want = desired.get(key)
+        have = observed.get(key)
+        origin = origins.get(key)
+        if want is not None and have is None:
+            other = foreign.get(key)
+            if other is not None:
+                conflicts.append(Conflict(key, want, other, origin))
+            else:
+                changes.append(Change("create", key, want, None, origin))
+        elif want is not None and have is not None:
+            if want != have:
+                changes.append(Change("update", key, want, have, origin))
+        elif have is not None:
+            changes.append(Change("delete", key, None, have, origin))
+    changes.sort(key=Change.sort_key)
+    conflicts.sort(key=lambda c: _key_text(c.key))
+    return Plan(tuple(changes), tuple(conflicts), _impact(changes, origins, observed))
+
+
+def _impact(
+    changes: list[Change], origins: Mapping[tuple, Origin], observed: Mapping[tuple, Any]
+) -> dict[str, int]:
+    """Bindings added, moved and dropped; config objects changed."""
+    touched: dict[str, set[str]] = {"create": set(), "update": set(), "delete": set()}
+    config = 0
+    for c in changes:
+        if c.origin is not None and c.origin.kind == "binding":
+            touched[c.action].add(c.origin.ref)
+        else:
+            config += 1
+    moved = touched["update"] | (touched["create"] & touched["delete"])
+    added = touched["create"] - touched["delete"] - touched["update"]
+    dropped = touched["delete"] - touched["create"] - touched["update"]
+    return {
+        "bindings_added": len(added),
+        "bindings_moved": len(moved),
+        "bindings_dropped": len(dropped),
+        "config_objects": config,
+    }

@@ -1,0 +1,413 @@
+"""render(): the kernel state a configuration and its live bindings require.
+
+Pure: same (configuration, bindings, capabilities, host facts) in, same
+objects out, each tagged with its origin — the configuration key or the
+binding that wants it — so that a plan can say *why* (DESIGN.md invariant 2).
+Nothing here reads the kernel or a file.
+
+What each role needs on a kernel with the seg6 backend (the ip6tnl backend
+swaps the encap route for a device per care-of address):
+
+home agent, static (origin: config)
+    forwarding on; proxy_ndp on every home link; a rule sending traffic for
+    the home prefixes to the binding table (`to PREFIX lookup T`); the
+    decapsulation rule and route for tunnelled packets sent to the HA address
+    (`to HA ipproto 41 lookup T+1` + `HA encap seg6local End.DT6 table main`),
+    with the kernel's local rule moved behind them (see kernel/seg6.py); XFRM
+    transport-mode policies for mobile nodes whose BU/BA are IPsec-protected.
+home agent, per binding (origin: binding HoA)
+    `HoA/128 encap seg6 encap.red segs CoA` in T (the tunnel), and a proxy
+    neighbour for HoA on its home link (the defence of the home address).
+mobile node, away from home (origin: binding HoA)
+    the home address on the current interface (IFA_F_HOMEADDRESS, no DAD), a
+    rule `from HoA lookup T` and `::/0 encap seg6 segs HA` in T (reverse
+    tunnel), and the decapsulation rule/route for packets tunnelled to the
+    care-of address (End.DT6 into the local table).
+correspondent node
+    nothing on a kernel without route-optimisation states.
+
+Every key is a tuple whose first element names the kind (`route`, `rule`,
+..., `xfrm-policy`) — `object_key()` makes one for any object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from typing import Any, Literal, Protocol
+
+from mip6ctl.config.model import Mip6Config, Role
+from mip6ctl.state import ownership
+from mip6ctl.state.objects import (
+    IFA_F_HOMEADDRESS,
+    IFA_F_NODAD,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    RTPROT_KERNEL,
+    Address,
+    ProxyNeighbour,
+    Route,
+    Rule,
+    Seg6Encap,
+    Seg6LocalDecap,
+    Sysctl,
+    Tunnel,
+)
+from mip6ctl.state.plan import Origin
+from mip6ctl.state.xfrm import (
+    Direction,
+    Mode,
+    XfrmPolicy,
+    XfrmProto,
+    XfrmSelector,
+    XfrmState,
+    XfrmTemplate,
+)
+
+IPPROTO_IPV6 = 41
+MH_BU = 5
+MH_BA = 6
+
+#: the kernel's default `lookup local` rule, which the seg6 backend moves
+DEFAULT_LOCAL_RULE = Rule(priority=0, table=RT_TABLE_LOCAL, protocol=RTPROT_KERNEL)
+
+
+class BindingLike(Protocol):
+    """What render needs of a binding cache entry (engine.binding.Binding fits)."""
+
+    @property
+    def home_address(self) -> IPv6Address: ...
+    @property
+    def care_of_address(self) -> IPv6Address: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNodeView:
+    """Where a mobile node is: at home (care_of_address None) or away on `ifname`."""
+
+    home_address: IPv6Interface
+    home_agent: IPv6Address
+    care_of_address: IPv6Address | None = None
+    ifname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The kernel features render may use, already resolved against `[kernel]`."""
+
+    tunnel: Literal["seg6", "ip6tnl"] = "seg6"
+    route_optimization: bool = False
+    esp: bool = False
+    proxy_ndp: bool = True
+
+    @classmethod
+    def resolve(cls, available: Mapping[str, bool | None], cfg: Mip6Config) -> Capabilities:
+        """Choose backends from probe results (`mip6ctl doctor` names) and the configuration."""
+        want = cfg.kernel.tunnel
+        has_ip6tnl = bool(available.get("ip6tnl"))
+        tunnel: Literal["seg6", "ip6tnl"] = (
+            "ip6tnl" if want == "ip6tnl" or (want == "auto" and has_ip6tnl) else "seg6"
+        )
+        defence = cfg.kernel.home_address_defence
+        return cls(
+            tunnel=tunnel,
+            route_optimization=bool(available.get("mip6")),
+            esp=bool(available.get("esp")),
+            proxy_ndp=defence != "daemon" and available.get("proxy_ndp", True) is not False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """Facts about the host render needs but cannot derive from configuration."""
+
+    #: this node's own address on the home link (HA) when [ha].address is not set
+    home_agent_address: IPv6Address | None = None
+
+
+@dataclass
+class Desired:
+    """Objects by key, the origin of each, and why something could not be rendered."""
+
+    objects: dict[tuple, Any] = field(default_factory=dict)
+    origins: dict[tuple, Origin] = field(default_factory=dict)
+    #: foreign objects that must be gone once the owned ones exist (the local rule)
+    takeovers: dict[tuple, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, obj: Any, origin: Origin) -> None:
+        key = object_key(obj)
+        self.objects[key] = obj
+        self.origins.setdefault(key, origin)
+
+    def merge(self, other: Desired) -> None:
+        for key, obj in other.objects.items():
+            self.objects[key] = obj
+            self.origins.setdefault(key, other.origins[key])
+        self.takeovers.update(other.takeovers)
+        self.problems.extend(other.problems)
+
+
+def object_key(obj: Any) -> tuple:
+    """A tuple key for any kernel object, its kind first (XFRM keys are wrapped)."""
+    if isinstance(obj, XfrmPolicy):
+        return ("xfrm-policy", obj.key)
+    if isinstance(obj, XfrmState):
+        return ("xfrm-state", obj.key)
+    return obj.key
+
+
+def binding_table(cfg: Mip6Config) -> int:
+    return cfg.kernel.route_table
+
+
+def decap_table(cfg: Mip6Config) -> int:
+    """Table of the decapsulation route; must differ from the binding table, whose
+    rule matches all traffic to home prefixes and would decapsulate anything."""
+    return cfg.kernel.route_table + 1
+
+
+def _prio(cfg: Mip6Config, offset: int) -> int:
+    return cfg.kernel.rule_priority + offset
+
+
+def _moved_local_rule(cfg: Mip6Config) -> Rule:
+    return Rule(priority=_prio(cfg, 99), table=RT_TABLE_LOCAL)
+
+
+def tunnel_name(care_of: IPv6Address) -> str:
+    """Deterministic ip6tnl name per care-of address (≤ 15 characters)."""
+    return ownership.TUNNEL_PREFIX + hashlib.sha1(care_of.packed).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def render(
+    cfg: Mip6Config,
+    bindings: Iterable[BindingLike] = (),
+    caps: Capabilities | None = None,
+    facts: HostFacts | None = None,
+    *,
+    mobile_node: MobileNodeView | None = None,
+) -> Desired:
+    """Everything the configuration and live bindings require."""
+    caps = caps or Capabilities()
+    facts = facts or HostFacts()
+    out = render_static(cfg, caps, facts)
+    role = cfg.node.role
+    if role == Role.HA:
+        for b in bindings:
+            out.merge(render_binding(cfg, b, caps, facts))
+    elif role == Role.MN and mobile_node is not None:
+        out.merge(render_mobile_node(cfg, mobile_node, caps))
+    return out
+
+
+def home_agent_address(cfg: Mip6Config, facts: HostFacts) -> IPv6Address | None:
+    if cfg.ha is not None and cfg.ha.address is not None:
+        return cfg.ha.address
+    return facts.home_agent_address
+
+
+def render_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts) -> Desired:
+    out = Desired()
+    if cfg.node.role == Role.HA and cfg.ha is not None:
+        _ha_static(cfg, caps, facts, out)
+    elif cfg.node.role == Role.MN and cfg.mn is not None:
+        _ipsec_policies_mn(cfg, out)
+    return out
+
+
+def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desired) -> None:
+    ha = cfg.ha
+    assert ha is not None
+    out.add(Sysctl("net/ipv6/conf/all/forwarding", "1"), Origin("config", "node.role"))
+    if caps.proxy_ndp:
+        for i, ifname in enumerate(ha.interfaces):
+            out.add(
+                Sysctl(f"net/ipv6/conf/{ifname}/proxy_ndp", "1"),
+                Origin("config", f"ha.interfaces[{i}]"),
+            )
+    for i, prefix in enumerate(ha.home_prefixes):
+        out.add(
+            Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(prefix)),
+            Origin("config", f"ha.home_prefixes[{i}]"),
+        )
+    addr = home_agent_address(cfg, facts)
+    if addr is None:
+        out.problems.append(
+            "the home agent address is unknown: set ha.address or give a home link a "
+            "global address inside a home prefix"
+        )
+    elif caps.tunnel == "seg6":
+        _seg6_decap(cfg, addr, ha.interfaces[0], RT_TABLE_MAIN, out, Origin("config", "ha.address"))
+    _ipsec_policies_ha(cfg, addr, out)
+
+
+def _seg6_decap(
+    cfg: Mip6Config, local: IPv6Address, ifname: str, inner: int, out: Desired, origin: Origin
+) -> None:
+    out.add(
+        Rule(_prio(cfg, 0), table=decap_table(cfg), dst=str(local), ipproto=IPPROTO_IPV6),
+        origin,
+    )
+    out.add(
+        Route(str(local), table=decap_table(cfg), oif=ifname, encap=Seg6LocalDecap(inner)),
+        origin,
+    )
+    moved = _moved_local_rule(cfg)
+    out.add(moved, Origin("config", "kernel.tunnel"))
+    out.takeovers[DEFAULT_LOCAL_RULE.key] = DEFAULT_LOCAL_RULE
+
+
+def _home_link(cfg: Mip6Config, hoa: IPv6Address) -> str:
+    ha = cfg.ha
+    assert ha is not None
+    for ifname, prefix in zip(ha.interfaces, ha.home_prefixes, strict=False):
+        if hoa in prefix:
+            return ifname
+    return ha.interfaces[0]
+
+
+def render_binding(
+    cfg: Mip6Config, b: BindingLike, caps: Capabilities, facts: HostFacts
+) -> Desired:
+    """The objects of one home-agent binding (incremental reconcile, invariant 4)."""
+    out = Desired()
+    origin = Origin("binding", str(b.home_address))
+    link = _home_link(cfg, b.home_address)
+    hoa = f"{b.home_address}/128"
+    if b.care_of_address == b.home_address:
+        return out  # at home: nothing to intercept
+    if caps.tunnel == "seg6":
+        out.add(
+            Route(
+                hoa,
+                table=binding_table(cfg),
+                oif=link,
+                encap=Seg6Encap((str(b.care_of_address),), "encap.red"),
+            ),
+            origin,
+        )
+    else:
+        name = tunnel_name(b.care_of_address)
+        local = home_agent_address(cfg, facts) or IPv6Address("::")
+        out.add(Tunnel(name, local=str(local), remote=str(b.care_of_address)), origin)
+        out.add(Route(hoa, table=binding_table(cfg), oif=name), origin)
+    if caps.proxy_ndp:
+        out.add(ProxyNeighbour(link, str(b.home_address)), origin)
+    return out
+
+
+def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[tuple]:
+    """Keys a binding for `hoa` may own, whatever its care-of address (for deletes)."""
+    keys = [("route", binding_table(cfg), f"{hoa}/128", "::/0", 1024)]
+    if caps.proxy_ndp:
+        keys.append(("proxy", _home_link(cfg, hoa), str(hoa)))
+    return keys
+
+
+def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities) -> Desired:
+    """A mobile node away from home: home address kept, traffic reverse-tunnelled."""
+    out = Desired()
+    if view.care_of_address is None or view.ifname is None:
+        return out
+    origin = Origin("binding", str(view.home_address.ip))
+    hoa = str(view.home_address.ip)
+    out.add(
+        Address(view.ifname, hoa, 128, flags=IFA_F_HOMEADDRESS | IFA_F_NODAD),
+        origin,
+    )
+    out.add(Rule(_prio(cfg, 2), table=binding_table(cfg), src=f"{hoa}/128"), origin)
+    if caps.tunnel == "seg6":
+        out.add(
+            Route(
+                "::/0",
+                table=binding_table(cfg),
+                oif=view.ifname,
+                encap=Seg6Encap((str(view.home_agent),), "encap.red"),
+            ),
+            origin,
+        )
+        _seg6_decap(cfg, view.care_of_address, view.ifname, RT_TABLE_LOCAL, out, origin)
+    else:
+        name = tunnel_name(view.home_agent)
+        out.add(Tunnel(name, local=str(view.care_of_address), remote=str(view.home_agent)), origin)
+        out.add(Route("::/0", table=binding_table(cfg), oif=name), origin)
+    return out
+
+
+# --------------------------------------------------------------------------- IPsec (RFC 3776)
+
+
+def _transport(reqid: int) -> tuple[XfrmTemplate, ...]:
+    return (XfrmTemplate(XfrmProto.ESP, Mode.TRANSPORT, reqid=reqid),)
+
+
+def _bu_ba_policies(
+    local: IPv6Address, peer: IPv6Address, send: int, recv: int, reqid_out: int, reqid_in: int
+) -> list[XfrmPolicy]:
+    """ESP transport mode for one direction pair of BU/BA (RFC 3776 §5.1)."""
+    lo, pe = IPv6Network(f"{local}/128"), IPv6Network(f"{peer}/128")
+    return [
+        XfrmPolicy(
+            XfrmSelector.mobility(lo, pe, send), Direction.OUT, templates=_transport(reqid_out)
+        ),
+        XfrmPolicy(
+            XfrmSelector.mobility(pe, lo, recv), Direction.IN, templates=_transport(reqid_in)
+        ),
+    ]
+
+
+def _ipsec_policies_ha(cfg: Mip6Config, addr: IPv6Address | None, out: Desired) -> None:
+    ha = cfg.ha
+    assert ha is not None
+    if addr is None:
+        return
+    for i, mn in enumerate(ha.mobile_nodes):
+        tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
+        if tpl is None or "binding-update" not in tpl.protect:
+            continue
+        reqid = tpl.reqid
+        origin = Origin("config", f"ha.mobile_nodes[{i}].ipsec")
+        for p in _bu_ba_policies(
+            addr,
+            mn.home_address,
+            MH_BA,
+            MH_BU,
+            reqid.to_mn if reqid else 0,
+            reqid.to_ha if reqid else 0,
+        ):
+            out.add(p, origin)
+
+
+def _ipsec_policies_mn(cfg: Mip6Config, out: Desired) -> None:
+    mn = cfg.mn
+    assert mn is not None
+    tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
+    if tpl is None or "binding-update" not in tpl.protect:
+        return
+    if not isinstance(mn.home_agent, IPv6Address):
+        return  # found by DHAAD: policies follow the discovered address at run time
+    reqid = tpl.reqid
+    for p in _bu_ba_policies(
+        mn.home_address.ip,
+        mn.home_agent,
+        MH_BU,
+        MH_BA,
+        reqid.to_ha if reqid else 0,
+        reqid.to_mn if reqid else 0,
+    ):
+        out.add(p, Origin("config", "mn.ipsec"))
+
+
+def classify(obj: Any, cfg: Mip6Config) -> Origin | None:
+    """Best-effort origin of an observed owned object that is no longer desired."""
+    if isinstance(obj, Route) and obj.table == binding_table(cfg) and obj.dst.endswith("/128"):
+        return Origin("binding", obj.dst[:-4])
+    if isinstance(obj, ProxyNeighbour):
+        return Origin("binding", obj.address)
+    return None
