@@ -32,12 +32,8 @@ def test_usage_error_is_not_exit_2(capsys):
     assert e.value.code == exitcodes.USAGE == 64
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["diff", "--json"], ["apply", "--json"], ["apply", "--check", "--json"], ["status", "--json"]],
-)
-def test_unbuilt_commands_say_so(argv, capsys, tmp_path):
-    rc = main([*argv[:1], *(["-c", str(tmp_path)] if argv[0] != "status" else []), *argv[1:]])
+def test_unbuilt_commands_say_so(capsys):
+    rc = main(["status", "--json"])
     assert rc == exitcodes.UNAVAILABLE
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1 and doc["changed"] is False
@@ -47,6 +43,15 @@ def test_unbuilt_commands_say_so(argv, capsys, tmp_path):
 def test_daemon_not_available(capsys, tmp_path):
     assert main(["daemon", "-c", str(tmp_path)]) == exitcodes.UNAVAILABLE
     assert "not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["diff"], ["apply"], ["apply", "--check"]])
+def test_diff_and_apply_refuse_an_invalid_configuration(command, capsys, tmp_path):
+    (tmp_path / "a.toml").write_text("[node]\nrole = 'ha'\n")
+    assert main([*command, "-c", str(tmp_path), "--json"]) == exitcodes.ERROR
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["changed"] is False
+    assert doc["errors"][0]["key"] == "node.role"
 
 
 def test_config_dir_from_environment(monkeypatch, capsys, tmp_path):

@@ -1,0 +1,452 @@
+"""Correspondent node: return routability and Binding Updates with H=0 (RFC 6275 §9).
+
+Theory of operation
+===================
+
+Every node answers as a correspondent (DESIGN.md). The correspondent keeps
+no per-mobile-node state until a Binding Update is authorised: return
+routability (§5.2) is stateless on its side.
+
+Keys and nonces
+---------------
+``Kcn`` (20 octets, injected for tests, random otherwise) keys the keygen
+tokens. :class:`NonceTable` holds a small array of 8-octet nonces with 16-bit
+indices. A nonce *index is valid* for ``MAX_NONCE_LIFETIME`` (240 s) after its
+nonce was made; tokens are only *handed out* from a nonce that can still live
+``MAX_TOKEN_LIFETIME`` (210 s), so a fresh nonce is made (lazily, on the next
+HoTI/CoTI) once the current one is older than 240 − 210 = 30 s. Time is passed
+in; rotation needs no timer.
+
+HoTI → HoT to the home address (the source of the HoTI, which arrives through
+the home agent), CoTI → CoT to the care-of address. Either one carrying a Home
+Address option is discarded (§9.4.1, §9.4.2).
+
+Binding Updates (H=0)
+---------------------
+Judged by the ordered rule table ``_CHECKS`` (§9.5.1 in the RFC's order; one
+function per rule, first verdict wins):
+
+====  =====================================================  ==========================
+step  rule                                                   verdict
+====  =====================================================  ==========================
+1     home / source / alternate care-of not routable unicast  discard
+1a    route optimisation off, or ``cn.policies`` deny          discard (local policy)
+3     Nonce Indices and Binding Authorization Data (last)      discard when missing
+4     nonce index no longer valid                              136 / 137 / 138 (no auth)
+5     authenticator (Kbm from the tokens) does not verify      discard
+5a    existing entry is a home registration (H=1)              139
+6     sequence not newer than the entry's                      135 (last accepted seq)
+====  =====================================================  ==========================
+
+Step 2 (H=1 at a correspondent → 131, or 139 when an H=0 entry exists, and
+discard when Nonce Indices are present) is :meth:`Correspondent.home_registration`,
+used by the engine when this node is not a home agent.
+
+A BU that passes deletes the entry (lifetime 0 or care-of = home address;
+care-of nonce not checked and ``Kbm = SHA1(home token)`` then) or creates /
+refreshes it with ``lifetime ≤ min(requested, cn.max_binding_lifetime,
+MAX_RR_BINDING_LIFETIME)``. A full cache answers 130.
+
+A BA is sent when A=1, and regardless of A for 135–138 and 130 (and always
+for the H=1 refusals 131/139: a home registration is always answered). Once
+the BU has been authenticated, the BA carries Binding Authorization Data
+computed with the same Kbm; 136–138 carry none (there is no Kbm).
+
+Correspondent entries are not persisted (they live ≤ 420 s and the MN
+re-runs return routability after a restart); the reconciler is told through
+:class:`BindingChanged` when forwarding changes (route optimisation state),
+but the BA is not held for it.
+
+Binding Refresh Request: the daemon reports traffic with
+``binding_used(hoa, now)``; a used entry gets one BRR ``max(2 s, 10 % of its
+lifetime)`` before it expires (§9.5.5), unless it was refreshed meanwhile.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from mip6ctl import rfc6275
+from mip6ctl.config.model import CnSection
+from mip6ctl.wire import rr
+from mip6ctl.wire.mh import (
+    BAStatus,
+    BindingAcknowledgement,
+    BindingRefreshRequest,
+    BindingUpdate,
+    CareofTest,
+    CareofTestInit,
+    HomeTest,
+    HomeTestInit,
+    encode_mh,
+    lifetime_units,
+)
+from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
+
+from .binding import Binding, BindingCache, sequence_newer
+from .common import ba_reply, is_routable_unicast
+from .events import Action, BindingChanged, Received, Send
+
+__all__ = ["DEFAULT_MAX_CACHE_ENTRIES", "Correspondent", "NonceTable"]
+
+DEFAULT_MAX_CACHE_ENTRIES = 1_000_000
+"""Above this many binding cache entries a new correspondent registration gets 130."""
+BRR_MIN_LEAD = 2.0
+BRR_LEAD_FRACTION = 0.1
+
+RandomBytes = Callable[[int], bytes]
+
+
+class NonceTable:
+    """Rotating nonces (§5.2.2): index → (nonce, made at), each valid MAX_NONCE_LIFETIME."""
+
+    __slots__ = ("_current", "_nonces", "_order", "_random", "lifetime", "token_lifetime")
+
+    def __init__(
+        self,
+        random_bytes: RandomBytes = os.urandom,
+        *,
+        lifetime: float = rfc6275.MAX_NONCE_LIFETIME,
+        token_lifetime: float = rfc6275.MAX_TOKEN_LIFETIME,
+        first_index: int = 0,
+    ) -> None:
+        self._random = random_bytes
+        self.lifetime = lifetime
+        self.token_lifetime = token_lifetime
+        self._nonces: dict[int, tuple[bytes, float]] = {}
+        self._order: deque[int] = deque()
+        self._current = (first_index - 1) & 0xFFFF
+
+    def current(self, now: float) -> tuple[int, bytes]:
+        """The (index, nonce) to build tokens from; rotates when a token could outlive it."""
+        entry = self._nonces.get(self._current)
+        if entry is None or entry[1] + self.lifetime - now < self.token_lifetime:
+            self._prune(now)
+            self._current = (self._current + 1) & 0xFFFF
+            entry = (self._random(rr.NONCE_LEN), now)
+            self._nonces[self._current] = entry
+            self._order.append(self._current)
+        return self._current, entry[0]
+
+    def get(self, index: int, now: float) -> bytes | None:
+        """The nonce of ``index`` while it is valid, else None."""
+        entry = self._nonces.get(index)
+        if entry is None or now - entry[1] > self.lifetime:
+            return None
+        return entry[0]
+
+    def _prune(self, now: float) -> None:
+        while self._order:
+            made = self._nonces[self._order[0]][1]
+            if now - made <= self.lifetime:
+                break
+            del self._nonces[self._order.popleft()]
+
+
+_DISCARD = -1
+
+
+@dataclass(slots=True)
+class _CnBu:
+    """One H=0 BU being judged, and what the checks learned about it."""
+
+    ev: Received
+    bu: BindingUpdate
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    entry: Binding | None
+    now: float
+    indices: NonceIndices | None = None
+    kbm: bytes | None = None
+
+    @property
+    def deletion(self) -> bool:
+        """Lifetime 0 or care-of = home address: a binding deletion."""
+        return self.bu.lifetime == 0 or self.care_of_address == self.home_address
+
+
+# --------------------------------------------------------------------------- rule table
+
+
+def _check_addresses(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 1: home address, source and alternate care-of must be routable unicast."""
+    alt = c.bu.alternate_careof_address
+    if not (is_routable_unicast(c.home_address) and is_routable_unicast(c.ev.src)):
+        return _DISCARD
+    if alt is not None and not is_routable_unicast(alt):
+        return _DISCARD
+    return None
+
+
+def _check_policy(cn: Correspondent, c: _CnBu) -> int | None:
+    """Local policy (``cn.route_optimization``, ``cn.policies``): refused BUs are dropped."""
+    return None if cn.allowed(c.home_address, c.ev.dst) else _DISCARD
+
+
+def _check_options(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 3: Nonce Indices and Binding Authorization Data (last) are mandatory."""
+    c.indices = c.bu.nonce_indices
+    if c.indices is None or c.bu.authorization_data is None:
+        return _DISCARD
+    return None
+
+
+def _check_nonces(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 4: 136 home, 137 care-of, 138 both (care-of not checked for a deletion)."""
+    assert c.indices is not None
+    home_ok = cn.nonces.get(c.indices.home_nonce_index, c.now) is not None
+    careof_ok = c.deletion or cn.nonces.get(c.indices.careof_nonce_index, c.now) is not None
+    if home_ok and careof_ok:
+        return None
+    if not home_ok and not careof_ok:
+        return BAStatus.EXPIRED_NONCES
+    return BAStatus.EXPIRED_HOME_NONCE_INDEX if not home_ok else BAStatus.EXPIRED_CAREOF_NONCE_INDEX
+
+
+def _check_authenticator(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 5: recompute the tokens, Kbm and the authenticator; mismatch → discard."""
+    assert c.indices is not None
+    home_nonce = cn.nonces.get(c.indices.home_nonce_index, c.now)
+    assert home_nonce is not None
+    home_token = cn.keygen.home_keygen_token(c.home_address, home_nonce)
+    if c.deletion:
+        kbm = rr.binding_management_key(home_token)
+    else:
+        careof_nonce = cn.nonces.get(c.indices.careof_nonce_index, c.now)
+        assert careof_nonce is not None
+        kbm = rr.binding_management_key(
+            home_token, cn.keygen.careof_keygen_token(c.care_of_address, careof_nonce)
+        )
+    raw = c.ev.raw if c.ev.raw is not None else encode_mh(c.bu)
+    if not rr.BindingAuthenticator(kbm).verify(raw, c.care_of_address, c.ev.dst):
+        return _DISCARD
+    c.kbm = kbm
+    return None
+
+
+def _check_registration_type(cn: Correspondent, c: _CnBu) -> int | None:
+    """An existing home registration (H=1) may not turn into a correspondent one → 139."""
+    if c.entry is not None and c.entry.home_registration:
+        return BAStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
+    return None
+
+
+def _check_sequence(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 6: sequence window against the entry (any value without one) → 135."""
+    if c.entry is not None and not sequence_newer(c.bu.sequence, c.entry.sequence):
+        return BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
+    return None
+
+
+_Check = Callable[["Correspondent", _CnBu], int | None]
+_CHECKS: tuple[_Check, ...] = (
+    _check_addresses,
+    _check_policy,
+    _check_options,
+    _check_nonces,
+    _check_authenticator,
+    _check_registration_type,
+    _check_sequence,
+)
+
+_ALWAYS_ACK = frozenset({130, 135, 136, 137, 138})
+"""Statuses acknowledged even without the A flag (§9.5.1)."""
+
+
+class Correspondent:
+    """Return routability and correspondent registrations; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: CnSection,
+        cache: BindingCache,
+        now: float,
+        *,
+        kcn: bytes | None = None,
+        random_bytes: RandomBytes = os.urandom,
+        max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
+    ) -> None:
+        self.cache = cache
+        self.kcn = kcn if kcn is not None else random_bytes(rr.KCN_LEN)
+        if len(self.kcn) != rr.KCN_LEN:
+            raise ValueError(f"Kcn must be {rr.KCN_LEN} octets")
+        self.keygen = rr.KeygenTokenGenerator(self.kcn)
+        self.nonces = NonceTable(random_bytes)
+        self.max_cache_entries = max_cache_entries
+        self._brr: list[tuple[float, IPv6Address, float]] = []
+        self._brr_scheduled: dict[IPv6Address, float] = {}
+        self.configure(cfg)
+
+    def configure(self, cfg: CnSection) -> None:
+        """Take a configuration generation."""
+        self.cfg = cfg
+        self._max_lifetime = min(cfg.max_binding_lifetime, rfc6275.MAX_RR_BINDING_LIFETIME)
+
+    def allowed(self, home_address: IPv6Address, local: IPv6Address) -> bool:
+        """Route optimisation enabled and ``cn.policies`` (first match) / default allow it."""
+        if not self.cfg.route_optimization:
+            return False
+        for p in self.cfg.policies:
+            if home_address in p.home_prefix and (
+                p.correspondent is None or p.correspondent == local
+            ):
+                return p.action == "allow"
+        return self.cfg.default_action == "allow"
+
+    # ----------------------------------------------------------------- return routability
+
+    def home_test_init(self, ev: Received, msg: HomeTestInit, now: float) -> list[Action]:
+        """HoTI → HoT to the home address (the HoTI's source) with the home keygen token."""
+        hoa = ev.src
+        if ev.home_address_option is not None or not is_routable_unicast(hoa):
+            return []
+        if not self.allowed(hoa, ev.dst):
+            return []
+        index, nonce = self.nonces.current(now)
+        token = self.keygen.home_keygen_token(hoa, nonce)
+        return [Send(HomeTest(index, msg.home_init_cookie, token), ev.dst, hoa)]
+
+    def careof_test_init(self, ev: Received, msg: CareofTestInit, now: float) -> list[Action]:
+        """CoTI → CoT to the care-of address (the CoTI's source) with the care-of token."""
+        coa = ev.src
+        if ev.home_address_option is not None or not is_routable_unicast(coa):
+            return []
+        if not self.cfg.route_optimization:
+            return []
+        index, nonce = self.nonces.current(now)
+        token = self.keygen.careof_keygen_token(coa, nonce)
+        return [Send(CareofTest(index, msg.careof_init_cookie, token), ev.dst, coa)]
+
+    # ----------------------------------------------------------------- binding updates
+
+    def home_registration(self, ev: Received, bu: BindingUpdate, now: float) -> list[Action]:
+        """Step 2: H=1 at a node that is not a home agent → 131 (139 over an H=0 entry)."""
+        if bu.nonce_indices is not None:
+            return []
+        hoa = ev.home_address_option or ev.src
+        entry = self.cache.get(hoa)
+        status = (
+            BAStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
+            if entry is not None and not entry.home_registration
+            else BAStatus.HOME_REGISTRATION_NOT_SUPPORTED
+        )
+        return [ba_reply(ev, hoa, BindingAcknowledgement(int(status), bu.sequence))]
+
+    def binding_update(self, ev: Received, bu: BindingUpdate, now: float) -> list[Action]:
+        """A BU with H=0 (§9.5.1)."""
+        hoa = ev.home_address_option or ev.src
+        coa = bu.alternate_careof_address or ev.src
+        c = _CnBu(ev, bu, hoa, coa, self.cache.get(hoa), now)
+        for check in _CHECKS:
+            verdict = check(self, c)
+            if verdict is None:
+                continue
+            if verdict == _DISCARD:
+                return []
+            return self._ack(c, verdict)
+        if c.deletion:
+            return self._delete(c)
+        return self._register(c)
+
+    def _delete(self, c: _CnBu) -> list[Action]:
+        out: list[Action] = []
+        if self.cache.remove(c.home_address) is not None:
+            self._brr_scheduled.pop(c.home_address, None)
+            out.append(BindingChanged(c.home_address, None, "deregistered"))
+        return out + self._ack(c, BAStatus.ACCEPTED)
+
+    def _register(self, c: _CnBu) -> list[Action]:
+        if c.entry is None and len(self.cache) >= self.max_cache_entries:
+            return self._ack(c, BAStatus.INSUFFICIENT_RESOURCES)
+        granted = lifetime_units(min(c.bu.lifetime_seconds, self._max_lifetime)) * 4
+        b = Binding(
+            c.home_address,
+            c.care_of_address,
+            c.ev.dst,
+            granted,
+            c.now,
+            c.now + granted,
+            c.bu.sequence,
+            c.bu.flags,
+            False,
+        )
+        prev = self.cache.put(b)
+        out: list[Action] = []
+        if not b.same_forwarding(prev):
+            out.append(BindingChanged(c.home_address, b, "registered" if prev is None else "moved"))
+        return out + self._ack(c, BAStatus.ACCEPTED, granted)
+
+    def _ack(self, c: _CnBu, status: int, granted: int = 0) -> list[Action]:
+        """The BA if one is due, authenticated with Kbm when the BU was authenticated."""
+        if not (c.bu.ack or status in _ALWAYS_ACK):
+            return []
+        seq = c.entry.sequence if status == 135 and c.entry is not None else c.bu.sequence
+        units = granted // 4
+        if c.kbm is None:
+            ba = BindingAcknowledgement(int(status), seq, units)
+        else:
+            unsigned = BindingAcknowledgement(
+                int(status), seq, units, 0, (BindingAuthorizationData(),)
+            )
+            data = rr.mh_data(unsigned.encode())
+            auth = rr.authenticator(c.kbm, c.care_of_address, c.ev.dst, data)
+            ba = BindingAcknowledgement(
+                int(status), seq, units, 0, (BindingAuthorizationData(auth),)
+            )
+        return [ba_reply(c.ev, c.home_address, ba)]
+
+    # ----------------------------------------------------------------- refresh requests
+
+    def binding_used(self, home_address: IPv6Address, now: float) -> None:
+        """Traffic used this correspondent entry: schedule one BRR before it expires."""
+        b = self.cache.get(home_address)
+        if b is None or b.home_registration:
+            return
+        if self._brr_scheduled.get(home_address) == b.expires_at:
+            return
+        self._brr_scheduled[home_address] = b.expires_at
+        lead = max(BRR_MIN_LEAD, b.lifetime * BRR_LEAD_FRACTION)
+        heapq.heappush(self._brr, (b.expires_at - lead, home_address, b.expires_at))
+
+    def next_timer(self) -> float | None:
+        """When the next Binding Refresh Request is due."""
+        while self._brr:
+            when, hoa, expires = self._brr[0]
+            if self._brr_scheduled.get(hoa) == expires:
+                return when
+            heapq.heappop(self._brr)
+        return None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Send the BRRs that are due, for entries not refreshed since they were used."""
+        out: list[Action] = []
+        while self._brr and self._brr[0][0] <= now:
+            _, hoa, expires = heapq.heappop(self._brr)
+            if self._brr_scheduled.get(hoa) != expires:
+                continue
+            del self._brr_scheduled[hoa]
+            b = self.cache.get(hoa)
+            if b is None or b.expires_at != expires or b.expires_at <= now:
+                continue
+            out.append(Send(BindingRefreshRequest(), b.local_address, b.care_of_address, None, hoa))
+        return out
+
+    def forget(self, home_address: IPv6Address) -> None:
+        """The entry is gone (expiry, configuration): no BRR for it."""
+        self._brr_scheduled.pop(home_address, None)
+
+    def load_config(self, cfg: CnSection, now: float) -> list[Action]:
+        """New generation: drop correspondent entries local policy no longer allows."""
+        self.configure(cfg)
+        out: list[Action] = []
+        for b in self.cache:
+            if not b.home_registration and not self.allowed(b.home_address, b.local_address):
+                self.cache.remove(b.home_address)
+                self.forget(b.home_address)
+                out.append(BindingChanged(b.home_address, None, "config"))
+        return out

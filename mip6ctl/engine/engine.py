@@ -1,0 +1,287 @@
+"""The engine façade: one entry point per node, dispatching to the HA, CN and MN halves.
+
+Like aioquic's ``QuicConnection``: the daemon calls :meth:`Engine.handle` with
+an input event and ``now``, :meth:`Engine.handle_timer` when
+:meth:`Engine.next_timer` comes due, and the completion calls
+(:meth:`~Engine.dad_result`, :meth:`~Engine.reconciled`) when the work it was
+asked to do is done; each returns the actions to execute in order
+(see :mod:`.events` for the contract).
+
+Dispatch (``_DISPATCH`` by message class):
+
+- BU with H=1 → the home agent, or when this node is none, the correspondent's
+  refusal (131 / 139); BU with H=0 → the correspondent;
+- HoTI / CoTI → the correspondent; BA / BRR / HoT / CoT / BE → the mobile node;
+- any other MH message carrying a Home Address option without a binding for
+  (home address, care-of = source) → dropped with Binding Error 1 (§9.3.1);
+- :class:`Malformed` → the reaction its error carries (Parameter Problem with
+  the pointer, Binding Error 2, or nothing).
+
+Binding Errors go only to unicast sources and are rate limited by one token
+bucket per node (default ``MAX_UPDATE_RATE`` per second, burst of the same).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from ipaddress import IPv6Address
+
+from mip6ctl import rfc6275
+from mip6ctl.config.model import Mip6Config, Role
+from mip6ctl.wire.errors import Reaction
+from mip6ctl.wire.mh import (
+    BindingAcknowledgement,
+    BindingError,
+    BindingRefreshRequest,
+    BindingUpdate,
+    CareofTest,
+    CareofTestInit,
+    HomeTest,
+    HomeTestInit,
+    MobilityMessage,
+)
+
+from .binding import Binding, BindingCache
+from .common import UNSPECIFIED, TokenBucket, is_unicast
+from .correspondent import DEFAULT_MAX_CACHE_ENTRIES, Correspondent, RandomBytes
+from .events import (
+    Action,
+    AtHome,
+    BindingChanged,
+    CareOfAddressChanged,
+    ForgetBinding,
+    HomeAddressOptionReceived,
+    Input,
+    Malformed,
+    Received,
+    Send,
+    SendParameterProblem,
+)
+from .home_agent import (
+    DEFAULT_DAD_TIMEOUT,
+    DEFAULT_RECONCILE_TIMEOUT,
+    HomeAgent,
+    PrefixLifetime,
+)
+from .mobile_node import MobileNode
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """One node's Mobile IPv6 protocol engine (HA and/or CN, or MN and CN)."""
+
+    def __init__(
+        self,
+        cfg: Mip6Config,
+        now: float,
+        *,
+        kcn: bytes | None = None,
+        random_bytes: RandomBytes = os.urandom,
+        prefix_valid_lifetime: PrefixLifetime | None = None,
+        binding_error_rate: float = rfc6275.MAX_UPDATE_RATE,
+        binding_error_burst: float = rfc6275.MAX_UPDATE_RATE,
+        dad_timeout: float = DEFAULT_DAD_TIMEOUT,
+        reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
+        max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
+    ) -> None:
+        self.cfg = cfg
+        self.cache = BindingCache()
+        self._prefix_valid_lifetime = prefix_valid_lifetime
+        self._dad_timeout = dad_timeout
+        self._reconcile_timeout = reconcile_timeout
+        self.cn = Correspondent(
+            cfg.cn, self.cache, now, kcn=kcn, random_bytes=random_bytes,
+            max_cache_entries=max_cache_entries,
+        )
+        self.ha: HomeAgent | None = self._make_ha(cfg)
+        self.mn: MobileNode | None = (
+            MobileNode(cfg.mn, now) if cfg.node.role == Role.MN and cfg.mn is not None else None
+        )
+        self.binding_errors = TokenBucket(binding_error_rate, binding_error_burst, now)
+
+    def _make_ha(self, cfg: Mip6Config) -> HomeAgent | None:
+        if cfg.node.role != Role.HA or cfg.ha is None:
+            return None
+        return HomeAgent(
+            cfg.ha, self.cache, prefix_valid_lifetime=self._prefix_valid_lifetime,
+            dad_timeout=self._dad_timeout, reconcile_timeout=self._reconcile_timeout,
+        )
+
+    # ----------------------------------------------------------------- inputs
+
+    def handle(self, event: Input, now: float) -> list[Action]:
+        """Process one input event."""
+        if type(event) is Received:
+            handler = _DISPATCH.get(type(event.message))
+            if handler is not None:
+                return handler(self, event, event.message, now)
+            return []  # decode_mh only yields the eight known classes
+        if type(event) is Malformed:
+            return self._malformed(event, now)
+        if type(event) is HomeAddressOptionReceived:
+            return self._hao_check(event.src, event.dst, event.home_address, now) or []
+        if isinstance(event, CareOfAddressChanged | AtHome):
+            return self.mn.handle(event, now) if self.mn is not None else []
+        raise TypeError(f"not an engine input: {event!r}")
+
+    def dad_result(self, home_address: IPv6Address, ok: bool, now: float) -> list[Action]:
+        """Duplicate Address Detection finished for a parked home registration."""
+        return self.ha.dad_result(home_address, ok, now) if self.ha is not None else []
+
+    def reconciled(self, home_address: IPv6Address, ok: bool, now: float) -> list[Action]:
+        """The reconciler converged ``home_address`` (call after every BindingChanged)."""
+        return self.ha.reconciled(home_address, ok, now) if self.ha is not None else []
+
+    def binding_used(self, home_address: IPv6Address, now: float) -> None:
+        """Traffic used the correspondent entry of ``home_address`` (drives BRRs)."""
+        self.cn.binding_used(home_address, now)
+
+    def load_config(self, cfg: Mip6Config, now: float) -> list[Action]:
+        """Switch to a new configuration generation (already validated, applied whole)."""
+        self.cfg = cfg
+        out = self.cn.load_config(cfg.cn, now)
+        if cfg.node.role == Role.HA and cfg.ha is not None:
+            if self.ha is None:
+                self.ha = self._make_ha(cfg)
+            else:
+                out += self.ha.load_config(cfg.ha, now)
+        elif self.ha is not None:
+            out += self.ha.drop_all()
+            self.ha = None
+        if self.mn is not None and cfg.mn is not None and cfg.node.role == Role.MN:
+            self.mn.configure(cfg.mn)
+        elif cfg.node.role == Role.MN and cfg.mn is not None:
+            self.mn = MobileNode(cfg.mn, now)
+        else:
+            self.mn = None
+        return out
+
+    def restore(self, bindings: Iterable[Binding], now: float) -> list[Action]:
+        """Re-create the cache from persisted bindings after a restart (invariant 6).
+
+        Expired bindings and home registrations the configuration no longer
+        allows are dropped (``ForgetBinding``); the others keep their
+        ``expires_at`` (same clock as ``now``) and are announced with
+        ``BindingChanged(reason="restored")`` so the reconciler adopts their
+        kernel state.
+        """
+        out: list[Action] = []
+        for b in bindings:
+            keep = b.expires_at > now and (
+                not b.home_registration or (self.ha is not None and self.ha.still_allowed(b))
+            )
+            if not keep:
+                if b.home_registration:
+                    out.append(ForgetBinding(b.home_address))
+                continue
+            self.cache.put(b)
+            out.append(BindingChanged(b.home_address, b, "restored"))
+        return out
+
+    # ----------------------------------------------------------------- timers
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (None: nothing scheduled)."""
+        times = [self.cache.next_expiry(), self.cn.next_timer()]
+        if self.ha is not None:
+            times.append(self.ha.next_timer())
+        if self.mn is not None:
+            times.append(self.mn.next_timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Everything due at ``now``: binding expiry, parked-BU deadlines, BRRs, MN timers."""
+        out: list[Action] = []
+        for b in self.cache.expire(now):
+            self.cn.forget(b.home_address)
+            out.append(BindingChanged(b.home_address, None, "expired"))
+            if b.home_registration:
+                out.append(ForgetBinding(b.home_address))
+        if self.ha is not None:
+            out += self.ha.handle_timer(now)
+        out += self.cn.handle_timer(now)
+        if self.mn is not None:
+            out += self.mn.handle_timer(now)
+        return out
+
+    # ----------------------------------------------------------------- dispatch targets
+
+    def _binding_update(self, ev: Received, msg: MobilityMessage, now: float) -> list[Action]:
+        assert isinstance(msg, BindingUpdate)
+        if msg.home_registration:
+            if self.ha is not None:
+                return self.ha.binding_update(ev, msg, now)
+            return self.cn.home_registration(ev, msg, now)
+        return self.cn.binding_update(ev, msg, now)
+
+    def _hoti(self, ev: Received, msg: MobilityMessage, now: float) -> list[Action]:
+        assert isinstance(msg, HomeTestInit)
+        return self.cn.home_test_init(ev, msg, now)
+
+    def _coti(self, ev: Received, msg: MobilityMessage, now: float) -> list[Action]:
+        assert isinstance(msg, CareofTestInit)
+        return self.cn.careof_test_init(ev, msg, now)
+
+    def _to_mn(self, ev: Received, msg: MobilityMessage, now: float) -> list[Action]:
+        refused = self._hao_check(ev.src, ev.dst, ev.home_address_option, now)
+        if refused is not None:
+            return refused
+        return self.mn.received(ev, now) if self.mn is not None else []
+
+    def _hao_check(
+        self, src: IPv6Address, dst: IPv6Address, hoa: IPv6Address | None, now: float
+    ) -> list[Action] | None:
+        """§9.3.1: a Home Address option needs a binding with care-of = source → else BE 1.
+
+        Returns None when the packet may proceed, else the (possibly empty) answer.
+        """
+        if hoa is None:
+            return None
+        b = self.cache.get(hoa)
+        if b is not None and b.care_of_address == src:
+            return None
+        return self._binding_error(1, hoa, dst, src, now)
+
+    def _malformed(self, ev: Malformed, now: float) -> list[Action]:
+        err = ev.error
+        if err.reaction is Reaction.PARAM_PROBLEM:
+            if not (is_unicast(ev.src) and err.pointer is not None):
+                return []
+            return [
+                SendParameterProblem(err.icmp_code or 0, err.pointer, ev.packet, ev.dst, ev.src)
+            ]
+        if err.reaction is Reaction.BINDING_ERROR:
+            status = err.be_status or 2
+            return self._binding_error(status, ev.home_address_option, ev.dst, ev.src, now)
+        return []
+
+    def _binding_error(
+        self,
+        status: int,
+        hoa: IPv6Address | None,
+        src: IPv6Address,
+        dst: IPv6Address,
+        now: float,
+    ) -> list[Action]:
+        """BE to ``dst``: never to a non-unicast address, never above the rate limit."""
+        if not (is_unicast(dst) and is_unicast(src)):
+            return []
+        if not self.binding_errors.allow(now):
+            return []
+        return [Send(BindingError(status, hoa or UNSPECIFIED), src, dst)]
+
+
+_Handler = Callable[[Engine, Received, MobilityMessage, float], list[Action]]
+_DISPATCH: dict[type, _Handler] = {
+    BindingUpdate: Engine._binding_update,
+    HomeTestInit: Engine._hoti,
+    CareofTestInit: Engine._coti,
+    BindingAcknowledgement: Engine._to_mn,
+    BindingRefreshRequest: Engine._to_mn,
+    HomeTest: Engine._to_mn,
+    CareofTest: Engine._to_mn,
+    BindingError: Engine._to_mn,
+}

@@ -1,0 +1,184 @@
+"""What goes into the engine (inputs) and what comes out (actions).
+
+Small frozen, slotted dataclasses in the style of h11's ``_events.py``: the
+daemon turns packets into inputs, feeds them to :class:`~.engine.Engine` with
+``now``, and executes the returned actions **in order**.
+
+Contract for executing actions (this is how invariants 1 and 6 are kept):
+
+- :class:`PersistBinding` / :class:`ForgetBinding` must be durable before the
+  daemon executes the next action of the same list. The HA always places them
+  in front of the Binding Acknowledgement that acknowledges the binding, so a
+  binding the HA acknowledged survives a crash. (Persistence is a separate
+  action rather than folded into :class:`BindingChanged` because a pure
+  lifetime refresh must be persisted but changes no kernel state.)
+- :class:`BindingChanged` asks the reconciler to converge the kernel for that
+  home address (level-triggered: render from ``binding``, or remove when it is
+  None). After reconciling the key the daemon calls
+  ``engine.reconciled(home_address, ok, now)``; a home registration's
+  Binding Acknowledgement is held until then. Calls for a key with nothing
+  waiting are ignored, so the daemon may call it after every reconcile.
+- :class:`StartDad` asks for Duplicate Address Detection; the answer comes back
+  as ``engine.dad_result(home_address, ok, now)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from mip6ctl.wire.errors import WireError
+from mip6ctl.wire.mh import MobilityMessage
+
+from .binding import Binding
+
+__all__ = [
+    "Action",
+    "AtHome",
+    "BindingChanged",
+    "CareOfAddressChanged",
+    "ForgetBinding",
+    "HomeAddressOptionReceived",
+    "Input",
+    "Malformed",
+    "PersistBinding",
+    "Received",
+    "Send",
+    "SendParameterProblem",
+    "StartDad",
+]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A Mobility Header message that decoded cleanly (checksum already verified).
+
+    ``home_address_option`` / ``routing_header_address`` are the Home Address
+    option and type 2 routing header addresses when present. ``raw`` is the
+    Mobility Header octets as received: the return-routability authenticator
+    is checked over them (without it the message is re-encoded, which only
+    matches when the sender padded options the canonical way).
+    """
+
+    message: MobilityMessage
+    src: IPv6Address
+    dst: IPv6Address
+    home_address_option: IPv6Address | None = None
+    routing_header_address: IPv6Address | None = None
+    ipsec_protected: bool = False
+    ifname: str | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """The daemon decoded a packet and got a typed error (its ``reaction`` decides)."""
+
+    error: WireError
+    packet: bytes
+    src: IPv6Address
+    dst: IPv6Address
+    home_address_option: IPv6Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAddressOptionReceived:
+    """A non-MH packet (e.g. payload to a correspondent) carried a Home Address option.
+
+    Without a binding for (home address, care-of address = ``src``) it must be
+    dropped and answered with Binding Error 1 (§9.3.1); the engine answers.
+    """
+
+    src: IPv6Address
+    dst: IPv6Address
+    home_address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class CareOfAddressChanged:
+    """Mobile node: movement detection picked a new primary care-of address."""
+
+    care_of_address: IPv6Address
+    ifname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AtHome:
+    """Mobile node: movement detection found the home link."""
+
+    ifname: str | None = None
+
+
+Input = Received | Malformed | HomeAddressOptionReceived | CareOfAddressChanged | AtHome
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``message`` from ``src`` to ``dst``, with a Home Address option / type 2 RH.
+
+    Messages that need an authenticator (a correspondent's BA) already carry it;
+    the daemon only fills the checksum (``encode_mh`` with the addresses).
+    """
+
+    message: MobilityMessage
+    src: IPv6Address
+    dst: IPv6Address
+    home_address_option: IPv6Address | None = None
+    routing_header_address: IPv6Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendParameterProblem:
+    """ICMPv6 Parameter Problem (RFC 4443 §3.4) about ``invoking_packet``."""
+
+    code: int
+    pointer: int
+    invoking_packet: bytes
+    src: IPv6Address
+    dst: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanged:
+    """The reconciler's trigger: converge the kernel for ``home_address``.
+
+    ``binding`` is the new entry, or None when it is gone. ``reason`` is one of
+    ``registered``, ``moved``, ``deregistered``, ``expired``, ``rollback``,
+    ``config``, ``restored``.
+    """
+
+    home_address: IPv6Address
+    binding: Binding | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersistBinding:
+    """Store ``binding`` durably before executing the next action."""
+
+    binding: Binding
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetBinding:
+    """Remove the stored binding of ``home_address`` before the next action."""
+
+    home_address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class StartDad:
+    """Run DAD on the home link for ``home_address`` (and ``link_local`` when L=1)."""
+
+    home_address: IPv6Address
+    ifname: str | None
+    link_local: IPv6Address | None = None
+
+
+Action = Send | SendParameterProblem | BindingChanged | PersistBinding | ForgetBinding | StartDad

@@ -1,0 +1,233 @@
+"""Mobile node: the binding update list entry for the home registration (§11.7.1, §11.5.4).
+
+Theory of operation
+===================
+
+One Binding Update List (BUL) entry, for the home agent, as a small state
+machine whose transitions are the table ``_TRANSITIONS[(state, input)]``:
+
+=============  ==========================  ==============================
+state          input                       → action, new state
+=============  ==========================  ==============================
+home/away      CareOfAddressChanged(coa)   send BU, ``registering``
+registering    BA accepted                 ``registered`` (refresh timer)
+registering    BA 135                      BU with BA's sequence + 1
+registering    BA other error              stop, ``failed``
+registering    retransmit timer            BU with a new sequence, timeout×2
+registered     refresh timer / BRR         BU, ``registering``
+any but home   AtHome                      de-registration BU, ``deregistering``
+deregistering  BA accepted                 ``home``
+=============  ==========================  ==============================
+
+Retransmission (§11.8): the first BU of a first home registration waits
+``initial_bindack_timeout_first_registration`` (1.5 s), any other
+``initial_bindack_timeout`` (1 s); each retransmission doubles it, capped at
+``max_bindack_timeout`` (32 s), and carries a new sequence number. After
+``max_ha_consecutive_resends`` retransmissions (0 = forever) the entry gives up
+(``failed``). A registration is refreshed at the Binding Refresh Advice
+interval when the BA carried one (and it is shorter than the lifetime), else
+at 75 % of the granted lifetime.
+
+BUs go from the care-of address to the home agent with a Home Address option
+and (``use_alternate_care_of_address``) an Alternate Care-of Address option.
+The de-registration from home goes from the home address, care-of = home
+address, lifetime 0, without a Home Address option. Dynamic home agent
+discovery is not implemented: with ``home_agent = "dhaad"`` nothing is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv6Address
+
+from mip6ctl.config.model import MnSection
+from mip6ctl.wire.mh import (
+    BindingAcknowledgement,
+    BindingRefreshRequest,
+    BindingUpdate,
+    BUFlag,
+    lifetime_units,
+)
+from mip6ctl.wire.mobopts import AlternateCareofAddress, MobilityOption
+
+from .events import Action, AtHome, CareOfAddressChanged, Received, Send
+
+__all__ = ["MobileNode"]
+
+REFRESH_FRACTION = 0.75
+
+
+class MobileNode:
+    """The home registration's BUL entry; see the module docstring."""
+
+    def __init__(self, cfg: MnSection, now: float, *, first_sequence: int = 0) -> None:
+        self.state = "home"
+        self.sequence = first_sequence & 0xFFFF
+        """Sequence number of the last BU sent."""
+        self.care_of_address: IPv6Address | None = None
+        self.last_status: int | None = None
+        self.registered_lifetime = 0
+        self.expires_at: float | None = None
+        self.timeout = 0.0
+        self.resends = 0
+        self._retransmit_at: float | None = None
+        self._refresh_at: float | None = None
+        self._ha_has_binding = False
+        self.configure(cfg)
+
+    def configure(self, cfg: MnSection) -> None:
+        """Take a configuration generation."""
+        self.cfg = cfg
+        self.home_address: IPv6Address = cfg.home_address.ip
+        ha = cfg.home_agent
+        self.home_agent: IPv6Address | None = ha if isinstance(ha, IPv6Address) else None
+
+    # ----------------------------------------------------------------- inputs
+
+    def handle(self, event: CareOfAddressChanged | AtHome, now: float) -> list[Action]:
+        """Movement detection input."""
+        if type(event) is CareOfAddressChanged:
+            if event.care_of_address == self.home_address:
+                return self._at_home(now)
+            if event.care_of_address == self.care_of_address and self.state in (
+                "registering", "registered"
+            ):
+                return []
+            self.care_of_address = event.care_of_address
+            return self._register(now)
+        return self._at_home(now)
+
+    def received(self, ev: Received, now: float) -> list[Action]:
+        """A BA or BRR from the home agent (others are not this entry's business)."""
+        if self.home_agent is None or ev.src != self.home_agent:
+            return []
+        msg = ev.message
+        if type(msg) is BindingRefreshRequest:
+            return self._register(now) if self.state == "registered" else []
+        if type(msg) is not BindingAcknowledgement:
+            return []
+        if msg.status == 135:  # carries the HA's last accepted sequence, not ours
+            return self._ba_135(msg, now)
+        if msg.sequence != self.sequence:
+            return []
+        handler = _TRANSITIONS.get((self.state, "ba_ok" if msg.accepted else "ba_error"))
+        return handler(self, msg, now) if handler is not None else []
+
+    # ----------------------------------------------------------------- timers
+
+    def next_timer(self) -> float | None:
+        """Retransmission or refresh time."""
+        ts = [t for t in (self._retransmit_at, self._refresh_at) if t is not None]
+        return min(ts) if ts else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Retransmit (backoff) or refresh, whichever is due."""
+        if self._retransmit_at is not None and self._retransmit_at <= now:
+            limit = self.cfg.max_ha_consecutive_resends
+            if limit and self.resends >= limit:
+                self._retransmit_at = None
+                self.state = "failed"
+                return []
+            self.resends += 1
+            self.timeout = min(self.timeout * 2, self.cfg.timers.max_bindack_timeout)
+            return self._send(now)
+        if self._refresh_at is not None and self._refresh_at <= now:
+            self._refresh_at = None
+            return self._register(now)
+        return []
+
+    # ----------------------------------------------------------------- transitions
+
+    def _register(self, now: float) -> list[Action]:
+        if self.home_agent is None or self.care_of_address is None:
+            return []
+        t = self.cfg.timers
+        first = not self._ha_has_binding
+        self.timeout = t.initial_bindack_timeout_first_registration if first else (
+            t.initial_bindack_timeout
+        )
+        self.resends = 0
+        self.state = "registering"
+        self._refresh_at = None
+        return self._send(now)
+
+    def _at_home(self, now: float) -> list[Action]:
+        self.care_of_address = None
+        self._refresh_at = None
+        if not self._ha_has_binding and self.state != "registering":
+            self.state = "home"
+            self._retransmit_at = None
+            return []
+        if not self.cfg.return_home or self.home_agent is None:
+            self.state = "home"
+            self._retransmit_at = None
+            return []
+        self.state = "deregistering"
+        self.timeout = self.cfg.timers.initial_bindack_timeout
+        self.resends = 0
+        return self._send(now)
+
+    def _accepted(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
+        self.last_status = ba.status
+        self._retransmit_at = None
+        self._ha_has_binding = True
+        self.state = "registered"
+        self.registered_lifetime = ba.lifetime_seconds
+        self.expires_at = now + ba.lifetime_seconds
+        refresh = ba.lifetime_seconds * REFRESH_FRACTION
+        advice = ba.refresh_advice
+        if advice is not None and 0 < advice.refresh_interval_seconds < ba.lifetime_seconds:
+            refresh = advice.refresh_interval_seconds
+        self._refresh_at = now + refresh
+        return []
+
+    def _deregistered(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
+        self.last_status = ba.status
+        self._retransmit_at = None
+        self._ha_has_binding = False
+        self.state = "home"
+        self.expires_at = None
+        return []
+
+    def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
+        self.last_status = ba.status
+        self._retransmit_at = None
+        self.state = "failed"
+        return []
+
+    def _ba_135(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
+        """§11.7.1: resend at once using the HA's last accepted sequence + 1."""
+        if self.state not in ("registering", "deregistering"):
+            return []
+        self.last_status = ba.status
+        self.sequence = ba.sequence  # _send adds one
+        return self._send(now)
+
+    def _send(self, now: float) -> list[Action]:
+        assert self.home_agent is not None
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self._retransmit_at = now + self.timeout
+        flags = BUFlag.A | BUFlag.H
+        if self.cfg.key_management_mobility:
+            flags |= BUFlag.K
+        if self.cfg.mobile_router:
+            flags |= BUFlag.R
+        if self.state == "deregistering":
+            bu = BindingUpdate(self.sequence, int(flags), 0)
+            return [Send(bu, self.home_address, self.home_agent)]
+        assert self.care_of_address is not None
+        options: tuple[MobilityOption, ...] = ()
+        if self.cfg.use_alternate_care_of_address:
+            options = (AlternateCareofAddress(self.care_of_address),)
+        units = lifetime_units(self.cfg.max_ha_binding_lifetime)
+        bu = BindingUpdate(self.sequence, int(flags), units, options)
+        return [Send(bu, self.care_of_address, self.home_agent, self.home_address)]
+
+
+_Transition = Callable[[MobileNode, BindingAcknowledgement, float], list[Action]]
+_TRANSITIONS: dict[tuple[str, str], _Transition] = {
+    ("registering", "ba_ok"): MobileNode._accepted,
+    ("registering", "ba_error"): MobileNode._refused,
+    ("deregistering", "ba_ok"): MobileNode._deregistered,
+    ("deregistering", "ba_error"): MobileNode._refused,
+}
