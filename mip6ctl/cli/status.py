@@ -1,13 +1,207 @@
-"""`mip6ctl status` (needs the daemon and its control socket, not built yet)."""
+"""`mip6ctl status [--json]`: ask the running daemon for its status document and show it.
+
+Why through the control socket: the binding cache, conditions and counters
+live in the daemon; the CLI only renders the document built by
+:func:`mip6ctl.daemon.status.build_status` (its schema is documented there).
+``--json`` prints it unchanged inside the usual envelope
+(``{"version", "command": "status", "changed": false, "ok": true, …}``).
+
+Exit codes: 0 the daemon answered; 1 no daemon, permission denied, timeout
+or an error answer (JSON: ``{"ok": false, "errors": [{"kind": …}]}`` with kind
+``NoDaemon`` | ``PermissionDenied`` | ``Timeout`` | ``ProtocolError`` |
+``RemoteError``).
+
+Start-up cost: only the socket client is imported here; rich is imported
+when a table is printed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-from mip6ctl.cli.output import not_available
+from mip6ctl.cli import exitcodes
+from mip6ctl.cli.output import emit_json
+from mip6ctl.daemon.control import ControlError, call
+
+#: Highest status_version this CLI knows how to render (newer: shown best effort).
+KNOWN_STATUS_VERSION = 1
+TIMEOUT = 5.0
+
+_COND_STYLE = {"True": "green", "False": "red", "Unknown": "yellow"}
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_available(
-        "status", "the daemon and its control socket are not built yet", as_json=args.json
+    try:
+        doc = call(args.socket, "status", {}, timeout=TIMEOUT)
+    except ControlError as e:
+        if args.json:
+            emit_json("status", {"ok": False, "errors": [{"kind": e.kind, "message": e.message}]})
+        else:
+            sys.stderr.write(f"mip6ctl status: {e.message}\n")
+        return exitcodes.ERROR
+    if not isinstance(doc, dict):
+        message = f"the daemon on {args.socket} answered a status that is not an object"
+        if args.json:
+            emit_json("status", {"ok": False, "errors": [{"kind": "ProtocolError",
+                                                           "message": message}]})  # fmt: skip
+        else:
+            sys.stderr.write(f"mip6ctl status: {message}\n")
+        return exitcodes.ERROR
+    if args.json:
+        emit_json("status", {"ok": True, **doc})
+    else:
+        render(doc)
+    return exitcodes.OK
+
+
+# --------------------------------------------------------------------------- human output
+
+
+def _duration(seconds: Any) -> str:
+    """3725 → "1h2m", 59 → "59s": short enough for a header line."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _esc(text: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def render(doc: dict[str, Any]) -> None:
+    """Compact header, coloured conditions, counters, then the role's tables."""
+    from rich.table import Table
+
+    from mip6ctl.cli.output import console
+
+    con = console()
+    if not con.is_terminal:
+        con.width = max(con.width, 160)  # a pipe must not get folded addresses
+    version = doc.get("status_version")
+    if isinstance(version, int) and version > KNOWN_STATUS_VERSION:
+        console(stderr=True).print(
+            f"[yellow]note:[/] status version {version} is newer than this mip6ctl "
+            f"({KNOWN_STATUS_VERSION}); some fields may be missing"
+        )
+
+    role = doc.get("role", "?")
+    name = doc.get("node_name") or ""
+    con.print(
+        f"[bold]{_esc(role)}[/] {_esc(name)}  pid {_esc(doc.get('pid', '?'))}  "
+        f"up {_duration(doc.get('uptime_s'))}  mip6ctl {_esc(doc.get('daemon_version', '?'))}"
     )
+    gen = doc.get("generation")
+    number, observed = doc.get("generation_number"), doc.get("observed_generation")
+    sync = "" if number == observed else "  [yellow](not yet applied)[/]"
+    short = "-" if not gen else (gen if len(gen) <= 19 else gen[:19] + "…")
+    con.print(
+        f"generation {_esc(number if number is not None else '-')} ({_esc(short)})  "
+        f"observed {_esc(observed if observed is not None else '-')}{sync}  "
+        f"last reconcile {_esc(doc.get('last_reconcile_time') or 'never')}"
+    )
+    con.print(
+        f"transport {_esc(doc.get('transport') or '-')}  "
+        f"tunnel {_esc(doc.get('tunnel_backend') or '-')}"
+    )
+
+    for c in doc.get("conditions") or []:
+        status = str(c.get("status", "Unknown"))
+        style = _COND_STYLE.get(status, "yellow")
+        line = (
+            f"  {_esc(c.get('type', '?')):<13} [{style}]{status:<7}[/] {_esc(c.get('reason', ''))}"
+        )
+        if c.get("message"):
+            line += f": {_esc(c['message'])}"
+        if c.get("last_transition_time"):
+            line += f" [dim](since {_esc(c['last_transition_time'])})[/]"
+        con.print(line)
+
+    k = doc.get("counters") or {}
+    rejected = k.get("bus_rejected_by_status") or {}
+    rej = sum(int(v) for v in rejected.values())
+    detail = ", ".join(f"{code}×{n}" for code, n in rejected.items())
+    con.print(
+        f"BUs {k.get('bus_received', 0)} received, {k.get('bus_accepted', 0)} accepted, "
+        f"{rej} rejected{f' ({detail})' if detail else ''} · BAs {k.get('bas_sent', 0)} · "
+        f"BEs {k.get('bes_sent', 0)} · drift repairs {k.get('drift_repairs', 0)} · "
+        f"reconcile failures {k.get('reconcile_failures', 0)}"
+    )
+
+    bc = doc.get("binding_cache")
+    if bc is not None:
+        rows = bc.get("rows") or []
+        count = bc.get("count", len(rows))
+        more = f", first {len(rows)} shown" if bc.get("truncated") else ""
+        con.print()
+        if not rows:
+            con.print(f"[bold]Binding cache[/]: {count} entries")
+        else:
+            t = Table(title=f"Binding cache ({count} entries{more})", title_justify="left")
+            for col, right in (
+                ("home address", False),
+                ("care-of address", False),
+                ("lifetime left", True),
+                ("seq", True),
+                ("flags", False),
+                ("age", True),
+            ):
+                t.add_column(col, justify="right" if right else "left", no_wrap=True)
+            for r in rows:
+                t.add_row(
+                    _esc(r.get("home_address")),
+                    _esc(r.get("care_of_address")),
+                    f"{r.get('lifetime_left_s')} s",
+                    str(r.get("sequence")),
+                    _esc(r.get("flags") or "-"),
+                    _duration(r.get("age_s")),
+                )
+            con.print(t)
+
+    bul = doc.get("binding_update_list")
+    if bul is not None:
+        rows = bul.get("rows") or []
+        con.print()
+        if not rows:
+            con.print("[bold]Binding update list[/]: empty")
+        else:
+            t = Table(title=f"Binding update list ({len(rows)})", title_justify="left")
+            for col in ("peer", "care-of address", "state", "lifetime left", "seq", "retrans"):
+                right = col in ("lifetime left", "seq", "retrans")
+                t.add_column(col, justify="right" if right else "left", no_wrap=True)
+            for r in rows:
+                state = str(r.get("state"))
+                style = {"registered": "green", "failed": "red"}.get(state, "yellow")
+                left = r.get("lifetime_left_s")
+                t.add_row(
+                    _esc(r.get("peer") or "-"),
+                    _esc(r.get("care_of_address") or "-"),
+                    f"[{style}]{_esc(state)}[/]",
+                    "-" if left is None else f"{left} s",
+                    str(r.get("sequence")),
+                    str(r.get("retransmissions", 0)),
+                )
+            con.print(t)
+
+    rr = doc.get("return_routability")
+    if rr is not None:
+        rows = rr.get("rows") or []
+        enabled = "on" if rr.get("enabled") else "off"
+        con.print(f"Return routability: route optimisation {enabled}, {len(rows)} peers")
+        for r in rows:
+            err = f" ({_esc(r['last_error'])})" if r.get("last_error") else ""
+            con.print(
+                f"  {_esc(r.get('peer'))} {_esc(r.get('state'))}  home token "
+                f"{_duration(r.get('home_token_age_s'))} old, care-of token "
+                f"{_duration(r.get('care_of_token_age_s'))} old{err}"
+            )

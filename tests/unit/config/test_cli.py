@@ -32,12 +32,12 @@ def test_usage_error_is_not_exit_2(capsys):
     assert e.value.code == exitcodes.USAGE == 64
 
 
-def test_unbuilt_commands_say_so(capsys):
-    rc = main(["status", "--json"])
-    assert rc == exitcodes.UNAVAILABLE
+def test_status_without_a_daemon(capsys, tmp_path):
+    rc = main(["status", "--json", "--socket", str(tmp_path / "none.sock")])
+    assert rc == exitcodes.ERROR
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1 and doc["changed"] is False
-    assert doc["errors"][0]["kind"] == "NotAvailable"
+    assert doc["errors"][0]["kind"] == "NoDaemon"
 
 
 def test_daemon_not_available(capsys, tmp_path):

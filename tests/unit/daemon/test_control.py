@@ -1,0 +1,270 @@
+"""The control socket: protocol, permissions, stale sockets, bad requests, the sync client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mip6ctl.daemon.control import (
+    AlreadyRunning,
+    ControlError,
+    ControlServer,
+    MethodError,
+    call,
+)
+
+
+class ServerThread:
+    """A ControlServer on its own event loop in a thread, for the synchronous client."""
+
+    def __init__(self, path: Path, methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]):
+        self.server = ControlServer(path)
+        for name, fn in methods.items():
+            self.server.register(name, fn)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def sock_path(tmp_path: Path) -> Path:
+    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be long.
+    p = tmp_path / "run" / "c.sock"
+    assert len(str(p)) < 100
+    return p
+
+
+async def echo(params: dict[str, Any]) -> Any:
+    return {"echo": params}
+
+
+async def boom(params: dict[str, Any]) -> Any:
+    raise RuntimeError("kaput")
+
+
+async def refuse(params: dict[str, Any]) -> Any:
+    raise MethodError("NotReady", "the engine is starting")
+
+
+async def big(params: dict[str, Any]) -> Any:
+    return {"rows": ["2001:db8:1::100"] * 200_000}  # ~3.6 MB, many recv() calls
+
+
+async def slow(params: dict[str, Any]) -> Any:
+    await asyncio.sleep(params.get("s", 2.0))
+    return "late"
+
+
+@pytest.fixture
+def server(sock_path: Path) -> Iterator[ServerThread]:
+    methods = {"echo": echo, "boom": boom, "refuse": refuse, "slow": slow, "big": big}
+    with ServerThread(sock_path, methods) as s:
+        yield s
+
+
+def raw(path: Path, *lines: bytes, read: int | None = None) -> list[dict[str, Any]]:
+    """Send raw lines on one connection; return the parsed answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"".join(lines))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return [json.loads(x) for x in data.splitlines()]
+
+
+def test_call_round_trip(server: ServerThread, sock_path: Path) -> None:
+    assert call(sock_path, "echo", {"a": [1, 2]}) == {"echo": {"a": [1, 2]}}
+    pong = call(str(sock_path), "ping")
+    assert pong == {"pong": True, "pid": os.getpid()}
+
+
+def test_socket_and_directory_modes(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        path = tmp_path / "fresh" / "dir" / "c.sock"
+        with ServerThread(path, {}):
+            st = os.lstat(path)
+            assert stat.S_ISSOCK(st.st_mode)
+            assert stat.S_IMODE(st.st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+            assert [p.name for p in path.parent.iterdir()] == ["c.sock"]  # no temp left
+        assert not path.exists()  # removed on close
+    finally:
+        os.umask(old)
+
+
+def test_errors_are_responses(server: ServerThread, sock_path: Path) -> None:
+    answers = raw(
+        sock_path,
+        b"this is not json\n",
+        b"[1, 2]\n",
+        b'{"id": 3}\n',
+        b'{"id": 4, "method": "nope"}\n',
+        b'{"id": 5, "method": "echo", "params": [1]}\n',
+        b'{"id": 6, "method": "boom"}\n',
+        b'{"id": 7, "method": "refuse"}\n',
+        b'{"id": {"x": 1}, "method": "ping"}\n',
+        b"\n",
+        b'{"id": "last", "method": "echo"}\n',
+    )
+    codes = [(a["id"], a.get("error", {}).get("code")) for a in answers]
+    assert codes == [
+        (None, "ParseError"),
+        (None, "InvalidRequest"),
+        (3, "InvalidRequest"),
+        (4, "MethodNotFound"),
+        (5, "InvalidParams"),
+        (6, "Internal"),
+        (7, "NotReady"),
+        (None, "InvalidRequest"),
+        ("last", None),
+    ]
+    assert "RuntimeError: kaput" in answers[5]["error"]["message"]
+    assert "echo" in answers[3]["error"]["message"]  # lists the methods it has
+    assert answers[-1]["result"] == {"echo": {}}
+    # ... and the server is still serving new connections.
+    assert call(sock_path, "ping")["pong"] is True
+
+
+def test_request_too_large(server: ServerThread, sock_path: Path) -> None:
+    big = b'{"id": 1, "method": "echo", "params": {"x": "' + b"a" * 70_000 + b'"}}\n'
+    answers = raw(sock_path, big)
+    assert answers[0]["error"]["code"] == "RequestTooLarge"
+    assert call(sock_path, "ping")["pong"] is True
+
+
+def test_remote_error_raises(server: ServerThread, sock_path: Path) -> None:
+    with pytest.raises(ControlError) as e:
+        call(sock_path, "refuse")
+    assert e.value.kind == "RemoteError" and e.value.code == "NotReady"
+    assert "starting" in e.value.message
+
+
+def test_no_daemon(tmp_path: Path) -> None:
+    with pytest.raises(ControlError) as e:
+        call(tmp_path / "absent.sock", "ping")
+    assert e.value.kind == "NoDaemon"
+    assert "no daemon is listening on" in str(e.value)
+
+
+def test_stale_socket_is_no_daemon_then_replaced(sock_path: Path) -> None:
+    sock_path.parent.mkdir()
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(sock_path))  # a crash leaves the file; nobody listens
+    dead.close()
+    with pytest.raises(ControlError) as e:
+        call(sock_path, "ping")
+    assert e.value.kind == "NoDaemon"
+    with ServerThread(sock_path, {}):
+        assert call(sock_path, "ping")["pong"] is True
+
+
+def test_refuses_to_start_when_another_answers(server: ServerThread, sock_path: Path) -> None:
+    second = ControlServer(sock_path)
+    with pytest.raises(AlreadyRunning, match="another daemon"):
+        asyncio.run(second.start())
+    assert call(sock_path, "ping")["pong"] is True  # the first one is untouched
+
+
+def test_never_replaces_a_non_socket(sock_path: Path) -> None:
+    sock_path.parent.mkdir()
+    sock_path.write_text("precious")
+    with pytest.raises(ControlError, match="not a socket"):
+        asyncio.run(ControlServer(sock_path).start())
+    assert sock_path.read_text() == "precious"
+
+
+def test_close_leaves_a_successors_socket(sock_path: Path) -> None:
+    async def main() -> None:
+        first = ControlServer(sock_path)
+        await first.start()
+        os.unlink(sock_path)  # e.g. an operator removed it and a new daemon took over
+        successor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        successor.bind(str(sock_path))
+        await first.close()
+        assert sock_path.exists()
+        successor.close()
+
+    asyncio.run(main())
+
+
+def test_permission_denied(monkeypatch: pytest.MonkeyPatch, server: ServerThread) -> None:
+    def denied(self: socket.socket, addr: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "connect", denied)
+    with pytest.raises(ControlError) as e:
+        call(server.server.path, "ping")
+    assert e.value.kind == "PermissionDenied"
+    assert "root" in e.value.message
+
+
+def test_timeout(server: ServerThread, sock_path: Path) -> None:
+    with pytest.raises(ControlError) as e:
+        call(sock_path, "slow", {"s": 2.0}, timeout=0.2)
+    assert e.value.kind == "Timeout"
+    assert call(sock_path, "ping")["pong"] is True
+
+
+def test_not_a_control_socket(sock_path: Path) -> None:
+    """Something answers, but not with our protocol: a clear ProtocolError."""
+    sock_path.parent.mkdir()
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(sock_path))
+    srv.listen(1)
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        conn.recv(1000)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\n")
+        conn.close()
+
+    t = threading.Thread(target=answer)
+    t.start()
+    with pytest.raises(ControlError) as e:
+        call(sock_path, "ping")
+    t.join()
+    srv.close()
+    assert e.value.kind == "ProtocolError"
+
+
+def test_large_answer(server: ServerThread, sock_path: Path) -> None:
+    assert len(call(sock_path, "big")["rows"]) == 200_000
+
+
+def test_many_requests_on_one_connection(server: ServerThread, sock_path: Path) -> None:
+    lines = [json.dumps({"id": i, "method": "echo", "params": {"i": i}}).encode() + b"\n"
+             for i in range(200)]  # fmt: skip
+    answers = raw(sock_path, *lines)
+    assert [a["result"]["echo"]["i"] for a in answers] == list(range(200))
+
+
+def test_client_does_not_import_asyncio() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, mip6ctl.daemon.control; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
