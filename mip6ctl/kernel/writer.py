@@ -19,7 +19,12 @@ Ownership (DESIGN.md invariant 3) is enforced here, not trusted to callers:
   (a table-filtered dump for routes): ours -> "exists", foreign -> "conflict";
 * addresses and proxy neighbours have no marked delete and proxy creation
   would silently adopt a foreign entry, so they are read first with batched
-  single-object GETs; rules (few, no single GET) with one rule dump.
+  single-object GETs; rules (few, no single GET) with one rule dump;
+* ip6tnl tunnels (few) are read with the link dump: the kernel answers EEXIST
+  both for "this name exists" and for "another device has these endpoints"
+  (or "an external device exists"), so only the dump tells "exists" from
+  "conflict", and a change between per-peer and external, which the kernel's
+  changelink refuses (EINVAL), is done as delete + create.
 
 EEXIST on create and ENOENT/ESRCH on delete are success ("exists"/"absent").
 Sysctls are written through /proc/sys of the calling thread's namespace.
@@ -28,7 +33,7 @@ Sysctls are written through /proc/sys of the calling thread's namespace.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -169,9 +174,12 @@ class Writer:
     # -- phases ----------------------------------------------------------------------------
 
     def _link_index(self, ops: Sequence[Op], results: list[Result | None]) -> dict[str, int]:
-        """Map interface names to indexes with one link dump, only if some op needs it."""
+        """Map interface names to indexes with one link dump, only if some op needs it;
+        the same dump records every ip6tnl device in `self._tunnels` (name -> Tunnel)."""
+        self._tunnels: dict[str, Tunnel] = {}
+        self._link_names: set[str] = set()
         if not any(
-            isinstance(op.obj, Address | ProxyNeighbour)
+            isinstance(op.obj, Address | ProxyNeighbour | Tunnel)
             or (isinstance(op.obj, Route) and op.obj.oif)
             for op in ops
         ):
@@ -181,8 +189,11 @@ class Writer:
         for buf in nl.dump(self._sock, rc.link_dump_request(seq), seq):
             for kind, _f, _s, a, b in nl.iter_messages(buf):
                 if kind == nl.RTM_NEWLINK:
-                    idx, name, _t = rc.decode_link(buf, a, b)
+                    idx, name, tunnel = rc.decode_link(buf, a, b)
                     out[name] = idx
+                    if tunnel is not None:
+                        self._tunnels[name] = tunnel
+        self._link_names = set(out)
         return out
 
     def _preflight(
@@ -267,10 +278,7 @@ class Writer:
                 new()
             return
         if isinstance(obj, Tunnel):
-            if op.action == "delete":
-                dele(obj)
-            else:
-                new(_NEW if op.action == "create" else _NEW & ~nl.NLM_F_EXCL)
+            self._queue_tunnel(i, op, results, new, dele)
             return
 
         # Address, ProxyNeighbour, Rule: decided against what the preflight read.
@@ -302,6 +310,53 @@ class Writer:
                 results[i] = Result(op, "exists")
                 return
         new()
+
+    def _queue_tunnel(
+        self,
+        i: int,
+        op: Op,
+        results: list[Result | None],
+        new: Callable[..., None],
+        dele: Callable[..., None],
+    ) -> None:
+        """Decide a tunnel op against the link dump (see the module docstring)."""
+        obj = op.obj
+        assert isinstance(obj, Tunnel)
+        if op.action == "delete":
+            dele(obj)
+            return
+        cur = self._tunnels.get(obj.name)
+        if cur == obj:
+            results[i] = Result(op, "exists")
+            return
+        if op.action == "create" and obj.name in self._link_names:
+            note = f"owned object differs: {cur!r}" if cur else "a non-ip6tnl device has this name"
+            results[i] = Result(op, "exists", 0, note)
+            return
+
+        # EEXIST from here on is another device: the one with these endpoints, or
+        # the namespace's single external (collect_md) device.
+        def holds(t: Tunnel) -> bool:
+            if t.name == obj.name or t.external != obj.external:
+                return False
+            return t.external or (t.local, t.remote) == (obj.local, obj.remote)
+
+        holder = next((t for t in self._tunnels.values() if holds(t)), None)
+        what = (
+            "the external ip6tnl device"
+            if obj.external
+            else "an ip6tnl device with these endpoints"
+        )
+        self._checked[i] = Result(op, "conflict", errno.EEXIST, f"{what} exists", holder)
+        if obj.name not in self._link_names:
+            new()
+        elif cur is None or cur.external != obj.external:
+            # changelink refuses collect_md (EINVAL) and cannot turn a per-peer
+            # device into an external one or back: recreate it.
+            dele(obj, "del")
+            new()
+        else:
+            new(_NEW & ~nl.NLM_F_EXCL)  # changelink: keeps the ifindex and routes through it
 
     def _exchange(self, out: list[bytes], pending: set[int]) -> list[bytes]:
         """Send messages in one buffer and read until every seq in `pending` is answered."""

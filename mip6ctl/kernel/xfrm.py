@@ -816,8 +816,15 @@ class _Request:
     target: Any
     msg_type: int
     body: bytes
-    #: errno that means "already in the requested state" (idempotent success)
-    idempotent: int = 0
+    #: errnos that mean "already in the requested state" (idempotent success)
+    idempotent: tuple[int, ...] = ()
+
+
+#: What DELSA/GETSA answer for an SA that is not there.  Unlike policies (ENOENT),
+#: the kernel's xfrm_user_state_lookup() fails with ESRCH, and xfrm_state_delete()
+#: says ESRCH for an SA already dead: both mean "absent", so a repeated delete is a
+#: noop and get_state() returns None (the vm tier showed ESRCH on the second delete).
+_STATE_ABSENT = (_errno.ESRCH, _errno.ENOENT)
 
 
 def _parse_error(buf: bytes | memoryview, a: int, b: int, flags: int) -> tuple[int, str]:
@@ -950,7 +957,7 @@ class XfrmSocket:
                     idx = pending.pop(seq)
                     err, msg = _parse_error(data, a, b, mflags)
                     r = requests[idx]
-                    noop = bool(err) and err == r.idempotent
+                    noop = bool(err) and err in r.idempotent
                     results[idx] = XfrmResult(r.op, r.target, 0 if noop else err, msg, noop)
             if done:  # no error reply before the barrier: success
                 for idx in pending.values():
@@ -1010,7 +1017,7 @@ class XfrmSocket:
         """NEWPOLICY (EEXIST = success, noop) or, with replace, UPDPOLICY (add or replace)."""
         mt = XFRM_MSG_UPDPOLICY if replace else XFRM_MSG_NEWPOLICY
         op = "update policy" if replace else "add policy"
-        idem = 0 if replace else _errno.EEXIST
+        idem = () if replace else (_errno.EEXIST,)
         return self._execute([_Request(op, p, mt, encode_policy(p), idem) for p in policies])
 
     def update_policies(self, policies: Iterable[XfrmPolicy]) -> list[XfrmResult]:
@@ -1020,7 +1027,9 @@ class XfrmSocket:
         """DELPOLICY by full identity (selector, dir, type, mark, if_id); ENOENT = success."""
         return self._execute(
             [
-                _Request("delete policy", p, XFRM_MSG_DELPOLICY, encode_policy_id(p), _errno.ENOENT)
+                _Request(
+                    "delete policy", p, XFRM_MSG_DELPOLICY, encode_policy_id(p), (_errno.ENOENT,)
+                )
                 for p in policies
             ]
         )
@@ -1044,7 +1053,13 @@ class XfrmSocket:
         self._sock.sendall(nlmsg(XFRM_MSG_GETPOLICY, NLM_F_REQUEST, seq, encode_policy_id(key)))
         return self._get_reply(seq, XFRM_MSG_NEWPOLICY, decode_policy)  # type: ignore[return-value]
 
-    def _get_reply(self, seq: int, want: int, decode: Callable[..., Any]) -> Any:
+    def _get_reply(
+        self,
+        seq: int,
+        want: int,
+        decode: Callable[..., Any],
+        absent: tuple[int, ...] = (_errno.ENOENT,),
+    ) -> Any:
         deadline = time.monotonic() + self.timeout
         while True:
             self._sock.settimeout(max(0.001, deadline - time.monotonic()))
@@ -1059,7 +1074,7 @@ class XfrmSocket:
                     continue
                 if kind == NLMSG_ERROR:
                     err, msg = _parse_error(data, a, b, flags)
-                    if err == _errno.ENOENT:
+                    if err in absent:
                         return None
                     raise XfrmError(err, msg, "get")
                 if kind == want:
@@ -1088,18 +1103,75 @@ class XfrmSocket:
     # -- states --
 
     def add_states(self, states: Iterable[XfrmState], *, replace: bool = False) -> list[XfrmResult]:
-        mt = XFRM_MSG_UPDSA if replace else XFRM_MSG_NEWSA
-        op = "update state" if replace else "add state"
-        idem = 0 if replace else _errno.EEXIST
-        return self._execute([_Request(op, s, mt, encode_state(s), idem) for s in states])
+        """NEWSA (EEXIST = success, noop) or, with replace, add-or-replace (`_replace_states`)."""
+        if replace:
+            return self._replace_states(list(states))
+        return self._execute(
+            [
+                _Request("add state", s, XFRM_MSG_NEWSA, encode_state(s), (_errno.EEXIST,))
+                for s in states
+            ]
+        )
+
+    def _replace_states(self, states: list[XfrmState]) -> list[XfrmResult]:
+        """Make the kernel hold exactly these SAs, whether or not they exist.
+
+        UPDSA alone is not that (xfrm_state_update): it fails ESRCH for a missing
+        SA -- which made the capability probe report ESP/route2/hao as missing
+        on the full kernel -- and it copies only lifetimes, encap, the care-of
+        address and (SPI-less states) the selector, silently keeping old keys,
+        algorithms, reqid or mode.  So: route2/hao (the CoA moves on every
+        binding update) get UPDSA, atomic, then NEWSA if absent, and a delete +
+        add if the read-back still differs; SPI states get delete + add in one
+        batch (an SA's keys cannot change in place).
+        """
+        results: list[XfrmResult | None] = [None] * len(states)
+        ro = [i for i, st in enumerate(states) if not st.proto.uses_spi]
+        upd = self._execute(
+            [
+                _Request("update state", states[i], XFRM_MSG_UPDSA, encode_state(states[i]))
+                for i in ro
+            ]
+        )
+        recreate: list[int] = []
+        missing: list[int] = []
+        for i, r in zip(ro, upd, strict=True):
+            if r.error in _STATE_ABSENT:
+                missing.append(i)
+            elif r.error or self.get_state(states[i]) == states[i]:
+                results[i] = r
+            else:
+                recreate.append(i)
+        added = self._execute(
+            [
+                _Request("update state", states[i], XFRM_MSG_NEWSA, encode_state(states[i]))
+                for i in missing
+            ]
+        )
+        for i, r in zip(missing, added, strict=True):
+            results[i] = r
+        recreate += [i for i, st in enumerate(states) if st.proto.uses_spi]
+        reqs: list[_Request] = []
+        for i in recreate:
+            st = states[i]
+            reqs.append(
+                _Request("update state", st, XFRM_MSG_DELSA, encode_state_id(st), _STATE_ABSENT)
+            )
+            reqs.append(_Request("update state", st, XFRM_MSG_NEWSA, encode_state(st)))
+        done = self._execute(reqs)
+        for k, i in enumerate(recreate):
+            gone, made = done[2 * k], done[2 * k + 1]
+            results[i] = made if gone.ok else gone
+        return [r for r in results if r is not None]
 
     def update_states(self, states: Iterable[XfrmState]) -> list[XfrmResult]:
         return self.add_states(states, replace=True)
 
     def delete_states(self, states: Iterable[XfrmState | XfrmStateKey]) -> list[XfrmResult]:
+        """DELSA by identity; an absent SA is success (noop)."""
         return self._execute(
             [
-                _Request("delete state", s, XFRM_MSG_DELSA, encode_state_id(s), _errno.ENOENT)
+                _Request("delete state", s, XFRM_MSG_DELSA, encode_state_id(s), _STATE_ABSENT)
                 for s in states
             ]
         )
@@ -1120,7 +1192,9 @@ class XfrmSocket:
     def get_state(self, key: XfrmStateKey | XfrmState) -> XfrmState | None:
         seq = self._next_seq()
         self._sock.sendall(nlmsg(XFRM_MSG_GETSA, NLM_F_REQUEST, seq, encode_state_id(key)))
-        return self._get_reply(seq, XFRM_MSG_NEWSA, decode_state)  # type: ignore[no-any-return]
+        return self._get_reply(  # type: ignore[no-any-return]
+            seq, XFRM_MSG_NEWSA, decode_state, absent=_STATE_ABSENT
+        )
 
     def dump_states(self, *, owned_only: bool = False) -> list[XfrmState]:
         # The SA dump parses attributes right after the header: send no body.

@@ -265,9 +265,13 @@ def test_event_loss_triggers_a_resync(home: Home) -> None:
 
 
 def _ip6tnl_missing(ns: str) -> bool:
+    # Endpoints of its own: a probe with none (:: -> ::) has the parameters of the
+    # fallback device ip6tnl0 that loading ip6_tunnel creates in every namespace,
+    # so the kernel answers EEXIST even where ip6tnl works (seen in the vm tier).
     res = nsutil.ip(
-        "link", "add", "probe6t", "type", "ip6tnl", "mode", "ip6ip6", ns=ns, check=False
-    )
+        "link", "add", "probe6t", "type", "ip6tnl", "mode", "ip6ip6",
+        "local", "2001:db8:ffff::1", "remote", "2001:db8:ffff::2", ns=ns, check=False,
+    )  # fmt: skip
     nsutil.ip("link", "del", "probe6t", ns=ns, check=False)
     return res.returncode != 0
 
@@ -280,10 +284,51 @@ def test_ip6tnl_tunnel_roundtrip(home: Home) -> None:
     ext = Tunnel("m6tx", external=True)
     _all_ok(home.apply(create(first), create(ext)))
     home.until(lambda: home.obs.get(first.key) == first and home.obs.get(ext.key) == ext)
+    shown = nsutil.ip("-d", "link", "show", "m6t1", ns=home.ns).stdout
+    assert "ip6tnl ip6ip6 remote 2001:db8:a::100 local 2001:db8:ff01::1" in shown
+    assert ",UP" in shown
+    assert "external" in nsutil.ip("-d", "link", "show", "m6tx", ns=home.ns).stdout
+    assert [r.status for r in home.apply(create(first), create(ext))] == ["exists"] * 2
+
+    index = nsutil.ip("-o", "link", "show", "m6t1", ns=home.ns).stdout.split(":")[0]
     _all_ok(home.apply(replace(second)))
     home.until(lambda: home.obs.get(first.key) == second)
+    # changed in place (changelink): same ifindex, so routes through it survive
+    assert nsutil.ip("-o", "link", "show", "m6t1", ns=home.ns).stdout.split(":")[0] == index
+
     _all_ok(home.apply(delete(second), delete(ext)))
     home.until(lambda: home.obs.get(first.key) is None and home.obs.get(ext.key) is None)
+    assert [r.status for r in home.apply(delete(second), delete(ext))] == ["absent"] * 2
+
+
+def test_ip6tnl_conflicts_and_kind_changes(home: Home) -> None:
+    if _ip6tnl_missing(home.ns):
+        pytest.skip("missing capability: ip6tnl (CONFIG_IPV6_TUNNEL)")
+    # A foreign device holding the endpoints (or the one external slot) makes
+    # the kernel answer EEXIST: that is a conflict, not "exists".
+    nsutil.ip("-6", "tunnel", "add", "foreign6", "mode", "ip6ip6",
+              "local", "2001:db8:ff01::1", "remote", "2001:db8:c::100", ns=home.ns)  # fmt: skip
+    nsutil.ip("link", "add", "fext", "type", "ip6tnl", "external", ns=home.ns)
+    peer = Tunnel("m6t2", "2001:db8:ff01::1", "2001:db8:c::100")
+    ext = Tunnel("m6tx", external=True)
+    created, ext_created = home.apply(create(peer), create(ext))
+    assert (created.status, ext_created.status) == ("conflict", "conflict")
+    assert created.errno == errno.EEXIST and created.foreign.name == "foreign6"
+    assert ext_created.foreign is not None and ext_created.foreign.name == "fext"
+    assert "m6t2" not in nsutil.ip("link", "show", ns=home.ns).stdout
+    nsutil.ip("link", "del", "fext", ns=home.ns)
+
+    # per-peer -> external -> per-peer: changelink refuses this, the writer recreates
+    m6t3 = Tunnel("m6t3", "2001:db8:ff01::1", "2001:db8:d::100")
+    m6t3_ext = Tunnel("m6t3", external=True)
+    _all_ok(home.apply(create(m6t3)))
+    _all_ok(home.apply(replace(m6t3_ext)))
+    home.until(lambda: home.obs.get(m6t3.key) == m6t3_ext)
+    _all_ok(home.apply(replace(m6t3)))
+    home.until(lambda: home.obs.get(m6t3.key) == m6t3)
+    _all_ok(home.apply(delete(m6t3)))
+    home.until(lambda: home.obs.get(m6t3.key) is None)
+    assert home.obs.conflict(("tunnel", "foreign6")) is not None  # left alone
 
 
 def test_writer_batches_many_messages_per_send(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -272,4 +273,37 @@ def test_states(kind: str, xns: tuple[str, XfrmSocket]) -> None:
     assert xs.add_states([st])[0].noop
     xs.delete_state(st)
     assert xs.delete_state(st).noop
+    assert nsutil.ip("xfrm", "state", "list", ns=ns).stdout.strip() == ""
+
+
+def _changed(st: XfrmState) -> XfrmState:
+    """What an update changes: the CoA for route2/hao, the keys and reqid for ESP."""
+    if st.proto.uses_spi:
+        algos = (
+            XfrmAlgo.from_config("aes-cbc", bytes(range(16, 32))),
+            XfrmAlgo.from_config("hmac-sha256", bytes(range(32, 64))),
+        )
+        return replace(st, algorithms=algos, reqid=8)
+    return replace(st, coaddr=COA2)
+
+
+@pytest.mark.parametrize("kind", sorted(STATES))
+def test_state_update_adds_then_replaces(kind: str, xns: tuple[str, XfrmSocket]) -> None:
+    """update_states is add-or-replace: UPDSA alone fails (ESRCH) for a missing SA
+    and leaves keys, algorithms and reqid as they were."""
+    ns, xs = xns
+    make, capability, _ip_text = STATES[kind]
+    st = make()
+    (r,) = xs.update_states([st])
+    if r.error in (errno.EPROTONOSUPPORT, errno.ENOPROTOOPT, errno.ENOSYS, errno.ENOENT):
+        pytest.skip(f"missing capability: {capability} ({errno.errorcode[r.error]}: {r.message})")
+    r.raise_for_error()
+    assert xs.get_state(st.key) == st
+    new = _changed(st)
+    assert [r.ok for r in xs.update_states([new])] == [True]
+    got = xs.get_state(st.key)
+    assert got is not None and got.diff(new) == {}
+    assert len(xs.dump_states()) == 1
+    xs.delete_state(new)
+    assert xs.get_state(st.key) is None
     assert nsutil.ip("xfrm", "state", "list", ns=ns).stdout.strip() == ""
