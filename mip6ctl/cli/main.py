@@ -96,12 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("daemon", help=COMMANDS["daemon"][1])
     _config_dir_arg(p)
-    _socket_arg(p)
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=os.environ.get("MIP6_CONTROL_SOCKET"),
+        help="control socket (default: $MIP6_CONTROL_SOCKET, else daemon.control_socket "
+        f"of the configuration, {DEFAULT_CONTROL_SOCKET})",
+    )
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        default=os.environ.get("MIP6_STATE_DIR", DEFAULT_STATE_DIR),
-        help="persistent state (binding cache) directory (default: %(default)s)",
+        default=os.environ.get("MIP6_STATE_DIR"),
+        help="persistent state (binding cache) directory (default: $MIP6_STATE_DIR, else "
+        f"daemon.state_dir of the configuration, {DEFAULT_STATE_DIR})",
     )
 
     p = sub.add_parser("schema", help=COMMANDS["schema"][1])

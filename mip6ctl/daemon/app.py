@@ -1,0 +1,522 @@
+"""The daemon: transports ↔ sans-I/O engine ↔ reconcile loop, with clocks, timers and storage.
+
+Theory of operation
+-------------------
+Everything runs in one asyncio event loop, in the network namespace the
+process was started in (sockets are bound to it).  The engine
+(`mip6ctl.engine.Engine`) is the only place protocol decisions are made; this
+module executes its actions and feeds it events:
+
+* packets: the signalling transport is readable → decode a burst → each
+  event goes to `engine.handle(event, now)`;
+* time: one `call_at` timer follows `engine.next_timer()`;
+* actions, executed per burst in order, with two rules that keep the RFC's
+  promises:
+  - `BindingChanged` for a home registration goes to the reconcile loop, and
+    a task awaits `loop.wait_reconciled(key)` before telling the engine
+    (`engine.reconciled`) — the BA that the engine parked goes out only once
+    the tunnel route and proxy entry exist (invariant 1);
+  - `PersistBinding` / `ForgetBinding` are written through the write-behind
+    store (group commit), and every `Send` that follows them in the same
+    action list waits for that commit (invariant 6).  A burst of refresh
+    BUs therefore costs one fsync, not one per BU.
+* DAD runs as a task per home address (`neighbour.py`), never blocking
+  other Binding Updates.
+
+Start-up order adopts rather than rebuilds: load the configuration (refuse
+to start on errors), probe the kernel, open the binding store and restore the
+engine's cache, hand the bindings to the reconcile loop *before* it starts
+(so their kernel objects are adopted, not deleted as orphans), start the
+loop, open the transport and the control socket, tell systemd READY.
+Stop keeps kernel state (a restart is hitless) unless `flush_on_stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+from mip6ctl import __version__
+from mip6ctl.config.loader import ConfigError, Generation, load_directory
+from mip6ctl.config.model import Role
+from mip6ctl.engine.engine import Engine
+from mip6ctl.engine.events import (
+    BindingChanged,
+    ForgetBinding,
+    PersistBinding,
+    Send,
+    SendParameterProblem,
+    StartDad,
+)
+from mip6ctl.wire.mh import BindingAcknowledgement, BindingError, BindingUpdate
+
+log = logging.getLogger("mip6ctl.daemon")
+
+#: How long the engine may wait for the kernel before a BA fails (130).
+RECONCILE_WAIT = 5.0
+
+
+@dataclass
+class Counters:
+    bus_received: int = 0
+    bus_accepted: int = 0
+    bus_rejected_by_status: Counter = field(default_factory=Counter)
+    bas_sent: int = 0
+    bes_sent: int = 0
+    parameter_problems_sent: int = 0
+    malformed_received: int = 0
+
+    def as_dict(self, loop_status: dict[str, Any] | None) -> dict[str, Any]:
+        counters = (loop_status or {}).get("counters", {})
+        return {
+            "bus_received": self.bus_received,
+            "bus_accepted": self.bus_accepted,
+            "bus_rejected_by_status": {
+                str(k): v for k, v in sorted(self.bus_rejected_by_status.items())
+            },
+            "bas_sent": self.bas_sent,
+            "bes_sent": self.bes_sent,
+            "parameter_problems_sent": self.parameter_problems_sent,
+            "malformed_received": self.malformed_received,
+            "drift_repairs": counters.get("drift_repairs", 0),
+            "reconcile_failures": counters.get("failures", 0),
+        }
+
+
+def _sd_notify(message: str) -> None:
+    """systemd's notify protocol (Type=notify), without a library."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), path)
+
+
+class Daemon:
+    """One mip6ctl daemon process (home agent, mobile node or correspondent node)."""
+
+    def __init__(
+        self,
+        config_dir: str | Path,
+        *,
+        state_dir: str | Path | None = None,
+        control_socket: str | Path | None = None,
+    ) -> None:
+        self.config_dir = Path(config_dir)
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.control_socket = Path(control_socket) if control_socket else None
+        self.clock = time.monotonic
+        self.counters = Counters()
+        self.started_at = self.clock()
+        self.generation_number = 0
+        self.gen: Generation | None = None
+        self.conditions: list[Any] = []
+        self._stop = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._home_registered: set[IPv6Address] = set()
+        self.transport: Any = None
+        self.loop: Any = None
+        self.store: Any = None
+        self.writer_behind: Any = None
+        self.nd: Any = None
+        self.control: Any = None
+        self.engine: Engine | None = None
+        self.transport_kind = "none"
+        self.caps: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        try:
+            self.gen = load_directory(self.config_dir)
+        except ConfigError as e:
+            for p in e.problems:
+                log.error("configuration: %s", p)
+            log.error("refusing to start: the configuration in %s is invalid", self.config_dir)
+            return 1
+        self.generation_number = 1
+        self._set_condition("ConfigValid", True, "Loaded", f"generation {self.gen.digest[:19]}")
+        try:
+            await self._start()
+        except Exception as e:
+            log.error("cannot start: %s", e)
+            await self._shutdown()
+            return 1
+        _sd_notify("READY=1\nSTATUS=" + self._status_line())
+        log.info(
+            "mip6ctl %s running as %s (%s)", __version__, self.cfg.node.role, self.transport_kind
+        )
+        await self._stop.wait()
+        _sd_notify("STOPPING=1")
+        await self._shutdown()
+        return 0
+
+    @property
+    def cfg(self) -> Any:
+        assert self.gen is not None
+        return self.gen.config
+
+    async def _start(self) -> None:
+        from mip6ctl.daemon.control import ControlServer
+        from mip6ctl.daemon.persistence import BindingStore, WriteBehind, binding_cache_path
+        from mip6ctl.daemon.reconcile_loop import ReconcileLoop
+        from mip6ctl.daemon.transport import open_transport, select_transport
+        from mip6ctl.kernel.observer import Observer
+        from mip6ctl.kernel.probe import probe
+        from mip6ctl.kernel.writer import Writer
+        from mip6ctl.state.render import Capabilities, HostFacts
+
+        cfg = self.cfg
+        aio = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.add_signal_handler(sig, self._stop.set)
+        aio.add_signal_handler(signal.SIGHUP, self._reload_soon)
+
+        available = {c.name: c.available for c in probe()}
+        self.caps = Capabilities.resolve(available, cfg)
+        self.transport_kind = select_transport(cfg.kernel.signalling, available)
+        now = self.clock()
+        self.engine = Engine(cfg, now)
+
+        restored: list[Any] = []
+        if cfg.node.role == Role.HA:
+            path = binding_cache_path(cfg, self.state_dir)
+            self.store = BindingStore(path)
+            restored = self.store.load(engine_now=now)
+            self.writer_behind = WriteBehind(self.store)
+            log.info("binding cache %s: %d binding(s) restored", path, len(restored))
+        actions = self.engine.restore(restored, now)
+
+        tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
+        observer = Observer(watch_tables=tables)
+        facts = HostFacts(home_agent_address=self._home_agent_address(observer))
+        self.loop = ReconcileLoop(cfg, self.caps, facts, observer, Writer(), generation=1)
+        for a in actions:
+            if isinstance(a, BindingChanged) and a.binding is not None:
+                self._home_registered.add(a.home_address)
+                self.loop.set_binding(a.binding)
+        self.loop.start()
+        await self._execute([a for a in actions if not isinstance(a, BindingChanged)])
+        static = await self.loop.wait_reconciled(("static",), 10.0)
+        self._set_condition(
+            "KernelInSync",
+            bool(static),
+            "Reconciled" if static else "NotReconciled",
+            "" if static else str(getattr(static, "message", "")),
+        )
+
+        self.transport = open_transport(self.transport_kind)
+        aio.add_reader(self.transport.fileno(), self._on_packets)
+        if cfg.node.role == Role.HA and cfg.ha is not None:
+            from mip6ctl.daemon.neighbour import NeighbourDiscovery
+
+            self.nd = NeighbourDiscovery(list(cfg.ha.interfaces))
+            self.nd.start(aio)
+
+        sock = self.control_socket or cfg.daemon.control_socket
+        self.control = ControlServer(sock)
+        self.control.register("status", self._rpc_status)
+        self.control.register("reload", self._rpc_reload)
+        await self.control.start()
+        self._set_condition("Ready", True, "Running", "")
+        self._arm_timer()
+
+    def _home_agent_address(self, observer: Any) -> IPv6Address | None:
+        from mip6ctl.state.objects import Address
+
+        cfg = self.cfg
+        if cfg.ha is None:
+            return None
+        if cfg.ha.address is not None:
+            return cfg.ha.address
+        for obj in list(observer.owned.values()) + list(observer.foreign.values()):
+            if isinstance(obj, Address) and obj.ifname in cfg.ha.interfaces:
+                addr = IPv6Address(obj.address)
+                if any(addr in p for p in cfg.ha.home_prefixes):
+                    return addr
+        return None
+
+    async def _shutdown(self) -> None:
+        aio = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.close()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                aio.remove_reader(self.transport.fileno())
+            self.transport.close()
+        if self.nd is not None:
+            self.nd.close()
+        if self.loop is not None:
+            await self.loop.stop()
+            if self.gen is not None and self.cfg.daemon.flush_on_stop:
+                self._flush_kernel_state()
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+    def _flush_kernel_state(self) -> None:
+        """flush_on_stop: remove every owned object this daemon rendered."""
+        from mip6ctl.kernel.writer import Op
+
+        loop = self.loop
+        objs = [o for o in loop.observer.owned.values() if getattr(o, "owned", False)]
+        if objs:
+            loop.writer.apply([Op("delete", o) for o in objs])
+
+    # ------------------------------------------------------------------ reload
+
+    def _reload_soon(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Load the directory again; apply it whole, or keep the last good generation."""
+        try:
+            gen = load_directory(self.config_dir)
+        except ConfigError as e:
+            msg = "; ".join(str(p) for p in e.problems[:5])
+            self._set_condition("ConfigValid", False, "InvalidConfig", msg)
+            log.error("reload refused, keeping generation %d: %s", self.generation_number, msg)
+            return {"applied": False, "errors": [p.as_dict() for p in e.problems]}
+        if self.gen is not None and gen.digest == self.gen.digest:
+            self._set_condition("ConfigValid", True, "Unchanged", "")
+            return {"applied": False, "generation": gen.digest, "unchanged": True}
+        self.gen = gen
+        self.generation_number += 1
+        assert self.engine is not None
+        actions = self.engine.load_config(gen.config, self.clock())
+        self.loop.set_generation(gen.config, self.generation_number)
+        await self._execute(actions)
+        self._set_condition("ConfigValid", True, "Loaded", f"generation {gen.digest[:19]}")
+        log.info(
+            "configuration generation %d applied (%s)", self.generation_number, gen.digest[:19]
+        )
+        return {
+            "applied": True,
+            "generation": gen.digest,
+            "generation_number": self.generation_number,
+        }
+
+    # ------------------------------------------------------------------ packets and timers
+
+    def _on_packets(self) -> None:
+        assert self.engine is not None
+        events = self.transport.read_ready()
+        if not events:
+            return
+        now = self.clock()
+        actions: list[Any] = []
+        for ev in events:
+            msg = getattr(ev, "message", None)
+            if isinstance(msg, BindingUpdate):
+                self.counters.bus_received += 1
+            elif type(ev).__name__ == "Malformed":
+                self.counters.malformed_received += 1
+            elif type(ev).__name__ == "ICMPv6Received":
+                continue
+            try:
+                actions += self.engine.handle(ev, now)
+            except Exception:  # a bug must not take the home agent down
+                log.exception("engine failed on %r", ev)
+        if actions:
+            self._spawn(self._execute(actions))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        assert self.engine is not None
+        due = self.engine.next_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due is None:
+            return
+        aio = asyncio.get_running_loop()
+        delay = max(0.0, due - self.clock())
+        self._timer = aio.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.engine is not None
+        self._timer = None
+        actions = self.engine.handle_timer(self.clock())
+        if actions:
+            self._spawn(self._execute(actions))
+        self._arm_timer()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed: %r", task.exception())
+
+    # ------------------------------------------------------------------ actions
+
+    async def _execute(self, actions: list[Any]) -> None:
+        """Run actions in order; a Send after a persistence action waits for its commit."""
+        pending: list[Any] = []
+        for a in actions:
+            if isinstance(a, PersistBinding):
+                pending.append(self.writer_behind.put(a.binding) if self.writer_behind else None)
+            elif isinstance(a, ForgetBinding):
+                pending.append(
+                    self.writer_behind.delete(a.home_address) if self.writer_behind else None
+                )
+            elif isinstance(a, Send | SendParameterProblem):
+                waits = [p for p in pending if p is not None]
+                pending = []
+                if waits:
+                    try:
+                        await asyncio.gather(*waits)
+                    except Exception as e:  # not durable: the BA must not go out
+                        log.error("binding cache write failed, BA withheld: %s", e)
+                        continue
+                self._send(a)
+            elif isinstance(a, BindingChanged):
+                self._binding_changed(a)
+            elif isinstance(a, StartDad):
+                self._spawn(self._dad(a))
+        waits = [p for p in pending if p is not None]
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    def _send(self, a: Send | SendParameterProblem) -> None:
+        if isinstance(a, SendParameterProblem):
+            self.counters.parameter_problems_sent += 1
+        elif isinstance(a.message, BindingAcknowledgement):
+            self.counters.bas_sent += 1
+            if a.message.status < 128:
+                self.counters.bus_accepted += 1
+            else:
+                self.counters.bus_rejected_by_status[a.message.status] += 1
+        elif isinstance(a.message, BindingError):
+            self.counters.bes_sent += 1
+        try:
+            self.transport.send(a)
+        except OSError as e:
+            log.warning("send to %s failed: %s", a.dst, e)
+
+    def _binding_changed(self, a: BindingChanged) -> None:
+        b = a.binding
+        hoa = a.home_address
+        if b is not None and b.home_registration:
+            first = hoa not in self._home_registered
+            self._home_registered.add(hoa)
+            self.loop.set_binding(b)
+            self._spawn(self._await_kernel(hoa, announce=first))
+        elif b is None and hoa in self._home_registered:
+            self._home_registered.discard(hoa)
+            self.loop.remove_binding(hoa)
+            self._spawn(self._await_kernel(hoa, announce=False))
+
+    async def _await_kernel(self, hoa: IPv6Address, *, announce: bool) -> None:
+        from mip6ctl.daemon.reconcile_loop import binding_key
+
+        assert self.engine is not None
+        result = await self.loop.wait_reconciled(binding_key(hoa), RECONCILE_WAIT)
+        ok = bool(result)
+        if not ok:
+            log.warning(
+                "kernel state for %s not in place: %s", hoa, getattr(result, "message", result)
+            )
+        actions = self.engine.reconciled(hoa, ok, self.clock())
+        if ok and announce and self.nd is not None and self.cfg.ha is not None:
+            self.nd.advertise(hoa, self._home_link(hoa))
+        await self._execute(actions)
+        self._arm_timer()
+
+    def _home_link(self, hoa: IPv6Address) -> str:
+        ha = self.cfg.ha
+        for ifname, prefix in zip(ha.interfaces, ha.home_prefixes, strict=False):
+            if hoa in prefix:
+                return ifname
+        return ha.interfaces[0]
+
+    async def _dad(self, a: StartDad) -> None:
+        assert self.engine is not None
+        ok = True
+        if self.nd is not None:
+            ok = await self.nd.duplicate_address_detection(a.home_address, a.ifname)
+            if ok and a.link_local is not None:
+                ok = await self.nd.duplicate_address_detection(a.link_local, a.ifname)
+        actions = self.engine.dad_result(a.home_address, ok, self.clock())
+        await self._execute(actions)
+        self._arm_timer()
+
+    # ------------------------------------------------------------------ status
+
+    def _set_condition(self, ctype: str, status: bool, reason: str, message: str) -> None:
+        from mip6ctl.daemon.status import set_condition
+
+        self.conditions = set_condition(self.conditions, ctype, status, reason, message)
+
+    def _status_line(self) -> str:
+        n = len(self.engine.cache) if self.engine is not None else 0
+        return f"{self.cfg.node.role}: {n} binding(s), generation {self.generation_number}"
+
+    async def _rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        from mip6ctl.daemon.status import GenerationInfo, build_status
+
+        assert self.engine is not None and self.gen is not None
+        loop_status = self.loop.status() if self.loop is not None else None
+        for cond in (loop_status or {}).get("conditions", []):
+            if cond.get("type") == "KernelInSync":
+                status = {"True": True, "False": False}.get(cond.get("status", ""))
+                self._set_condition(
+                    "KernelInSync", status, cond.get("reason", ""), cond.get("message", "")
+                )
+        return build_status(
+            str(self.cfg.node.role),
+            self.cfg,
+            GenerationInfo(
+                generation=self.gen.digest,
+                number=self.generation_number,
+                observed=(loop_status or {}).get("observed_generation"),
+            ),
+            self.conditions,
+            self.counters.as_dict(loop_status),
+            list(self.engine.cache),
+            self.engine.mn if self.engine.mn is not None else (),
+            self.clock(),
+            started_at=self.started_at,
+            transport=self.transport_kind,
+            tunnel_backend=self.caps.tunnel if self.caps else None,
+            reconcile=loop_status,
+        )
+
+    async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.reload()
+
+
+def run_daemon(config_dir: str, *, state_dir: str | None, control_socket: str | None) -> int:
+    from mip6ctl.daemon.logsetup import configure_logging
+
+    configure_logging()
+    try:  # the configured log settings, when the configuration loads at all
+        cfg = load_directory(config_dir).config
+        configure_logging(
+            cfg.log.level, cfg.log.format, str(cfg.log.file) if cfg.log.file else None
+        )
+    except ConfigError:
+        pass
+    daemon = Daemon(config_dir, state_dir=state_dir, control_socket=control_socket)
+    return asyncio.run(daemon.run())
