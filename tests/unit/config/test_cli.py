@@ -40,9 +40,11 @@ def test_status_without_a_daemon(capsys, tmp_path):
     assert doc["errors"][0]["kind"] == "NoDaemon"
 
 
-def test_daemon_not_available(capsys, tmp_path):
-    assert main(["daemon", "-c", str(tmp_path)]) == exitcodes.UNAVAILABLE
-    assert "not available" in capsys.readouterr().err
+def test_daemon_refuses_an_invalid_configuration(capsys, tmp_path):
+    # Refusing to start (exit 1, reason logged) beats running without a valid generation.
+    assert main(["daemon", "-c", str(tmp_path / "absent")]) == exitcodes.ERROR
+    err = capsys.readouterr().err
+    assert "does not exist" in err or "needs root" in err
 
 
 @pytest.mark.parametrize("command", [["diff"], ["apply"], ["apply", "--check"]])
