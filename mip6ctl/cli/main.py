@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help=COMMANDS["doctor"][1])
     _json_arg(p)
+    p.add_argument(
+        "-c",
+        "--config-dir",
+        metavar="DIR",
+        default=os.environ.get("MIP6_CONFIG_DIR"),
+        help="also say which backends this configuration gets here (default: the [kernel] "
+        "defaults, or $MIP6_CONFIG_DIR)",
+    )
     return parser
 
 

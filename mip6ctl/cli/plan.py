@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
 
     cfg = gen.config
     available = {c.name: c.available for c in probe()}
-    caps = Capabilities.resolve(available, cfg)
+    caps = Capabilities.resolve(available, cfg.kernel)
     tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
     with Observer(watch_tables=tables) as obs, Writer() as writer:
         facts = _facts(cfg, obs)

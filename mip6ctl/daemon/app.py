@@ -186,7 +186,7 @@ class Daemon:
         aio.add_signal_handler(signal.SIGHUP, self._reload_soon)
 
         available = {c.name: c.available for c in probe()}
-        self.caps = Capabilities.resolve(available, cfg)
+        self.caps = Capabilities.resolve(available, cfg.kernel)
         self.transport_kind = select_transport(cfg.kernel.signalling, available)
         now = self.clock()
         self.engine = Engine(cfg, now)

@@ -33,12 +33,13 @@ Every key is a tuple whose first element names the kind (`route`, `rule`,
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from typing import Any, Literal, Protocol
 
-from mip6ctl.config.model import Mip6Config, Role
+from mip6ctl.config.model import KernelSection, Mip6Config, Role
 from mip6ctl.state import ownership
 from mip6ctl.state.objects import (
     IFA_F_HOMEADDRESS,
@@ -103,14 +104,14 @@ class Capabilities:
     proxy_ndp: bool = True
 
     @classmethod
-    def resolve(cls, available: Mapping[str, bool | None], cfg: Mip6Config) -> Capabilities:
-        """Choose backends from probe results (`mip6ctl doctor` names) and the configuration."""
-        want = cfg.kernel.tunnel
+    def resolve(cls, available: Mapping[str, bool | None], kernel: KernelSection) -> Capabilities:
+        """Choose backends from probe results (`mip6ctl doctor` names) and `[kernel]`."""
+        want = kernel.tunnel
         has_ip6tnl = bool(available.get("ip6tnl"))
         tunnel: Literal["seg6", "ip6tnl"] = (
             "ip6tnl" if want == "ip6tnl" or (want == "auto" and has_ip6tnl) else "seg6"
         )
-        defence = cfg.kernel.home_address_defence
+        defence = kernel.home_address_defence
         return cls(
             tunnel=tunnel,
             route_optimization=bool(available.get("mip6")),
@@ -157,6 +158,12 @@ def object_key(obj: Any) -> tuple:
     if isinstance(obj, XfrmState):
         return ("xfrm-state", obj.key)
     return obj.key
+
+
+def _text(addr: IPv6Address) -> str:
+    """Canonical text of an address; `inet_ntop` is what the objects normalise to
+    anyway and ~20x faster than `str(IPv6Address)` (render of 100k bindings)."""
+    return socket.inet_ntop(socket.AF_INET6, addr.packed)
 
 
 def binding_table(cfg: Mip6Config) -> int:
@@ -277,36 +284,39 @@ def render_binding(
 ) -> Desired:
     """The objects of one home-agent binding (incremental reconcile, invariant 4)."""
     out = Desired()
-    origin = Origin("binding", str(b.home_address))
-    link = _home_link(cfg, b.home_address)
-    hoa = f"{b.home_address}/128"
     if b.care_of_address == b.home_address:
         return out  # at home: nothing to intercept
+    home = _text(b.home_address)
+    care_of = _text(b.care_of_address)
+    origin = Origin("binding", home)
+    link = _home_link(cfg, b.home_address)
+    hoa = f"{home}/128"
     if caps.tunnel == "seg6":
         out.add(
             Route(
                 hoa,
                 table=binding_table(cfg),
                 oif=link,
-                encap=Seg6Encap((str(b.care_of_address),), "encap.red"),
+                encap=Seg6Encap((care_of,), "encap.red"),
             ),
             origin,
         )
     else:
         name = tunnel_name(b.care_of_address)
         local = home_agent_address(cfg, facts) or IPv6Address("::")
-        out.add(Tunnel(name, local=str(local), remote=str(b.care_of_address)), origin)
+        out.add(Tunnel(name, local=str(local), remote=care_of), origin)
         out.add(Route(hoa, table=binding_table(cfg), oif=name), origin)
     if caps.proxy_ndp:
-        out.add(ProxyNeighbour(link, str(b.home_address)), origin)
+        out.add(ProxyNeighbour(link, home), origin)
     return out
 
 
 def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[tuple]:
     """Keys a binding for `hoa` may own, whatever its care-of address (for deletes)."""
-    keys = [("route", binding_table(cfg), f"{hoa}/128", "::/0", 1024)]
+    home = _text(hoa)
+    keys = [("route", binding_table(cfg), f"{home}/128", "::/0", 1024)]
     if caps.proxy_ndp:
-        keys.append(("proxy", _home_link(cfg, hoa), str(hoa)))
+        keys.append(("proxy", _home_link(cfg, hoa), home))
     return keys
 
 
