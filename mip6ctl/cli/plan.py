@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from mip6ctl.cli import exitcodes
@@ -62,26 +63,6 @@ def _facts(cfg: Any, observer: Any) -> Any:
     return HostFacts()
 
 
-def _change_doc(c: Any, outcome: Any = None) -> dict[str, Any]:
-    from mip6ctl.cli.describe import key_text, summary, to_json
-
-    obj = c.desired if c.desired is not None else c.observed
-    doc: dict[str, Any] = {
-        "action": c.action,
-        "kind": c.kind,
-        "key": key_text(c.key),
-        "summary": summary(obj),
-        "origin": str(c.origin) if c.origin else None,
-        "before": to_json(c.observed),
-        "after": to_json(c.desired),
-    }
-    if outcome is not None:
-        doc["result"] = outcome.status
-        if outcome.message:
-            doc["message"] = outcome.message
-    return doc
-
-
 def run(args: argparse.Namespace) -> int:
     from mip6ctl.config.loader import ConfigError, load_directory
 
@@ -99,16 +80,80 @@ def run(args: argparse.Namespace) -> int:
             p.line(f"{p('✗', 'bold', 'red')} configuration invalid; nothing applied")
         return exitcodes.ERROR
     if _daemon_running(str(args.socket)):
-        # The daemon owns the bindings; going through its control socket comes with it.
-        note = "a daemon is running, but its control socket API is not built yet; " + STATIC_NOTE
-    else:
-        note = STATIC_NOTE
+        # The daemon owns the bindings: its plan includes them, and its reload path
+        # is the one SIGHUP and the directory watcher use.
+        return _through_daemon(args, dry)
+    note = STATIC_NOTE
     try:
         return _run(args, gen, dry, note)
     except PermissionError as e:
         return _fail(args, f"needs root (CAP_NET_ADMIN) to read and change kernel state: {e}")
     except OSError as e:
         return _fail(args, f"kernel: {e}")
+
+
+def _through_daemon(args: argparse.Namespace, dry: bool) -> int:
+    from mip6ctl.daemon.control import ControlError, call
+
+    method = "plan" if dry else "apply"
+    try:
+        doc = call(
+            str(args.socket),
+            method,
+            {"config_dir": str(Path(args.config_dir).resolve())},
+            timeout=30.0,
+        )
+    except ControlError as e:
+        return _fail(args, f"daemon: {e}")
+    ok = bool(doc.get("ok"))
+    changed = bool(doc.get("changed"))
+    if dry:
+        rc = exitcodes.ERROR if not ok else (exitcodes.CHANGES if changed else exitcodes.OK)
+    else:
+        rc = exitcodes.OK if ok else exitcodes.ERROR
+    if args.json:
+        body = {k: v for k, v in doc.items() if k != "changed"}
+        emit_json(args.command, body, changed=changed)
+        return rc
+    p = Painter(sys.stdout)
+    p.line(p(f"note: {doc.get('note', 'planned by the running daemon')}", "dim"))
+    sign = {
+        "create": p("+", "green", "bold"),
+        "update": p("~", "yellow", "bold"),
+        "delete": p("-", "red", "bold"),
+    }
+    for c in doc.get("plan", []):
+        why = p(f"  ({c['origin']})", "dim") if c.get("origin") else ""
+        res = c.get("result")
+        tail = "" if res is None else "  " + (p(res, "green") if res == "ok" else p(res, "red"))
+        p.line(f"{sign[c['action']]} {c['summary']}{why}{tail}")
+    for e in doc.get("errors", []):
+        where = f"{e['file']}:{e['line']}: {e['key']}: " if e.get("file") else ""
+        p.line(p(f"! {where}{e['message']}", "red"))
+    for m in doc.get("verification", []):
+        p.line(
+            p(
+                f"! verification: desired {m['desired'] or 'absent'}, current "
+                f"{m['current'] or 'absent'}",
+                "red",
+            )
+        )
+    n = doc.get("counts", {"create": 0, "update": 0, "delete": 0})
+    i = doc.get("impact", {})
+    tally = (
+        f"{n['create']} to create, {n['update']} to update, {n['delete']} to delete; "
+        f"bindings: {i.get('bindings_added', 0)} added, {i.get('bindings_moved', 0)} "
+        f"moved, {i.get('bindings_dropped', 0)} dropped"
+    )
+    if not doc.get("plan") and ok:
+        p.line(p("✓ no changes: the kernel matches the configuration and the bindings", "green"))
+    elif dry:
+        p.line(f"Plan: {tally}. Run `mip6ctl apply` to make these changes.")
+    elif ok:
+        p.line(p(f"✓ applied through the daemon and verified: {tally.replace('to ', '')}", "green"))
+    else:
+        p.line(p("✗ not applied cleanly (see above)", "red"))
+    return rc
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
@@ -169,7 +214,7 @@ def _report(
     dry: bool,
     note: str,
 ) -> int:
-    from mip6ctl.cli.describe import key_text, summary
+    from mip6ctl.state.describe import change_doc, key_text, summary
 
     outcomes = {id(o.change): o for o in (report.outcomes if report else [])}
     failed = [o for o in (report.outcomes if report else []) if not o.ok]
@@ -199,7 +244,7 @@ def _report(
             "backend": {"tunnel": caps.tunnel, "proxy_ndp": caps.proxy_ndp},
             "counts": plan.counts(),
             "impact": dict(plan.impact),
-            "plan": [_change_doc(c, outcomes.get(id(c))) for c in plan.changes],
+            "plan": [change_doc(c, outcomes.get(id(c))) for c in plan.changes],
             "verification": [
                 {
                     "key": key_text(m.key),
@@ -230,7 +275,7 @@ def _print_human(
     dry: bool,
     note: str,
 ) -> None:
-    from mip6ctl.cli.describe import summary
+    from mip6ctl.state.describe import summary
 
     p = Painter(sys.stdout)
     p.line(p(f"note: {note}", "dim"))

@@ -22,6 +22,16 @@ module executes its actions and feeds it events:
     BUs therefore costs one fsync, not one per BU.
 * DAD runs as a task per home address (`neighbour.py`), never blocking
   other Binding Updates.
+* RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
+  tunnelled to the home agent address, so the nf_tables reverse-tunnel check
+  (`mip6ctl.kernel.nft.ReverseTunnelCheck`) drops IPv6-in-IPv6 whose (outer
+  source, inner source) is not (care-of address, home address) of a home
+  registration.  Its set follows the bindings: an element is added when a
+  binding is created or moves (before its BA can go out), removed when the
+  binding goes; start-up aligns the set with the restored cache, adding and
+  removing only the difference, so a restart never opens a gap for live
+  bindings.  Like the routes, the set survives a stop (`flush_on_stop`
+  removes it).
 
 Start-up order adopts rather than rebuilds: load the configuration (refuse
 to start on errors), probe the kernel, open the binding store and restore the
@@ -136,6 +146,9 @@ class Daemon:
         self.engine: Engine | None = None
         self.transport_kind = "none"
         self.caps: Any = None
+        #: §10.4.5 reverse-tunnel check (seg6 backend) and the pairs in its set
+        self.reverse_check: Any = None
+        self._reverse_pairs: dict[IPv6Address, IPv6Address] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -173,6 +186,7 @@ class Daemon:
         from mip6ctl.daemon.control import ControlServer
         from mip6ctl.daemon.persistence import BindingStore, WriteBehind, binding_cache_path
         from mip6ctl.daemon.reconcile_loop import ReconcileLoop
+        from mip6ctl.daemon.rpc import rpc_apply, rpc_plan
         from mip6ctl.daemon.transport import open_transport, select_transport
         from mip6ctl.kernel.observer import Observer
         from mip6ctl.kernel.probe import probe
@@ -208,6 +222,17 @@ class Daemon:
             if isinstance(a, BindingChanged) and a.binding is not None:
                 self._home_registered.add(a.home_address)
                 self.loop.set_binding(a.binding)
+        if cfg.node.role == Role.HA and self.caps.tunnel == "seg6":
+            self._open_reverse_tunnel_check(
+                facts.home_agent_address,
+                [
+                    a.binding
+                    for a in actions
+                    if isinstance(a, BindingChanged)
+                    and a.binding is not None
+                    and a.binding.home_registration
+                ],
+            )
         self.loop.start()
         await self._execute([a for a in actions if not isinstance(a, BindingChanged)])
         static = await self.loop.wait_reconciled(("static",), 10.0)
@@ -230,6 +255,8 @@ class Daemon:
         self.control = ControlServer(sock)
         self.control.register("status", self._rpc_status)
         self.control.register("reload", self._rpc_reload)
+        self.control.register("plan", lambda params: rpc_plan(self, params))
+        self.control.register("apply", lambda params: rpc_apply(self, params))
         await self.control.start()
         self._set_condition("Ready", True, "Running", "")
         self._arm_timer()
@@ -248,6 +275,54 @@ class Daemon:
                 if any(addr in p for p in cfg.ha.home_prefixes):
                     return addr
         return None
+
+    def _open_reverse_tunnel_check(
+        self, ha_address: IPv6Address | None, bindings: list[Any]
+    ) -> None:
+        """Install (or adopt) the §10.4.5 check; align its set with the restored bindings."""
+        from mip6ctl.kernel.nft import ReverseTunnelCheck
+
+        if ha_address is None:
+            return
+        want = {b.home_address: b.care_of_address for b in bindings}
+        try:
+            rt = ReverseTunnelCheck()
+        except OSError as e:
+            log.warning("reverse-tunnel source check (RFC 6275 10.4.5) unavailable: %s", e)
+            return
+        try:
+            rt.ensure([ha_address])  # keeps the elements a previous run left
+            have = rt.elements()
+            pairs = {(coa, hoa) for hoa, coa in want.items()}
+            for coa, hoa in have - pairs:
+                rt.remove(coa, hoa)
+            for coa, hoa in pairs - have:
+                rt.add(coa, hoa)
+        except OSError as e:
+            log.warning("reverse-tunnel source check (RFC 6275 10.4.5) not installed: %s", e)
+            rt.close()
+            return
+        self.reverse_check = rt
+        self._reverse_pairs = want
+
+    def _reverse_tunnel(self, hoa: IPv6Address, coa: IPv6Address | None) -> None:
+        """Let (coa, hoa) through the reverse-tunnel check (None: nothing for hoa)."""
+        rt = self.reverse_check
+        old = self._reverse_pairs.get(hoa)
+        if rt is None or old == coa:
+            return
+        try:
+            if coa is not None:  # add before removing: a move never drops the MN's packets
+                rt.add(coa, hoa)
+            if old is not None:
+                rt.remove(old, hoa)
+        except OSError as e:
+            log.warning("reverse-tunnel check for %s not updated: %s", hoa, e)
+            return
+        if coa is None:
+            self._reverse_pairs.pop(hoa, None)
+        else:
+            self._reverse_pairs[hoa] = coa
 
     async def _shutdown(self) -> None:
         aio = asyncio.get_running_loop()
@@ -268,6 +343,12 @@ class Daemon:
             await self.loop.stop()
             if self.gen is not None and self.cfg.daemon.flush_on_stop:
                 self._flush_kernel_state()
+        if self.reverse_check is not None:
+            if self.gen is not None and self.cfg.daemon.flush_on_stop:
+                with contextlib.suppress(OSError):
+                    self.reverse_check.remove_all()
+            self.reverse_check.close()
+            self.reverse_check = None
         if self.store is not None:
             self.store.close()
         log.info("stopped")
@@ -422,10 +503,12 @@ class Daemon:
             first = hoa not in self._home_registered
             self._home_registered.add(hoa)
             self.loop.set_binding(b)
+            self._reverse_tunnel(hoa, b.care_of_address)
             self._spawn(self._await_kernel(hoa, announce=first))
         elif b is None and hoa in self._home_registered:
             self._home_registered.discard(hoa)
             self.loop.remove_binding(hoa)
+            self._reverse_tunnel(hoa, None)
             self._spawn(self._await_kernel(hoa, announce=False))
 
     async def _await_kernel(self, hoa: IPv6Address, *, announce: bool) -> None:

@@ -99,3 +99,22 @@ def summary(obj: Any) -> str:
     if isinstance(obj, XfrmState):
         return f"xfrm state {obj.proto.name.lower()} {obj.src} -> {obj.dst} spi {obj.spi:#x}"
     return repr(obj)
+
+
+def change_doc(c: Any, outcome: Any = None) -> dict[str, Any]:
+    """One planned change as the stable JSON of `mip6ctl diff/apply --json`."""
+    obj = c.desired if c.desired is not None else c.observed
+    doc: dict[str, Any] = {
+        "action": c.action,
+        "kind": c.kind,
+        "key": key_text(c.key),
+        "summary": summary(obj),
+        "origin": str(c.origin) if c.origin else None,
+        "before": to_json(c.observed),
+        "after": to_json(c.desired),
+    }
+    if outcome is not None:
+        doc["result"] = outcome.status
+        if outcome.message:
+            doc["message"] = outcome.message
+    return doc

@@ -1,0 +1,134 @@
+"""`mip6ctl diff` / `apply` through a running daemon: plans that include the live bindings.
+
+Without a daemon the CLI can only plan what the configuration alone requires;
+the daemon also knows every binding, so its plan shows what a new
+configuration generation would do to them (bindings dropped because their
+mobile node left the configuration, moved to another backend, ...).
+
+`plan`: load the daemon's configuration directory as a *candidate* (nothing
+is applied), render it with the live bindings it would keep, and diff that
+against the kernel as the observer sees it.  `apply`: the same plan, then the
+daemon's reload path (the one SIGHUP and the directory watcher use), wait for
+the reconcile, and report what remains different (nothing, when it worked).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mip6ctl.config.loader import ConfigError, load_directory
+from mip6ctl.daemon.control import MethodError
+from mip6ctl.state.describe import change_doc, key_text, summary
+from mip6ctl.state.plan import Plan
+from mip6ctl.state.render import Desired, classify, render
+
+#: how long `apply` waits for the kernel to converge on the new generation
+APPLY_TIMEOUT = 10.0
+
+
+def _same_dir(daemon: Any, params: dict[str, Any]) -> None:
+    wanted = params.get("config_dir")
+    if wanted and Path(wanted).resolve() != daemon.config_dir.resolve():
+        raise MethodError(
+            "WrongConfigDir",
+            f"the daemon runs the configuration in {daemon.config_dir}, not {wanted}; "
+            "edit that directory (or stop the daemon to apply another one statically)",
+        )
+
+
+def _kept_bindings(daemon: Any, cfg: Any) -> list[Any]:
+    """The home registrations a candidate configuration would keep."""
+    bindings = [b for b in daemon.engine.cache if getattr(b, "home_registration", False)]
+    if cfg.ha is None:
+        return []
+    allowed = {m.home_address for m in cfg.ha.mobile_nodes}
+    if cfg.ha.default_action == "allow":
+        return [b for b in bindings if any(b.home_address in p for p in cfg.ha.home_prefixes)]
+    return [b for b in bindings if b.home_address in allowed]
+
+
+def candidate_plan(daemon: Any) -> tuple[Any, Desired, Plan]:
+    gen = load_directory(daemon.config_dir)
+    cfg = gen.config
+    loop = daemon.loop
+    desired = render(cfg, _kept_bindings(daemon, cfg), daemon.caps, loop._facts)
+    # Deletes get an origin too, so the plan can count the bindings it drops.
+    for k, obj in loop.observer.owned.items():
+        if k not in desired.origins:
+            origin = classify(obj, cfg)
+            if origin is not None:
+                desired.origins[k] = origin
+    return gen, desired, loop.reconciler.plan(desired)
+
+
+def plan_doc(daemon: Any, gen: Any, desired: Desired, plan: Plan) -> dict[str, Any]:
+    errors = [
+        {
+            "kind": "conflict",
+            "key": key_text(c.key),
+            "message": f"held by a foreign object: {summary(c.foreign)} (wanted by {c.origin})",
+        }
+        for c in plan.conflicts
+    ] + [{"kind": "render", "message": m} for m in desired.problems]
+    return {
+        "mode": "daemon",
+        "note": "planned by the running daemon: includes its live bindings",
+        "generation": gen.digest,
+        "running_generation": daemon.gen.digest if daemon.gen else None,
+        "bindings": sum(1 for _ in daemon.engine.cache),
+        "backend": {"tunnel": daemon.caps.tunnel, "proxy_ndp": daemon.caps.proxy_ndp},
+        "counts": plan.counts(),
+        "impact": dict(plan.impact),
+        "plan": [change_doc(c) for c in plan.changes],
+        "errors": errors,
+    }
+
+
+def _invalid(e: ConfigError) -> dict[str, Any]:
+    return {"mode": "daemon", "ok": False, "errors": [p.as_dict() for p in e.problems]}
+
+
+async def rpc_plan(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+    _same_dir(daemon, params)
+    try:
+        gen, desired, plan = candidate_plan(daemon)
+    except ConfigError as e:
+        return _invalid(e)
+    doc = plan_doc(daemon, gen, desired, plan)
+    doc["ok"] = not doc["errors"]
+    doc["changed"] = not plan.empty
+    return doc
+
+
+async def rpc_apply(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+    _same_dir(daemon, params)
+    try:
+        gen, desired, before = candidate_plan(daemon)
+    except ConfigError as e:
+        return _invalid(e)
+    doc = plan_doc(daemon, gen, desired, before)
+    result = await daemon.reload()
+    loop = daemon.loop
+    static = await loop.wait_reconciled(("static",), APPLY_TIMEOUT)
+    # Read the kernel back: what still differs from the desired state is a failure.
+    _gen, _desired, after = candidate_plan(daemon)
+    doc["reload"] = {k: v for k, v in result.items() if k != "errors"}
+    remaining = [change_doc(c) for c in after.changes]
+    doc["verification"] = [
+        {
+            "key": c["key"],
+            "desired": c["summary"] if c["action"] != "delete" else None,
+            "current": c["summary"] if c["action"] != "create" else None,
+        }
+        for c in remaining
+    ]
+    for c in doc["plan"]:
+        c["result"] = "pending" if any(r["key"] == c["key"] for r in remaining) else "ok"
+    if not static:
+        doc["errors"].append(
+            {"kind": "apply", "message": f"static state: {getattr(static, 'message', static)}"}
+        )
+    doc["ok"] = not doc["errors"] and not remaining
+    doc["changed"] = bool(result.get("applied")) and not before.empty
+    return doc
