@@ -37,3 +37,6 @@ XFRM_PRIORITY_MAX = 0x6DFF
 #: policies (usable on purpose, e.g. for an IKE daemon's own traffic).
 XFRM_MARK = 0
 XFRM_MARK_MASK = 0x00200000
+
+#: nf_tables table (family ip6) owned by mip6ctl (mip6ctl.kernel.nft).
+NFT_TABLE = "mip6ctl"

@@ -1,0 +1,170 @@
+"""mip6ctl.kernel.nft against this kernel: the owned table, spoken over netlink.
+
+`nft` (when installed) is only used to look at the result and to make foreign
+objects; the product code never runs it.  Everything happens in namespaces.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from ipaddress import IPv6Address
+
+import pytest
+
+from mip6ctl.kernel import nft, seg6
+from mip6ctl.kernel.writer import Writer, create
+from tests import nsutil
+
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+pytest.importorskip("scapy.layers.inet6")
+from scapy.compat import raw  # noqa: E402
+from scapy.layers.inet import UDP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
+
+HA = IPv6Address("2001:db8:1::1")
+COA = IPv6Address("2001:db8:1::100")
+HOA = IPv6Address("2001:db8:2::100")
+OTHER_HOA = IPv6Address("2001:db8:2::200")
+
+needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs the nft binary to look")
+
+
+def session(ns: str) -> nft.NftSession:
+    with nsutil.inside(ns):
+        return nft.NftSession()
+
+
+def nft_cli(ns: str, *args: str) -> str:
+    return nsutil.run("nft", *args, ns=ns).stdout
+
+
+@needs_nft
+def test_install_is_idempotent_and_repairs_drift(netns) -> None:
+    ns = netns("nft")
+    with session(ns) as s:
+        nft.install_signalling_drop(session=s)
+        first = nft.describe(session=s)
+        nft.install_signalling_drop(session=s)
+        again = nft.describe(session=s)
+        assert first is not None and again is not None
+        assert again.chains == first.chains == (nft.CHAIN_PREROUTING, nft.CHAIN_INPUT)
+        assert [r.comment for r in again.rules] == [r.comment for r in first.rules]
+        assert len(again.rules) == 4
+        listing = nft_cli(ns, "list", "table", "ip6", "mip6ctl")
+        assert "type filter hook prerouting priority raw" in listing
+        assert "meta l4proto mobility-header fib daddr type local counter" in listing
+        assert "rt type 2 fib daddr type local counter" in listing
+        # drift: someone deletes a rule and adds one of their own to our chain
+        handle = next(r.handle for r in again.rules if "type 2" in r.comment)
+        nft_cli(ns, "delete", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING,
+                "handle", str(handle))  # fmt: skip
+        nft_cli(ns, "add", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING, "accept")
+        nft.install_signalling_drop(session=s)
+        repaired = nft.describe(session=s)
+        assert repaired is not None
+        assert [r.comment for r in repaired.rules] == [r.comment for r in first.rules]
+        assert nft.remove_signalling_drop(session=s) is True
+        assert nft.describe(session=s) is None
+
+
+@needs_nft
+def test_foreign_tables_are_never_touched(netns) -> None:
+    ns = netns("nft")
+    nft_cli(ns, "add", "table", "ip6", "foreign")
+    nft_cli(
+        ns, "add", "chain", "ip6", "foreign", "c", "{ type filter hook prerouting priority 0; }"
+    )
+    nft_cli(ns, "add", "table", "inet", "mip6ctl")  # same name, other family: not ours either
+    with session(ns) as s:
+        nft.install_signalling_drop(session=s)
+        nft.remove_table(session=s)
+        nft.remove_table(session=s)  # absent is fine
+    tables = nft_cli(ns, "list", "tables")
+    assert "table ip6 foreign" in tables and "table inet mip6ctl" in tables
+    assert "table ip6 mip6ctl" not in tables
+
+
+def test_signalling_removal_keeps_the_reverse_tunnel_check(netns) -> None:
+    ns = netns("nft")
+    with session(ns) as s:
+        nft.install_signalling_drop(session=s)
+        rt = nft.ReverseTunnelCheck(session=s)
+        rt.ensure([HA])
+        rt.add(COA, HOA)
+        assert nft.remove_signalling_drop(session=s) is False
+        info = nft.describe(session=s)
+        assert info is not None
+        assert info.chains == (nft.CHAIN_REVERSE_TUNNEL,)
+        assert info.elements == {nft.REVERSE_TUNNEL_SET: 1}
+        rt.ensure([HA])  # re-ensuring keeps the bindings
+        assert rt.elements() == {(COA, HOA)}
+        rt.remove_all()
+        info = nft.describe(session=s)
+        assert info is not None and info.chains == () and info.sets == ()
+        nft.remove_table(session=s)
+
+
+def test_nf_tables_is_available_here() -> None:
+    assert nft.nf_tables_missing() is None
+
+
+def test_reverse_tunnel_source_check(netns) -> None:
+    """RFC 6275 §10.4.5 on the seg6 backend: only (care-of, home) pairs of bindings pass.
+
+    The HA decapsulates IPv6-in-IPv6 with End.DT6 into its local table; the
+    inner packet is UDP to the HA itself, so delivery to a socket is what
+    "passed" means.
+    """
+    mn, ha = netns("mn"), netns("ha")
+    nsutil.ip("link", "add", "mn0", "netns", mn, "type", "veth", "peer", "name", "ha0", "netns", ha)
+    for ns, dev, addr in ((mn, "mn0", COA), (ha, "ha0", HA)):
+        nsutil.ip("-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad", ns=ns)
+        nsutil.ip("link", "set", dev, "up", ns=ns)
+    with nsutil.inside(ha):
+        w = Writer()
+    with w:
+        ops = [*seg6.relocate_local_rule_ops()]
+        ops += [create(o) for o in seg6.decap_objects(str(HA), "ha0", table=100, inner_table=255)]
+        results = w.apply(ops)
+    assert all(r.ok for r in results), results
+    assert nsutil.ping6(mn, str(HA), count=1, timeout=5) == 1
+
+    with nsutil.inside(ha):
+        sink = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s = nft.NftSession()
+    with nsutil.inside(mn):
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sink.bind((str(HA), 5000))
+    sink.settimeout(1.0)
+
+    def tunnelled(inner_src: IPv6Address, tag: bytes) -> bool:
+        pkt = (
+            IPv6(src=str(COA), dst=str(HA), nh=41)
+            / IPv6(src=str(inner_src), dst=str(HA))
+            / UDP(sport=4000, dport=5000)
+            / tag
+        )
+        tx.sendto(raw(pkt), (str(HA), 0))
+        try:
+            while True:
+                if sink.recv(100) == tag:
+                    return True
+        except TimeoutError:
+            return False
+
+    with sink, tx, s, nft.ReverseTunnelCheck(session=s) as rt:
+        assert tunnelled(HOA, b"no check yet")  # the decap path works at all
+        rt.ensure([HA])
+        assert not tunnelled(HOA, b"no binding")
+        rt.add(COA, HOA)
+        assert tunnelled(HOA, b"binding")
+        assert not tunnelled(OTHER_HOA, b"spoofed inner source")
+        rt.remove(COA, HOA)
+        rt.remove(COA, HOA)  # absent is fine
+        assert not tunnelled(HOA, b"binding gone")
+        assert rt.elements() == set()
+        info = nft.describe(session=s)
+        assert info is not None and info.dropped(nft.CHAIN_REVERSE_TUNNEL) == 3
+        nft.remove_table(session=s)
