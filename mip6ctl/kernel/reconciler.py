@@ -78,6 +78,9 @@ class ApplyReport:
         return any(o.status == "ok" for o in self.outcomes)
 
 
+_XFRM_KINDS = ("xfrm-policy", "xfrm-state")
+
+
 class Reconciler:
     """Plans and applies desired state in the namespace it was created in."""
 
@@ -97,10 +100,35 @@ class Reconciler:
     def observed(self) -> dict[tuple, Any]:
         out: dict[tuple, Any] = dict(self.observer.owned)
         if self.xfrm is not None:
-            for p in self.xfrm.dump_policies(owned_only=True):
-                out[object_key(p)] = p
-            for s in self.xfrm.dump_states(owned_only=True):
-                out[object_key(s)] = s
+            out.update(self.observed_xfrm())
+        return out
+
+    def observed_xfrm(self) -> dict[tuple, Any]:
+        out: dict[tuple, Any] = {}
+        for p in self.xfrm.dump_policies(owned_only=True):
+            out[object_key(p)] = p
+        for s in self.xfrm.dump_states(owned_only=True):
+            out[object_key(s)] = s
+        return out
+
+    def observed_subset(self, keys: Iterable[tuple]) -> dict[tuple, Any]:
+        """The owned objects under `keys` only: an incremental reconcile looks up
+        its few keys in the cache instead of copying 100k entries (invariant 4),
+        and dumps XFRM only when one of the keys is an XFRM object."""
+        owned = self.observer.owned
+        out: dict[tuple, Any] = {}
+        xfrm_keys = []
+        for k in keys:
+            v = owned.get(k)
+            if v is not None:
+                out[k] = v
+            elif k[0] in _XFRM_KINDS:
+                xfrm_keys.append(k)
+        if xfrm_keys and self.xfrm is not None:
+            dumped = self.observed_xfrm()
+            for k in xfrm_keys:
+                if k in dumped:
+                    out[k] = dumped[k]
         return out
 
     def plan(
@@ -115,22 +143,35 @@ class Reconciler:
 
         `keep(key, obj)` protects observed owned objects this plan must not delete
         (e.g. binding objects when planning static state without the daemon).
+        With `scope`, only those keys are read from the cache and diffed.
         """
-        seen = dict(self.observed() if observed is None else observed)
+        if scope is not None:
+            scope = set(scope)
+        if observed is not None:
+            seen = dict(observed)
+        elif scope is not None:
+            seen = self.observed_subset(scope)
+        else:
+            seen = self.observed()
+        wanted = desired.objects
         # Sysctls carry no mark: we never "delete" one, only set the values we want.
-        seen = {k: v for k, v in seen.items() if not isinstance(v, Sysctl) or k in desired.objects}
+        drop = [k for k, v in seen.items() if k not in wanted and isinstance(v, Sysctl)]
         if keep is not None:
-            seen = {k: v for k, v in seen.items() if k in desired.objects or not keep(k, v)}
-        foreign = {
-            k: self.observer.conflict(k)
-            for k in desired.objects
-            if k not in seen and self.observer.conflict(k) is not None
-        }
-        p = plan(desired.objects, seen, origins=desired.origins, foreign=foreign, scope=scope)
+            drop += [k for k, v in seen.items() if k not in wanted and keep(k, v)]
+        for k in drop:
+            seen.pop(k, None)
+        conflict = self.observer.conflict
+        foreign: dict[tuple, Any] = {}
+        for k in wanted if scope is None else (k for k in scope if k in wanted):
+            if k not in seen:
+                other = conflict(k)
+                if other is not None:
+                    foreign[k] = other
+        p = plan(wanted, seen, origins=desired.origins, foreign=foreign, scope=scope)
         takeovers = [
             Change("delete", key, None, obj, Origin("config", "kernel.tunnel"))
             for key, obj in sorted(desired.takeovers.items(), key=lambda kv: str(kv[0]))
-            if self.observer.conflict(key) is not None
+            if conflict(key) is not None
         ]
         if takeovers:
             p = Plan(p.changes + tuple(takeovers), p.conflicts, p.impact)
@@ -203,7 +244,8 @@ class Reconciler:
     def verify(self, desired: Desired, keys: Iterable[tuple]) -> list[Mismatch]:
         """Read back `keys`: every desired object present and equal, every other gone."""
         self.observer.process_pending()
-        seen = self.observed()
+        keys = list(keys)
+        seen = self.observed_subset(keys)
         out = []
         for key in keys:
             want = desired.objects.get(key)

@@ -321,12 +321,28 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
 
 
 def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities) -> Desired:
-    """A mobile node away from home: home address kept, traffic reverse-tunnelled."""
+    """A mobile node away from home: home address kept, traffic reverse-tunnelled.
+
+    At home on a known interface (``care_of_address`` None, ``ifname`` set) the
+    home address is an ordinary address of the home link (§11.5.4: reclaimed
+    after the de-registration) -- the same key as away, so a move home or away
+    only changes its flags and sockets bound to it never see it disappear --
+    and on the seg6 backend the relocated local-table rule stays, so that
+    returning home never leaves the node without its local lookup.  With no
+    interface known nothing is rendered.
+    """
     out = Desired()
-    if view.care_of_address is None or view.ifname is None:
-        return out
     origin = Origin("binding", str(view.home_address.ip))
     hoa = str(view.home_address.ip)
+    if view.care_of_address is None:
+        if view.ifname is not None:
+            out.add(Address(view.ifname, hoa, 128, flags=IFA_F_NODAD), origin)
+            if caps.tunnel == "seg6":
+                out.add(_moved_local_rule(cfg), Origin("config", "kernel.tunnel"))
+                out.takeovers[DEFAULT_LOCAL_RULE.key] = DEFAULT_LOCAL_RULE
+        return out
+    if view.ifname is None:
+        return out
     out.add(
         Address(view.ifname, hoa, 128, flags=IFA_F_HOMEADDRESS | IFA_F_NODAD),
         origin,
