@@ -60,6 +60,23 @@ def config_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.toml") if not p.name.startswith(".") and p.is_file())
 
 
+class DirectoryDigest:
+    """The content hash of a generation's files: names and bytes, in load order.
+
+    One formula for the loader and the directory watcher, so that "the files
+    did not change" means the same thing to both.
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, name: str, raw: bytes) -> None:
+        self._h.update(name.encode() + b"\0" + raw + b"\0")
+
+    def hexdigest(self) -> str:
+        return "sha256:" + self._h.hexdigest()
+
+
 def _where(origins: dict[KeyPath, tuple[str, int]], path: KeyPath) -> str:
     for n in range(len(path), -1, -1):
         hit = origins.get(path[:n])
@@ -195,7 +212,7 @@ def load_directory(directory: str | Path) -> Generation:
     problems: list[Problem] = []
     merger = _Merger()
     sources: list[SourceFile] = []
-    whole = hashlib.sha256()
+    whole = DirectoryDigest()
     for path in files:
         name = str(path)
         try:
@@ -204,7 +221,7 @@ def load_directory(directory: str | Path) -> Generation:
             problems.append(Problem("io", f"cannot read: {e.strerror}", name))
             continue
         sources.append(SourceFile(path, hashlib.sha256(raw).hexdigest(), len(raw)))
-        whole.update(path.name.encode() + b"\0" + raw + b"\0")
+        whole.add(path.name, raw)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -242,7 +259,7 @@ def load_directory(directory: str | Path) -> Generation:
         config=cfg,
         directory=directory,
         files=tuple(sources),
-        digest="sha256:" + whole.hexdigest(),
+        digest=whole.hexdigest(),
         keys=keys,
         origins=merger.origins,
     )
@@ -269,4 +286,12 @@ def _syntax_problem(e: tomllib.TOMLDecodeError, name: str, text: str) -> Problem
     return Problem("syntax", f"TOML: {msg}", name)
 
 
-__all__ = ["ConfigError", "Generation", "Problem", "config_files", "format_path", "load_directory"]
+__all__ = [
+    "ConfigError",
+    "DirectoryDigest",
+    "Generation",
+    "Problem",
+    "config_files",
+    "format_path",
+    "load_directory",
+]

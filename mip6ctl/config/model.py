@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from mip6ctl import rfc6275
 from mip6ctl.config.types import (
@@ -97,6 +97,45 @@ class KernelSection(_Section):
 # --------------------------------------------------------------------------- daemon, log
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9276"`` / ``"[::1]:9276"`` → (host, port); address literals only.
+
+    Why literals only: a host name may resolve to several addresses, or to a
+    public one; the operator must say exactly where the endpoint listens.
+    """
+    from ipaddress import IPv4Address, IPv6Address
+
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not ADDRESS:PORT (e.g. 127.0.0.1:9276 or [::1]:9276)")
+    if host.startswith("[") and host.endswith("]"):
+        IPv6Address(host[1:-1])  # ValueError names the problem
+        return host[1:-1], int(port)
+    try:
+        IPv4Address(host)
+    except ValueError:
+        raise ValueError(
+            f"{host!r} is not an IPv4 address or a bracketed IPv6 address ([::1])"
+        ) from None
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class MetricsSection(_Section):
+    """The optional Prometheus endpoint (GET /metrics); off unless enabled."""
+
+    enabled: bool = Field(default=False, description="serve Prometheus metrics over HTTP")
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        default="127.0.0.1:9276",
+        description="ADDRESS:PORT to listen on (IPv6 as [::1]:9276); loopback by default, "
+        "the endpoint has no authentication",
+    )
+
+
 class DaemonSection(_Section):
     """Where the daemon keeps state and listens, and what it does on stop."""
 
@@ -113,6 +152,9 @@ class DaemonSection(_Section):
     )
     reconcile_interval: Seconds = Field(
         default=60.0, description="period of the full kernel resync (drift repair between events)"
+    )
+    metrics: MetricsSection = Field(
+        default_factory=MetricsSection, description="Prometheus metrics endpoint"
     )
 
 

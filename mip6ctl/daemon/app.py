@@ -46,9 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +57,7 @@ from typing import Any
 from mip6ctl import __version__
 from mip6ctl.config.loader import ConfigError, Generation, load_directory
 from mip6ctl.config.model import Role
+from mip6ctl.daemon import sdnotify
 from mip6ctl.engine.engine import Engine
 from mip6ctl.engine.events import (
     BindingChanged,
@@ -103,17 +102,6 @@ class Counters:
         }
 
 
-def _sd_notify(message: str) -> None:
-    """systemd's notify protocol (Type=notify), without a library."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), path)
-
-
 class Daemon:
     """One mip6ctl daemon process (home agent, mobile node or correspondent node)."""
 
@@ -149,6 +137,10 @@ class Daemon:
         #: §10.4.5 reverse-tunnel check (seg6 backend) and the pairs in its set
         self.reverse_check: Any = None
         self._reverse_pairs: dict[IPv6Address, IPv6Address] = {}
+        self.watcher: Any = None  # hot reload (daemon/watch.py)
+        self.metrics: Any = None  # optional Prometheus endpoint (daemon/metrics.py)
+        self._keepalive: asyncio.Task[None] | None = None  # systemd watchdog pings
+        self._reload_lock = asyncio.Lock()  # SIGHUP, control socket and watcher: one at a time
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,12 +160,14 @@ class Daemon:
             log.error("cannot start: %s", e)
             await self._shutdown()
             return 1
-        _sd_notify("READY=1\nSTATUS=" + self._status_line())
+        sdnotify.ready(self._status_line())
+        self._keepalive = sdnotify.keepalive()
         log.info(
             "mip6ctl %s running as %s (%s)", __version__, self.cfg.node.role, self.transport_kind
         )
         await self._stop.wait()
-        _sd_notify("STOPPING=1")
+        await sdnotify.cancel(self._keepalive)
+        sdnotify.stopping()
         await self._shutdown()
         return 0
 
@@ -243,7 +237,9 @@ class Daemon:
             "" if static else str(getattr(static, "message", "")),
         )
 
-        self.transport = open_transport(self.transport_kind)
+        mobile = cfg.node.role == Role.MN  # movement detection (daemon/mobile.py): RA, NA
+        icmp_types = (134, 136) if mobile else ()
+        self.transport = open_transport(self.transport_kind, icmp_types=icmp_types)
         aio.add_reader(self.transport.fileno(), self._on_packets)
         if cfg.node.role == Role.HA and cfg.ha is not None:
             from mip6ctl.daemon.neighbour import NeighbourDiscovery
@@ -258,8 +254,39 @@ class Daemon:
         self.control.register("plan", lambda params: rpc_plan(self, params))
         self.control.register("apply", lambda params: rpc_apply(self, params))
         await self.control.start()
+        if mobile:
+            from mip6ctl.daemon.mobile import MobileNodeController
+
+            self.mobile = await MobileNodeController.attach(self)
+        self._start_watch_and_metrics(aio)
         self._set_condition("Ready", True, "Running", "")
         self._arm_timer()
+
+    def _start_watch_and_metrics(self, aio: asyncio.AbstractEventLoop) -> None:
+        """Hot reload, and metrics if enabled; neither may keep the node from running."""
+        from mip6ctl.daemon.watch import ConfigWatcher
+
+        assert self.gen is not None
+        self.watcher = ConfigWatcher(
+            self.config_dir, aio, self.reload, initial_digest=self.gen.digest
+        )
+        try:
+            self.watcher.start()
+        except OSError as e:
+            log.error("not watching %s for changes: %s", self.config_dir, e)
+            self.watcher = None
+        metrics = self.cfg.daemon.metrics
+        if metrics.enabled:
+            from mip6ctl.daemon.metrics import MetricsServer, loop_provider
+
+            self.metrics = MetricsServer.from_listen(
+                metrics.listen, loop_provider(aio, lambda: self._rpc_status({}))
+            )
+            try:
+                self.metrics.start()
+            except OSError as e:
+                log.error("metrics endpoint %s not started: %s", metrics.listen, e)
+                self.metrics = None
 
     def _home_agent_address(self, observer: Any) -> IPv6Address | None:
         from mip6ctl.state.objects import Address
@@ -326,6 +353,10 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         aio = asyncio.get_running_loop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._timer is not None:
             self._timer.cancel()
         for t in list(self._tasks):
@@ -339,6 +370,8 @@ class Daemon:
             self.transport.close()
         if self.nd is not None:
             self.nd.close()
+        if getattr(self, "mobile", None) is not None:
+            await self.mobile.stop()
         if self.loop is not None:
             await self.loop.stop()
             if self.gen is not None and self.cfg.daemon.flush_on_stop:
@@ -369,6 +402,12 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Load the directory again; apply it whole, or keep the last good generation."""
+        async with self._reload_lock:
+            result = await self._reload()
+        sdnotify.status(self._status_line())
+        return result
+
+    async def _reload(self) -> dict[str, Any]:
         try:
             gen = load_directory(self.config_dir)
         except ConfigError as e:
@@ -376,7 +415,8 @@ class Daemon:
             self._set_condition("ConfigValid", False, "InvalidConfig", msg)
             log.error("reload refused, keeping generation %d: %s", self.generation_number, msg)
             return {"applied": False, "errors": [p.as_dict() for p in e.problems]}
-        if self.gen is not None and gen.digest == self.gen.digest:
+        # The key files count too: rotating a key with the TOML unchanged is a change.
+        if self.gen is not None and gen.digest == self.gen.digest and gen.keys == self.gen.keys:
             self._set_condition("ConfigValid", True, "Unchanged", "")
             return {"applied": False, "generation": gen.digest, "unchanged": True}
         self.gen = gen
@@ -411,6 +451,8 @@ class Daemon:
             elif type(ev).__name__ == "Malformed":
                 self.counters.malformed_received += 1
             elif type(ev).__name__ == "ICMPv6Received":
+                if getattr(self, "mobile", None) is not None:
+                    self.mobile.icmp(ev)
                 continue
             try:
                 actions += self.engine.handle(ev, now)
@@ -453,32 +495,44 @@ class Daemon:
     # ------------------------------------------------------------------ actions
 
     async def _execute(self, actions: list[Any]) -> None:
-        """Run actions in order; a Send after a persistence action waits for its commit."""
+        """Run actions in order; a Send after a persistence action waits for its commit.
+
+        Writes are queued as they come (``WriteBehind.put``/``delete`` return
+        futures), so every write of a burst joins one transaction; a Send
+        suspends only while a write queued before it is still uncommitted --
+        once per commit, not once per BA.
+        """
+        wb = self.writer_behind
         pending: list[Any] = []
         for a in actions:
             if isinstance(a, PersistBinding):
-                pending.append(self.writer_behind.put(a.binding) if self.writer_behind else None)
+                if wb is not None:
+                    pending.append(wb.put(a.binding))
             elif isinstance(a, ForgetBinding):
-                pending.append(
-                    self.writer_behind.delete(a.home_address) if self.writer_behind else None
-                )
+                if wb is not None:
+                    pending.append(wb.delete(a.home_address))
             elif isinstance(a, Send | SendParameterProblem):
-                waits = [p for p in pending if p is not None]
-                pending = []
-                if waits:
-                    try:
-                        await asyncio.gather(*waits)
-                    except Exception as e:  # not durable: the BA must not go out
-                        log.error("binding cache write failed, BA withheld: %s", e)
+                if pending:
+                    waits, pending = pending, []
+                    failed: BaseException | None = None
+                    for f in waits:
+                        try:
+                            await f  # returns at once when already committed
+                        except Exception as e:  # not durable: the BA must not go out
+                            failed = e
+                    if failed is not None:
+                        log.error("binding cache write failed, BA withheld: %s", failed)
                         continue
                 self._send(a)
             elif isinstance(a, BindingChanged):
                 self._binding_changed(a)
             elif isinstance(a, StartDad):
                 self._spawn(self._dad(a))
-        waits = [p for p in pending if p is not None]
-        if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
+        for f in pending:
+            try:
+                await f
+            except Exception as e:
+                log.error("binding cache write failed: %s", e)
 
     def _send(self, a: Send | SendParameterProblem) -> None:
         if isinstance(a, SendParameterProblem):
@@ -578,7 +632,7 @@ class Daemon:
             self.conditions,
             self.counters.as_dict(loop_status),
             list(self.engine.cache),
-            self.engine.mn if self.engine.mn is not None else (),
+            (self.engine.mn,) if self.engine.mn is not None else (),
             self.clock(),
             started_at=self.started_at,
             transport=self.transport_kind,

@@ -58,8 +58,10 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -149,14 +151,27 @@ def _default_offset() -> float:
     return time.time() - time.monotonic()
 
 
-def _row(b: Binding) -> tuple[Any, ...]:
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
+def _text(address: IPv6Address) -> str:
+    """``str(address)``, ~10x cheaper: ``inet_ntop`` gives the same RFC 5952 text except
+    for IPv4-mapped addresses (dotted quad), which keep ``str()``'s form."""
+    packed = address.packed
+    if packed[:12] == _V4_MAPPED:
+        return str(address)
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
+def _row(b: Binding, offset: float = 0.0) -> tuple[Any, ...]:
+    """The row of ``b`` with its times moved by ``offset`` (engine → wall clock)."""
     return (
-        str(b.home_address),
-        str(b.care_of_address),
-        str(b.local_address),
+        _text(b.home_address),
+        _text(b.care_of_address),
+        _text(b.local_address),
         b.lifetime,
-        b.registered_at,
-        b.expires_at,
+        b.registered_at + offset,
+        b.expires_at + offset,
         b.sequence,
         b.flags,
         1 if b.home_registration else 0,
@@ -230,6 +245,7 @@ class BindingStore:
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
+        self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
         self._offset = wall_offset
         _prepare_directory(self.path.parent)
         existed = self.path.exists() and self.path.stat().st_size > 0
@@ -341,14 +357,22 @@ class BindingStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                # consecutive puts go in one executemany (one C loop, not one call each);
+                # order between puts and deletes is kept
+                rows: list[tuple[Any, ...]] = []
                 for op in ops:
                     if isinstance(op, Binding):
-                        db.execute(_UPSERT, _row(op.shifted(offset)))
+                        rows.append(_row(op, offset))
                     elif isinstance(op, IPv6Address):
-                        db.execute(_DELETE, (str(op),))
+                        if rows:
+                            db.executemany(_UPSERT, rows)
+                            rows = []
+                        db.execute(_DELETE, (_text(op),))
                     else:
                         raise TypeError(f"not a Binding or an IPv6Address: {op!r}")
                     n += 1
+                if rows:
+                    db.executemany(_UPSERT, rows)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -399,8 +423,52 @@ class BindingStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0])
 
+    def start_background_checkpoints(self, interval: float = 1.0) -> None:
+        """Move WAL checkpoints off the commit path (the daemon's group commit uses this).
+
+        By default SQLite checkpoints inside the COMMIT that grows the WAL past
+        1000 pages: copying ~4 MB and an fsync of the database file, a stall of
+        tens of ms for every BA waiting on that commit.  Here the committing
+        connection never checkpoints; a thread with its own connection runs a
+        PASSIVE checkpoint (it never blocks the writer) every ``interval`` s.
+        Durability is unchanged: a commit is durable once its WAL frames are
+        synced, checkpointed or not.
+        """
+        if self._checkpointer is not None:
+            return
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            except sqlite3.Error:
+                return
+            try:
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
+                while not stop.wait(interval):
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                db.close()
+
+        thread = threading.Thread(target=run, name="binding-store-checkpoint", daemon=True)
+        self._checkpointer = (thread, stop)
+        thread.start()
+
+    def _stop_checkpoints(self) -> None:
+        if self._checkpointer is None:
+            return
+        thread, stop = self._checkpointer
+        self._checkpointer = None
+        stop.set()
+        thread.join(10.0)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_autocheckpoint=1000")
+
     def close(self) -> None:
         """Checkpoint the WAL into the database and close (a clean stop leaves one file)."""
+        self._stop_checkpoints()
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
@@ -463,9 +531,13 @@ class WriteBehind:
     :class:`PersistenceError` (their BAs must not go out).
     """
 
-    def __init__(self, store: BindingStore, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self, store: BindingStore, *, max_batch: int = 1000, background_checkpoints: bool = True
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        if background_checkpoints:
+            store.start_background_checkpoints()
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -475,15 +547,22 @@ class WriteBehind:
         self.committed = 0
         """Operations committed."""
 
-    async def put(self, binding: Binding) -> None:
-        """Persist ``binding``; returns once its transaction is committed."""
-        await self._submit(binding)
+    def put(self, binding: Binding) -> asyncio.Future[None]:
+        """Queue ``binding`` now; the returned future is done once it is committed.
 
-    async def delete(self, home_address: IPv6Address) -> None:
-        """Forget the binding of ``home_address``; returns once committed."""
-        await self._submit(home_address)
+        Not a coroutine on purpose: the write is queued at the call, so every
+        put of a burst joins the same transaction even when the caller awaits
+        them one at a time (a coroutine would only queue when first awaited,
+        serialising a burst into one commit per binding), and awaiting a plain
+        future costs no task.
+        """
+        return self._submit(binding)
 
-    async def _submit(self, op: Binding | IPv6Address) -> None:
+    def delete(self, home_address: IPv6Address) -> asyncio.Future[None]:
+        """Queue forgetting the binding of ``home_address``; done once committed."""
+        return self._submit(home_address)
+
+    def _submit(self, op: Binding | IPv6Address) -> asyncio.Future[None]:
         if self._closed:
             raise PersistenceError(self.store.path, "the write-behind queue is closed")
         loop = asyncio.get_running_loop()
@@ -494,7 +573,7 @@ class WriteBehind:
         self._queue.append(_Pending(op, fut))
         assert self._wakeup is not None
         self._wakeup.set()
-        await fut
+        return fut
 
     async def _run(self) -> None:
         assert self._wakeup is not None

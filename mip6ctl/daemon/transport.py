@@ -54,7 +54,7 @@ from mip6ctl.engine.events import (
     SendParameterProblem,
 )
 from mip6ctl.wire.checksum import NEXT_HEADER_ICMPV6, NEXT_HEADER_MH
-from mip6ctl.wire.errors import BadChecksum, MalformedICMPv6, WireError
+from mip6ctl.wire.errors import MalformedICMPv6, Truncated, WireError
 from mip6ctl.wire.exthdr import (
     decode_destination_options,
     encode_hao_destination_options,
@@ -66,8 +66,8 @@ from mip6ctl.wire.packet import (
     build_icmp6_packet,
     build_mh_packet,
     decode_icmp6_packet,
-    decode_mh_packet,
     parse_ipv6,
+    verify_packet_checksum,
 )
 
 __all__ = [
@@ -99,6 +99,7 @@ SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
 ICMP6_FILTER = 1
 ICMPV6_PARAMPROB = 4
 #: RFC 4443 §2.4(c): an ICMPv6 error must fit the minimum MTU.
@@ -424,8 +425,8 @@ def decode_packet(
     """
     if len(data) < 40 or data[0] >> 4 != 6:
         return Dropped("not IPv6")
-    src, dst = IPv6Address(bytes(data[8:24])), IPv6Address(bytes(data[24:40]))
-    multicast = dst.is_multicast
+    dst = IPv6Address(bytes(data[24:40]))
+    multicast = data[24] == 0xFF
     if not multicast and not is_local(dst):
         return Dropped("not for us")
     try:
@@ -433,7 +434,8 @@ def decode_packet(
     except WireError as e:
         if multicast:
             return Dropped("malformed multicast")
-        return Malformed(e, bytes(data), src, dst)
+        return Malformed(e, bytes(data), IPv6Address(bytes(data[8:24])), dst)
+    src, dst = pkt.src, pkt.dst
     nh = pkt.next_header
     if nh == IPPROTO_IPV6_IN_IPV6 and decapsulate and not multicast:
         return decode_packet(
@@ -442,10 +444,14 @@ def decode_packet(
     if nh == NEXT_HEADER_MH:
         if multicast:
             return Dropped("Mobility Header to multicast")
+        # decode_mh_packet() without parsing the header chain a second time
+        base = pkt.payload_offset
         try:
-            _, msg = decode_mh_packet(data)
-        except BadChecksum:
-            return Dropped("bad checksum")
+            if len(pkt.payload) < 8:
+                raise Truncated("Mobility Header shorter than 8 octets", mh_offset=0, base=base)
+            if not verify_packet_checksum(pkt):
+                return Dropped("bad checksum")
+            msg = decode_mh(pkt.payload, base=base)
         except WireError as e:
             return Malformed(e, bytes(data), src, dst, pkt.home_address)
         return Received(
@@ -703,8 +709,11 @@ class UserspaceTransport(Transport):
                 ) from e
             with contextlib.suppress(OSError):
                 self._rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            with contextlib.suppress(OSError):
-                self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            try:  # as root, past net.core.rmem_max: a burst must not overflow the queue
+                self._rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             attach_filter(self._rx, self._program())
             _bind_packet_all(self._rx, ETH_P_IPV6)
             self._rx.setblocking(False)
@@ -773,7 +782,11 @@ class UserspaceTransport(Transport):
         return out
 
     def _scope(self, dst: IPv6Address) -> int:
-        if (dst.is_link_local or dst.is_multicast) and len(self._interfaces) == 1:
+        if len(self._interfaces) != 1:
+            return 0
+        p = dst.packed
+        # link-local (fe80::/10) or multicast (ff00::/8)
+        if p[0] == 0xFF or (p[0] == 0xFE and p[1] & 0xC0 == 0x80):
             return next(iter(self._interfaces))
         return 0
 
@@ -781,7 +794,8 @@ class UserspaceTransport(Transport):
         """Send a whole IPv6 packet (header included) towards its header's destination."""
         assert self._tx is not None, "transport closed"
         try:
-            self._tx.sendto(packet, (str(first_hop), 0, 0, self._scope(first_hop)))
+            target = socket.inet_ntop(socket.AF_INET6, first_hop.packed)
+            self._tx.sendto(packet, (target, 0, 0, self._scope(first_hop)))
         except OSError:
             self.stats.send_errors += 1
             raise

@@ -15,12 +15,16 @@ UNSPECIFIED = IPv6Address(0)
 
 def is_unicast(address: IPv6Address) -> bool:
     """A unicast address an error message may be sent to (not ::, multicast, loopback)."""
-    return not (address.is_multicast or address.is_unspecified or address.is_loopback)
+    # integer tests, equal to not (is_multicast or is_unspecified or is_loopback) but
+    # ~10x cheaper: this runs twice per Binding Update
+    n = int(address)
+    return n > 1 and n >> 120 != 0xFF
 
 
 def is_routable_unicast(address: IPv6Address) -> bool:
     """Unicast and beyond the link: what a home / care-of address must be (§9.5.1 step 1)."""
-    return is_unicast(address) and not address.is_link_local
+    n = int(address)
+    return n > 1 and n >> 120 != 0xFF and n >> 118 != 0x3FA  # not fe80::/10
 
 
 class TokenBucket:
