@@ -192,21 +192,23 @@ def test_move_gives_a_care_of_address_and_reaches_the_cn(testbed: Testbed) -> No
     for step, link in enumerate(("f1", "f2", "home", "f1")):
         moved = tb.move("mn", link)
         assert tb.attachment("mn") == link
-        addr = tb.wait_address("mn", LINK_PREFIXES[link], timeout=1.0)
+        # radvd advertises every 30-70 ms: an address takes ~50 ms; the bounds leave
+        # room for a loaded CI machine without letting a broken move pass.
+        addr = tb.wait_address("mn", LINK_PREFIXES[link], timeout=3.0)
         usable = time.monotonic() - moved
-        reach = reaches(tb, "mn", CN_ADDRESS, src=str(addr), within=3.0)
+        reach = reaches(tb, "mn", CN_ADDRESS, src=str(addr), within=5.0)
         timings[f"{step}:{link}"] = (
             f"address {usable * 1000:.0f} ms, CN reached {reach * 1000:.0f} ms later"
         )
-        assert usable < 1.0
+        assert usable < 3.0
     print("after move():", timings)
 
 
 def test_move_without_carrier_loss_is_seen_through_ras_only(testbed: Testbed) -> None:
     tb = testbed
     moved = tb.move("mn", "f2", carrier_loss=False)
-    tb.wait_address("mn", FOREIGN_PREFIXES["f2"], timeout=1.0)
-    assert time.monotonic() - moved < 1.0
+    tb.wait_address("mn", FOREIGN_PREFIXES["f2"], timeout=3.0)
+    assert time.monotonic() - moved < 3.0
     with tb.ipr("mn") as ipr:
         assert ipr.link("get", ifname="mn0")[0].get("IFLA_OPERSTATE") == "UP"
 
