@@ -387,13 +387,26 @@ class Daemon:
         log.info("stopped")
 
     def _flush_kernel_state(self) -> None:
-        """flush_on_stop: remove every owned object this daemon rendered."""
+        """flush_on_stop: remove every owned object, leaving the host as it was.
+
+        The seg6 backend moved the kernel's `lookup local` rule into the owned
+        band; deleting that copy without putting the priority-0 rule back would
+        stop all local delivery, so the original is restored first.
+        """
         from mip6ctl.kernel.writer import Op
+        from mip6ctl.state.objects import RT_TABLE_LOCAL, Rule
+        from mip6ctl.state.render import DEFAULT_LOCAL_RULE
 
         loop = self.loop
         objs = [o for o in loop.observer.owned.values() if getattr(o, "owned", False)]
-        if objs:
-            loop.writer.apply([Op("delete", o) for o in objs])
+        moved_local = any(
+            isinstance(o, Rule) and o.table == RT_TABLE_LOCAL and o.action == "lookup"
+            for o in objs
+        )
+        ops = [Op("create", DEFAULT_LOCAL_RULE, allow_foreign=True)] if moved_local else []
+        ops += [Op("delete", o) for o in objs]
+        if ops:
+            loop.writer.apply(ops)
 
     # ------------------------------------------------------------------ reload
 
