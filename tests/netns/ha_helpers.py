@@ -287,3 +287,19 @@ class HaDaemon:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+# --------------------------------------------------------------------------- configuration edits
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``path`` the way Ansible does: a temporary file in the same directory
+    (``<name>.tmp``, which the loader and the watcher ignore), then ``rename`` over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def conditions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A status document's conditions by type."""
+    return {c["type"]: c for c in doc["conditions"]}
