@@ -214,6 +214,14 @@ class MobilityMessage:
         """Wire form with checksum 0 (see :func:`encode_mh` for the checksum)."""
         raise NotImplementedError
 
+    @property
+    def authorization_data(self) -> BindingAuthorizationData | None:
+        """The Binding Authorization Data option, if present (always last; BU and BA)."""
+        options = self.options  # type: ignore[attr-defined]
+        if options and type(options[-1]) is BindingAuthorizationData:
+            return options[-1]  # type: ignore[no-any-return]
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class BindingRefreshRequest(MobilityMessage):
@@ -383,13 +391,6 @@ class BindingUpdate(MobilityMessage):
         return self.option(NonceIndices)
 
     @property
-    def authorization_data(self) -> BindingAuthorizationData | None:
-        """The Binding Authorization Data option, if present (always last)."""
-        if self.options and type(self.options[-1]) is BindingAuthorizationData:
-            return self.options[-1]  # type: ignore[return-value]
-        return None
-
-    @property
     def alternate_careof_address(self) -> IPv6Address | None:
         """The Alternate Care-of Address option's address, if present."""
         opt = self.option(AlternateCareofAddress)
@@ -450,13 +451,6 @@ class BindingAcknowledgement(MobilityMessage):
     def refresh_advice(self) -> BindingRefreshAdvice | None:
         """The Binding Refresh Advice option, if present."""
         return self.option(BindingRefreshAdvice)
-
-    @property
-    def authorization_data(self) -> BindingAuthorizationData | None:
-        """The Binding Authorization Data option, if present (always last)."""
-        if self.options and type(self.options[-1]) is BindingAuthorizationData:
-            return self.options[-1]  # type: ignore[return-value]
-        return None
 
 
 @dataclass(frozen=True, slots=True)
