@@ -63,6 +63,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
@@ -246,6 +247,7 @@ class BindingStore:
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
+        self._write_behind: WriteBehind | None = None
         self._offset = wall_offset
         _prepare_directory(self.path.parent)
         existed = self.path.exists() and self.path.stat().st_size > 0
@@ -467,7 +469,16 @@ class BindingStore:
             self._db.execute("PRAGMA wal_autocheckpoint=1000")
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database and close (a clean stop leaves one file)."""
+        """Checkpoint the WAL into the database and close (a clean stop leaves one file).
+
+        A :class:`WriteBehind` on this store first commits what it has queued
+        and stops its writer thread (never a commit racing the close).
+        """
+        wb, self._write_behind = self._write_behind, None
+        if wb is not None:
+            thread = wb._stop_thread()
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(30.0)
         self._stop_checkpoints()
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -521,11 +532,17 @@ class WriteBehind:
 
     Why: one fsync per Binding Update would cap the HA at the disk's fsync
     rate. Requests queue up while the previous transaction is being committed
-    (in a worker thread, so the event loop keeps receiving BUs); the worker
-    then commits everything queued — up to ``max_batch`` — in one transaction
-    and wakes every waiter. Under light load a batch is one binding and the
-    latency is one commit; under a burst the cost per binding falls with the
-    batch size. The daemon sends each BA after its ``await`` returns.
+    (in a dedicated writer thread, so the event loop keeps receiving BUs); the
+    writer then commits everything queued — up to ``max_batch`` — in one
+    transaction and wakes the event loop once (``call_soon_threadsafe``) to
+    resolve every waiter of that batch. Under light load a batch is one
+    binding and the latency is one commit; under a burst the cost per binding
+    falls with the batch size. The daemon sends each BA after its future is
+    done. Batches commit and resolve in queue order, so once a future is done
+    every write queued before it is on disk too.
+
+    The writer is one long-lived thread, not an executor job per batch: no
+    task, executor submission or future chaining per commit.
 
     A failed commit fails every waiter of that batch with
     :class:`PersistenceError` (their BAs must not go out).
@@ -538,14 +555,18 @@ class WriteBehind:
         self.max_batch = max_batch
         if background_checkpoints:
             store.start_background_checkpoints()
-        self._queue: list[_Pending] = []
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._queue: deque[_Pending] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = False  # the writer waits on _cond (guarded by it)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.batches = 0
         """Transactions committed (for status / tests)."""
         self.committed = 0
         """Operations committed."""
+        store._write_behind = self
 
     def put(self, binding: Binding) -> asyncio.Future[None]:
         """Queue ``binding`` now; the returned future is done once it is committed.
@@ -565,44 +586,72 @@ class WriteBehind:
     def _submit(self, op: Binding | IPv6Address) -> asyncio.Future[None]:
         if self._closed:
             raise PersistenceError(self.store.path, "the write-behind queue is closed")
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._wakeup = asyncio.Event()
-            self._task = loop.create_task(self._run(), name="binding-store-writer")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._writer, name="binding-store-writer", daemon=True
+            )
+            self._thread.start()
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.append(_Pending(op, fut))
-        assert self._wakeup is not None
-        self._wakeup.set()
+        cond = self._cond
+        with cond:
+            self._queue.append(_Pending(op, fut))
+            if self._idle:
+                self._idle = False
+                cond.notify()
         return fut
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
+    def _writer(self) -> None:
+        """The writer thread: commit what is queued, batch after batch, in order."""
+        cond, queue, store = self._cond, self._queue, self.store
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                try:
-                    await asyncio.to_thread(self.store.apply, [p.op for p in batch])
-                except Exception as e:  # handed to every waiter
-                    for p in batch:
-                        if not p.done.done():
-                            p.done.set_exception(e)
-                    continue
+            with cond:
+                while not queue:
+                    if self._stopping:
+                        return
+                    self._idle = True
+                    cond.wait()
+                n = min(len(queue), self.max_batch)
+                batch = [queue.popleft() for _ in range(n)]
+            error: Exception | None = None
+            try:
+                store.apply([p.op for p in batch])
+            except Exception as e:  # handed to every waiter
+                error = e
+            else:
                 self.batches += 1
-                self.committed += len(batch)
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_result(None)
-            if self._closed:
-                return
+                self.committed += n
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_resolve, batch, error)
+
+    def _stop_thread(self) -> threading.Thread | None:
+        self._closed = True
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        return self._thread
 
     async def close(self) -> None:
-        """Commit what is queued, then stop the worker (the store stays open)."""
-        self._closed = True
-        if self._task is not None:
-            assert self._wakeup is not None
-            self._wakeup.set()
-            await self._task
-            self._task = None
+        """Commit what is queued, then stop the writer (the store stays open)."""
+        thread = self._stop_thread()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+            self._thread = None
+            # the writer's last call_soon_threadsafe was queued before join returned;
+            # one more turn of the loop resolves its waiters
+            await asyncio.sleep(0)
+
+
+def _resolve(batch: list[_Pending], error: Exception | None) -> None:
+    """On the event loop: wake the waiters of one committed (or failed) batch."""
+    if error is None:
+        for p in batch:
+            if not p.done.done():
+                p.done.set_result(None)
+    else:
+        for p in batch:
+            if not p.done.done():
+                p.done.set_exception(error)
