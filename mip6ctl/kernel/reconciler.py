@@ -20,9 +20,9 @@ from typing import Any
 
 from mip6ctl.kernel.observer import Observer
 from mip6ctl.kernel.writer import Op, Result, Writer
-from mip6ctl.state.objects import Sysctl
+from mip6ctl.state.objects import RT_TABLE_LOCAL, Rule, Sysctl
 from mip6ctl.state.plan import Change, Origin, Plan, plan
-from mip6ctl.state.render import Desired, object_key
+from mip6ctl.state.render import DEFAULT_LOCAL_RULE, Desired, object_key
 from mip6ctl.state.xfrm import XfrmPolicy, XfrmState
 
 
@@ -79,6 +79,16 @@ class ApplyReport:
 
 
 _XFRM_KINDS = ("xfrm-policy", "xfrm-state")
+
+
+def _is_moved_local_rule(obj: Any) -> bool:
+    return (
+        isinstance(obj, Rule)
+        and obj.owned
+        and obj.table == RT_TABLE_LOCAL
+        and obj.action == "lookup"
+        and obj.src == obj.dst == "::/0"
+    )
 
 
 class Reconciler:
@@ -173,8 +183,25 @@ class Reconciler:
             for key, obj in sorted(desired.takeovers.items(), key=lambda kv: str(kv[0]))
             if conflict(key) is not None
         ]
-        if takeovers:
-            p = Plan(p.changes + tuple(takeovers), p.conflicts, p.impact)
+        # The reverse: our copy of the local rule is going (backend no longer seg6,
+        # or nothing needs decapsulation) — put the kernel's own rule back first,
+        # or the host would lose local delivery between the two changes.
+        restores = [
+            Change(
+                "create",
+                DEFAULT_LOCAL_RULE.key,
+                DEFAULT_LOCAL_RULE,
+                None,
+                Origin("config", "kernel.tunnel"),
+            )
+            for c in p.changes
+            if c.action == "delete"
+            and _is_moved_local_rule(c.observed)
+            and DEFAULT_LOCAL_RULE.key not in desired.takeovers
+            and conflict(DEFAULT_LOCAL_RULE.key) is None
+        ][:1]
+        if takeovers or restores:
+            p = Plan(tuple(restores) + p.changes + tuple(takeovers), p.conflicts, p.impact)
         return p
 
     # -- writing ---------------------------------------------------------------------------
@@ -188,7 +215,7 @@ class Reconciler:
             if isinstance(obj, XfrmPolicy | XfrmState):
                 xfrm.append(change)
                 continue
-            takeover = change.action == "delete" and not obj.owned
+            takeover = not obj.owned  # the documented local-rule takeover and its undo
             action = {"create": "create", "update": "replace", "delete": "delete"}[change.action]
             rtnl.append((change, Op(action, obj, allow_foreign=takeover)))  # type: ignore[arg-type]
         # Make-before-break across the two sockets: rtnetlink creates/updates, XFRM,

@@ -174,3 +174,24 @@ def test_invalid_configuration_changes_nothing(ha_ns, tmp_path):
     assert rc == 1 and doc["changed"] is False
     assert doc["errors"][0]["file"].endswith("zz-broken.toml")
     assert rules(ha_ns) == before
+
+
+def test_leaving_the_seg6_backend_gives_the_local_rule_back(ha_ns, tmp_path):
+    # seg6 decapsulation moved the kernel's `lookup local` rule behind ours; a
+    # configuration that no longer needs it must restore the original first.
+    assert mip6ctl(ha_ns, "apply", "-c", str(HA_CONFIG))[0] == 0
+    assert not rules(ha_ns).startswith("0:")
+    cfg = tmp_path / "cfg"
+    shutil.copytree(HA_CONFIG, cfg)
+    main = cfg / "mip6.toml"
+    main.write_text(main.read_text().replace('tunnel = "auto"', 'tunnel = "ip6tnl"'))
+    rc, doc = mip6ctl(ha_ns, "apply", "-c", str(cfg))
+    assert rc == 0, doc
+    actions = [(c["action"], c["summary"]) for c in doc["plan"]]
+    restore = actions.index(("create", "rule 0 lookup 255"))
+    drop = actions.index(("delete", "rule 1099 lookup 255"))
+    assert restore < drop
+    r = rules(ha_ns)
+    assert r.startswith("0:\tfrom all lookup local")
+    assert "1099:" not in r and "ipproto ipv6" not in r
+    assert (mip6ctl(ha_ns, "diff", "-c", str(cfg))[0]) == 0
