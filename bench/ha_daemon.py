@@ -285,7 +285,6 @@ class Target:
         *,
         dad: bool = False,
         profile: str | None = None,
-        proposed_app: bool = False,
     ):
         self.bed, self.kind = bed, kind
         self.dir = bed.tmp / f"{kind}-{int(time.time() * 1000)}"
@@ -307,11 +306,8 @@ class Target:
             "--socket",
             str(self.dir / "control.sock"),
         ]
-        if profile or proposed_app:
-            opts = (["--profile", profile] if profile else []) + (
-                ["--proposed-app"] if proposed_app else []
-            )
-            cmd = [PY, str(ROOT / "bench" / "_ha_variant.py"), *opts, *argv]
+        if profile:
+            cmd = [PY, str(ROOT / "bench" / "_ha_variant.py"), "--profile", profile, *argv]
         else:
             cmd = [PY, "-m", "mip6ctl", *argv]
         self.proc = bed.spawn(cmd, f"daemon-{self.dir.name}.log")
@@ -530,7 +526,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
 
     # ---- the daemon -----------------------------------------------------------
     log("daemon: start")
-    d = Target(bed, "daemon", profile=args.profile, proposed_app=args.proposed_app)
+    d = Target(bed, "daemon", profile=args.profile)
     d.wait_ready(gen, probe, timeout=60)
     time.sleep(1.0)
     rss = {"0": proc_rss_mb(d.pid)}
@@ -667,41 +663,9 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     res["held"]["bindings_at_end"] = nxt
     d.stop()
 
-    if args.compare_proposed_app:
-        log("1c. refresh sweep, daemon with the proposed app.py _execute")
-        pa = Target(bed, "daemon", proposed_app=True)
-        base = probe - 1 - args.dad_count * (args.runs + 2) - small
-        pa.wait_ready(gen, probe - 1, timeout=60)
-        register(gen, pa, base, base + small, args.register_rate)
-        idx = list(range(base, base + small))
-        sw = []
-        for _ in range(args.runs):
-            sw.append(
-                sweep(
-                    gen,
-                    pa,
-                    range(small),
-                    args.rates,
-                    seconds=args.step_seconds,
-                    bound_ms=50,
-                    quantile=0.999,
-                    wait=1.0,
-                    rounds_of=lambda n, idx=idx: (
-                        (idx[:n], 1) if n <= small else (idx, -(-n // small))
-                    ),
-                )
-            )
-        pa.stop()
-        res["refresh_small_proposed_app"] = {
-            "bindings": small,
-            "max_rate_99.9pct_within_50ms": stats([s["best_rate"] for s in sw]),
-            "daemon_cpu_at_best": stats([s["best_cpu"] for s in sw]),
-            "sweeps": sw,
-        }
-
     if not args.skip_dad:
         log("6. DAD run (fresh daemon, DAD on)")
-        dd = Target(bed, "daemon", dad=True, proposed_app=args.proposed_app)
+        dd = Target(bed, "daemon", dad=True)
         dd.wait_ready(gen, probe - 1, timeout=60)
         base = probe - 1 - args.dad_count - 1
         dr = [
@@ -744,15 +708,9 @@ def main() -> int:
     ap.add_argument("--dad-rate", type=float, default=100)
     ap.add_argument("--dad-count", type=int, default=200)
     ap.add_argument("--skip-echo", action="store_true")
-    ap.add_argument("--compare-proposed-app", action="store_true")
     ap.add_argument("--skip-dad", action="store_true")
     ap.add_argument("--skip-scale-sweep", action="store_true")
     ap.add_argument("--profile", help="cProfile the daemon; write stats to this file")
-    ap.add_argument(
-        "--proposed-app",
-        action="store_true",
-        help="run the daemon with the Daemon._execute proposed in bench/results/ha_daemon.md",
-    )
     ap.add_argument("--budget", type=float, default=1800, help="hard time limit, seconds")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", help="also write the JSON here")
