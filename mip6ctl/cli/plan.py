@@ -44,25 +44,6 @@ def _daemon_running(path: str) -> bool:
         s.close()
 
 
-def _facts(cfg: Any, observer: Any) -> Any:
-    """The home agent's address from the home link when the configuration leaves it out."""
-    from ipaddress import IPv6Address
-
-    from mip6ctl.state.objects import Address
-    from mip6ctl.state.render import HostFacts
-
-    if cfg.ha is None or cfg.ha.address is not None:
-        return HostFacts()
-    views = list(observer.owned.values()) + list(observer.foreign.values())
-    for ifname in cfg.ha.interfaces:
-        for obj in views:
-            if isinstance(obj, Address) and obj.ifname == ifname:
-                addr = IPv6Address(obj.address)
-                if any(addr in p for p in cfg.ha.home_prefixes):
-                    return HostFacts(home_agent_address=addr)
-    return HostFacts()
-
-
 def run(args: argparse.Namespace) -> int:
     from mip6ctl.config.loader import ConfigError, load_directory
 
@@ -169,14 +150,14 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
     from mip6ctl.kernel.probe import probe
     from mip6ctl.kernel.reconciler import Reconciler
     from mip6ctl.kernel.writer import Writer
-    from mip6ctl.state.render import Capabilities, classify, render
+    from mip6ctl.state.render import Capabilities, HostFacts, classify, render
 
     cfg = gen.config
     available = {c.name: c.available for c in probe()}
     caps = Capabilities.resolve(available, cfg.kernel)
     tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
     with Observer(watch_tables=tables) as obs, Writer() as writer:
-        facts = _facts(cfg, obs)
+        facts = HostFacts.observe(cfg, [*obs.owned.values(), *obs.foreign.values()])
         desired = render(cfg, (), caps, facts)
         sysctls = [k[1] for k in desired.objects if k[0] == "sysctl"]
         obs.sysctl_paths = set(sysctls)

@@ -218,7 +218,7 @@ class Daemon:
 
         tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
         observer = Observer(watch_tables=tables)
-        facts = HostFacts(home_agent_address=self._home_agent_address(observer))
+        facts = HostFacts.observe(cfg, [*observer.owned.values(), *observer.foreign.values()])
         self.loop = ReconcileLoop(cfg, self.caps, facts, observer, Writer(), generation=1)
         for a in actions:
             if isinstance(a, BindingChanged) and a.binding is not None:
@@ -307,21 +307,6 @@ class Daemon:
             except OSError as e:
                 log.error("metrics endpoint %s not started: %s", metrics.listen, e)
                 self.metrics = None
-
-    def _home_agent_address(self, observer: Any) -> IPv6Address | None:
-        from mip6ctl.state.objects import Address
-
-        cfg = self.cfg
-        if cfg.ha is None:
-            return None
-        if cfg.ha.address is not None:
-            return cfg.ha.address
-        for obj in list(observer.owned.values()) + list(observer.foreign.values()):
-            if isinstance(obj, Address) and obj.ifname in cfg.ha.interfaces:
-                addr = IPv6Address(obj.address)
-                if any(addr in p for p in cfg.ha.home_prefixes):
-                    return addr
-        return None
 
     def _open_reverse_tunnel_check(
         self, ha_address: IPv6Address | None, bindings: list[Any]

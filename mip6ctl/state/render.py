@@ -127,6 +127,23 @@ class HostFacts:
     #: this node's own address on the home link (HA) when [ha].address is not set
     home_agent_address: IPv6Address | None = None
 
+    @classmethod
+    def observe(cls, cfg: Mip6Config, objects: Iterable[Any]) -> HostFacts:
+        """Facts from the kernel's addresses: the HA address is `[ha].address`, else the
+        first global address inside a home prefix on a home link (links in configured order)."""
+        if cfg.ha is None:
+            return cls()
+        if cfg.ha.address is not None:
+            return cls(home_agent_address=cfg.ha.address)
+        addresses = [o for o in objects if isinstance(o, Address)]
+        for ifname in cfg.ha.interfaces:
+            for obj in addresses:
+                if obj.ifname == ifname:
+                    addr = IPv6Address(obj.address)
+                    if any(addr in p for p in cfg.ha.home_prefixes):
+                        return cls(home_agent_address=addr)
+        return cls()
+
 
 @dataclass
 class Desired:

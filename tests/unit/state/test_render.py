@@ -144,3 +144,15 @@ def test_render_is_pure():
     a = render(HA, bs, Capabilities())
     b = render(HA, list(reversed(bs)), Capabilities())
     assert a.objects == b.objects and a.origins == b.origins
+
+
+def test_host_facts_find_the_home_agent_address_on_a_home_link():
+    cfg = HA.model_copy(update={"ha": HA.ha.model_copy(update={"address": None})})
+    seen = [
+        Address("core0", "2001:db8:1::9"),  # inside the prefix, but not a home link
+        Address("home0", "fe80::1", 64),
+        Address("home0", "2001:db8:1::1", 64),
+    ]
+    assert HostFacts.observe(cfg, seen).home_agent_address == IPv6Address("2001:db8:1::1")
+    assert HostFacts.observe(cfg, seen[:2]).home_agent_address is None
+    assert HostFacts.observe(HA, []).home_agent_address == IPv6Address("2001:db8:1::1")
