@@ -66,7 +66,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 from typing import Any
 
@@ -342,6 +342,8 @@ class MobileNodeController:
             home_address=mn.home_address.ip,
         )
         self.view: MobileNodeView | None = None
+        self.correspondents: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
+        """(correspondent, care-of address) pairs the engine route-optimises."""
         self.router: IPv6Address | None = None
         self.location = "unknown"
         self.moves = 0
@@ -497,7 +499,12 @@ class MobileNodeController:
     def _moved(self, o: Moved) -> None:
         t0 = self.clock()
         self._tunnel_source(o.care_of_address)
-        view = MobileNodeView(self.mn.home_address, self.home_agent, o.care_of_address, o.ifname)
+        # correspondents registered with another care-of address go back to the tunnel
+        self.correspondents = tuple(c for c in self.correspondents if c[1] == o.care_of_address)
+        view = MobileNodeView(
+            self.mn.home_address, self.home_agent, o.care_of_address, o.ifname,
+            correspondents=self.correspondents,
+        )
         self.view, self.router, self.location = view, o.router, "away"
         self._apply()
         self.moves += 1
@@ -515,6 +522,7 @@ class MobileNodeController:
     def _at_home(self, o: AtHome) -> None:
         t0 = self.clock()
         was_away = self.location == "away"
+        self.correspondents = ()
         self.view = MobileNodeView(self.mn.home_address, self.home_agent, None, o.ifname)
         self.router, self.location = o.router, "home"
         self._apply()
@@ -532,6 +540,29 @@ class MobileNodeController:
         aio = asyncio.get_running_loop()
         for delay in NA_DELAYS:
             aio.call_later(delay, self._advertise_home_address, o.ifname)
+
+    def route_optimisation(
+        self, correspondents: tuple[tuple[IPv6Address, IPv6Address], ...]
+    ) -> None:
+        """The engine's `RouteOptimisationChanged`: apply before its Binding Update goes.
+
+        Only pairs for the current care-of address are rendered (a pair for a
+        care-of address just left would be a half state); the engine drops
+        those itself on the move.
+        """
+        self.correspondents = correspondents
+        if self.view is None or self.view.care_of_address is None:
+            return
+        coa = self.view.care_of_address
+        mine = tuple(c for c in correspondents if c[1] == coa)
+        if mine == self.view.correspondents:
+            return
+        self.view = replace(self.view, correspondents=mine)
+        self._apply()
+        log.info(
+            "route optimisation: %s",
+            ", ".join(str(cn) for cn, _ in mine) or "none (all traffic through the home agent)",
+        )
 
     def _advertise_home_address(self, ifname: str) -> None:
         if self._nd is None or self.location != "home":

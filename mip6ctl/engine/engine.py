@@ -11,7 +11,10 @@ Dispatch (``_DISPATCH`` by message class):
 
 - BU with H=1 → the home agent, or when this node is none, the correspondent's
   refusal (131 / 139); BU with H=0 → the correspondent;
-- HoTI / CoTI → the correspondent; BA / BRR / HoT / CoT / BE → the mobile node;
+- HoTI / CoTI → the correspondent; BA / BRR from the home agent → the mobile
+  node's home registration; HoT / CoT, and BA / BRR / BE from anyone else →
+  its correspondent registrations (:mod:`.route_optimisation`), which follow
+  the home registration after every mobile-node input and timer;
 - any other MH message carrying a Home Address option without a binding for
   (home address, care-of = source) → dropped with Binding Error 1 (§9.3.1);
 - :class:`Malformed` → the reaction its error carries (Parameter Problem with
@@ -65,6 +68,7 @@ from .home_agent import (
     PrefixLifetime,
 )
 from .mobile_node import MobileNode
+from .route_optimisation import RouteOptimisation
 
 __all__ = ["Engine"]
 
@@ -85,8 +89,13 @@ class Engine:
         dad_timeout: float = DEFAULT_DAD_TIMEOUT,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
+        route_optimization: bool = False,
     ) -> None:
+        """``route_optimization``: the kernel can carry the route-optimised data path
+        (XFRM route2/hao); without it a mobile node never registers with correspondents."""
         self.cfg = cfg
+        self._random = random_bytes
+        self._route_optimization = route_optimization
         self.cache = BindingCache()
         self._prefix_valid_lifetime = prefix_valid_lifetime
         self._dad_timeout = dad_timeout
@@ -96,10 +105,24 @@ class Engine:
             max_cache_entries=max_cache_entries,
         )
         self.ha: HomeAgent | None = self._make_ha(cfg)
-        self.mn: MobileNode | None = (
-            MobileNode(cfg.mn, now) if cfg.node.role == Role.MN and cfg.mn is not None else None
-        )
+        self.mn: MobileNode | None = None
+        self.ro: RouteOptimisation | None = None
+        if cfg.node.role == Role.MN and cfg.mn is not None:
+            self._make_mn(cfg, now)
         self.binding_errors = TokenBucket(binding_error_rate, binding_error_burst, now)
+
+    def _make_mn(self, cfg: Mip6Config, now: float) -> None:
+        assert cfg.mn is not None
+        self.mn = MobileNode(cfg.mn, now)
+        self.ro = RouteOptimisation(
+            cfg.mn, enabled=self._route_optimization, random_bytes=self._random
+        )
+
+    def _mn_sync(self, out: list[Action], now: float) -> list[Action]:
+        """The correspondent registrations follow every change of the home registration."""
+        if self.ro is None or self.mn is None:
+            return out
+        return out + self.ro.sync(self.mn, now)
 
     def _make_ha(self, cfg: Mip6Config) -> HomeAgent | None:
         if cfg.node.role != Role.HA or cfg.ha is None:
@@ -123,7 +146,9 @@ class Engine:
         if type(event) is HomeAddressOptionReceived:
             return self._hao_check(event.src, event.dst, event.home_address, now) or []
         if isinstance(event, CareOfAddressChanged | AtHome):
-            return self.mn.handle(event, now) if self.mn is not None else []
+            if self.mn is None:
+                return []
+            return self._mn_sync(self.mn.handle(event, now), now)
         raise TypeError(f"not an engine input: {event!r}")
 
     def dad_result(self, home_address: IPv6Address, ok: bool, now: float) -> list[Action]:
@@ -152,10 +177,14 @@ class Engine:
             self.ha = None
         if self.mn is not None and cfg.mn is not None and cfg.node.role == Role.MN:
             self.mn.configure(cfg.mn)
+            if self.ro is not None:
+                self.ro.configure(cfg.mn)
+            out = self._mn_sync(out, now)
         elif cfg.node.role == Role.MN and cfg.mn is not None:
-            self.mn = MobileNode(cfg.mn, now)
+            self._make_mn(cfg, now)
         else:
             self.mn = None
+            self.ro = None
         return out
 
     def restore(self, bindings: Iterable[Binding], now: float) -> list[Action]:
@@ -189,6 +218,8 @@ class Engine:
             times.append(self.ha.next_timer())
         if self.mn is not None:
             times.append(self.mn.next_timer())
+        if self.ro is not None:
+            times.append(self.ro.next_timer())
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -204,7 +235,10 @@ class Engine:
             out += self.ha.handle_timer(now)
         out += self.cn.handle_timer(now)
         if self.mn is not None:
-            out += self.mn.handle_timer(now)
+            mn_out = self.mn.handle_timer(now)
+            if self.ro is not None:
+                mn_out += self.ro.handle_timer(self.mn, now)
+            out += self._mn_sync(mn_out, now)
         return out
 
     # ----------------------------------------------------------------- dispatch targets
@@ -229,7 +263,14 @@ class Engine:
         refused = self._hao_check(ev.src, ev.dst, ev.home_address_option, now)
         if refused is not None:
             return refused
-        return self.mn.received(ev, now) if self.mn is not None else []
+        mn = self.mn
+        if mn is None:
+            return []
+        if self.ro is not None and (
+            ev.src != mn.home_agent or type(msg) in (HomeTest, CareofTest)
+        ):
+            return self.ro.received(ev, mn, now)
+        return self._mn_sync(mn.received(ev, now), now)
 
     def _hao_check(
         self, src: IPv6Address, dst: IPv6Address, hoa: IPv6Address | None, now: float

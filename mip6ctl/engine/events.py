@@ -43,6 +43,7 @@ __all__ = [
     "Malformed",
     "PersistBinding",
     "Received",
+    "RouteOptimisationChanged",
     "Send",
     "SendParameterProblem",
     "StartDad",
@@ -181,4 +182,29 @@ class StartDad:
     link_local: IPv6Address | None = None
 
 
-Action = Send | SendParameterProblem | BindingChanged | PersistBinding | ForgetBinding | StartDad
+@dataclass(frozen=True, slots=True)
+class RouteOptimisationChanged:
+    """Mobile node: the correspondents the kernel must route-optimise changed.
+
+    ``correspondents`` is the whole set, as (correspondent address, care-of
+    address) pairs: traffic between the home address and each of them goes
+    directly (Home Address option out, type 2 routing header in), all other
+    traffic through the home agent. Level-triggered: the daemon renders the
+    mobile node's kernel state from it, and must have done so before it
+    executes the next action (the Binding Update that makes the correspondent
+    send to the care-of address comes after it, make before break).
+    """
+
+    home_address: IPv6Address
+    correspondents: tuple[tuple[IPv6Address, IPv6Address], ...]
+
+
+Action = (
+    Send
+    | SendParameterProblem
+    | BindingChanged
+    | PersistBinding
+    | ForgetBinding
+    | StartDad
+    | RouteOptimisationChanged
+)

@@ -65,6 +65,8 @@ class MobileNode:
         self.sequence = first_sequence & 0xFFFF
         """Sequence number of the last BU sent."""
         self.care_of_address: IPv6Address | None = None
+        self.registered_care_of: IPv6Address | None = None
+        """The care-of address the home agent accepted last (None: no binding there)."""
         self.last_status: int | None = None
         self.registered_lifetime = 0
         self.expires_at: float | None = None
@@ -171,6 +173,7 @@ class MobileNode:
         self.last_status = ba.status
         self._retransmit_at = None
         self._ha_has_binding = True
+        self.registered_care_of = self.care_of_address
         self.state = "registered"
         self.registered_lifetime = ba.lifetime_seconds
         self.expires_at = now + ba.lifetime_seconds
@@ -185,6 +188,7 @@ class MobileNode:
         self.last_status = ba.status
         self._retransmit_at = None
         self._ha_has_binding = False
+        self.registered_care_of = None
         self.state = "home"
         self.expires_at = None
         return []
@@ -192,6 +196,7 @@ class MobileNode:
     def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
         self.last_status = ba.status
         self._retransmit_at = None
+        self.registered_care_of = None
         self.state = "failed"
         return []
 

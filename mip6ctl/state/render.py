@@ -92,6 +92,8 @@ class MobileNodeView:
     home_agent: IPv6Address
     care_of_address: IPv6Address | None = None
     ifname: str | None = None
+    #: (correspondent address, care-of address registered with it): route-optimised peers
+    correspondents: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -20,13 +22,15 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mip6ctl.testbed import Testbed
 
@@ -303,3 +307,174 @@ def atomic_write(path: Path, text: str) -> None:
 def conditions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A status document's conditions by type."""
     return {c["type"]: c for c in doc["conditions"]}
+
+
+# --------------------------------------------------------------- kernel and traffic watchers
+
+
+class KernelEvents:
+    """rtnetlink notifications of one namespace: IPv6 routes, neighbours and IPv6 rules.
+
+    Opened (and subscribed) at construction, so nothing between construction
+    and `read()` is missed; a receive-buffer overflow is reported, never hidden.
+    """
+
+    RTMGRP_NEIGH, RTMGRP_IPV6_ROUTE, RTNLGRP_IPV6_RULE = 0x4, 0x400, 19
+    NAMES: ClassVar[dict[int, str]] = {
+        24: "newroute",
+        25: "delroute",
+        28: "newneigh",
+        29: "delneigh",
+        32: "newrule",
+        33: "delrule",
+    }
+
+    def __init__(self, tb: Testbed, node: str = "ha") -> None:
+        with tb.inside(node):
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+        self.sock.bind((0, self.RTMGRP_NEIGH | self.RTMGRP_IPV6_ROUTE))
+        self.sock.setsockopt(270, 1, self.RTNLGRP_IPV6_RULE)  # NETLINK_ADD_MEMBERSHIP
+        self.sock.setblocking(False)
+        self.overflow = False
+
+    def read(self) -> list[tuple[str, str, int | None, bool]]:
+        """(kind, destination, table, proxy) of every notification so far."""
+        out = []
+        while True:
+            try:
+                buf = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return out
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                self.overflow = True
+                continue
+            off = 0
+            while off + 16 <= len(buf):
+                length, kind = struct.unpack_from("=IH", buf, off)
+                if length < 16:
+                    break
+                if kind in self.NAMES:
+                    out.append(self._parse(kind, buf[off + 16 : off + length]))
+                off += (length + 3) & ~3
+
+    def _parse(self, kind: int, body: bytes) -> tuple[str, str, int | None, bool]:
+        name = self.NAMES[kind]
+        attrs: dict[int, bytes] = {}
+        off = 12  # rtmsg, ndmsg and fib_rule_hdr are all 12 octets
+        while off + 4 <= len(body):
+            alen, atype = struct.unpack_from("=HH", body, off)
+            if alen < 4:
+                break
+            attrs[atype & 0x3FFF] = body[off + 4 : off + alen]
+            off += (alen + 3) & ~3
+        dst = attrs.get(1, b"")
+        addr = str(IPv6Address(dst)) if len(dst) == 16 else "-"
+        table = struct.unpack("=I", attrs[15])[0] if 15 in attrs and "neigh" not in name else None
+        proxy = "neigh" in name and bool(body[10] & 0x08)  # ndm_flags & NTF_PROXY
+        return name, addr, table, proxy
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def mip6_objects(events: list[tuple[str, str, int | None, bool]]) -> list[tuple]:
+    """Notifications about the daemon's objects: binding/decap routes, rules, proxy entries."""
+    ours = (ROUTE_TABLE, ROUTE_TABLE + 1)
+    return [
+        e
+        for e in events
+        if ("route" in e[0] and e[2] in ours) or "rule" in e[0] or ("neigh" in e[0] and e[3])
+    ]
+
+
+def icmp_socket(tb: Testbed, node: str) -> socket.socket:
+    with tb.inside(node):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setblocking(False)
+    return s
+
+
+def echo(ident: int, seq: int, tag: bytes) -> bytes:
+    return struct.pack("!BBHHH", 128, 0, 0, ident, seq) + tag  # the kernel fills the checksum
+
+
+def received_echo(s: socket.socket, tag: bytes, timeout: float) -> str | None:
+    """Source address of an echo request carrying ``tag`` seen by ``s`` within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([s], [], [], left)[0]:
+            return None
+        data, addr = s.recvfrom(2048)
+        if data[:1] == b"\x80" and data[8:] == tag:
+            return addr[0]
+    return None
+
+
+class PingStream(threading.Thread):
+    """Echo requests from ``node`` to ``dst`` every ``interval`` s, each seq's send time kept."""
+
+    def __init__(self, tb: Testbed, node: str, dst: IPv6Address, interval: float = 0.005):
+        super().__init__(daemon=True)
+        self.sock = icmp_socket(tb, node)
+        self.dst, self.interval = dst, interval
+        self.echo_id = (os.getpid() + 1) & 0xFFFF
+        self.sent: list[float] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set() and len(self.sent) < 65535:
+            seq = len(self.sent)
+            self.sent.append(time.monotonic())
+            with contextlib.suppress(OSError):
+                self.sock.sendto(echo(self.echo_id, seq, b"stream"), (str(self.dst), 0))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.sock.close()
+
+
+def routes_of(tb: Testbed) -> list[str]:
+    out = ip(tb, "ha", "-6", "route", "show", "table", str(ROUTE_TABLE))
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def reverse_tunnel_pairs(tb: Testbed) -> set[tuple[IPv6Address, IPv6Address]]:
+    """(care-of, home) pairs in the HA's §10.4.5 nf_tables set."""
+    from mip6ctl.kernel import nft
+
+    with tb.inside("ha"):
+        session = nft.NftSession()
+    with session, nft.ReverseTunnelCheck(session=session) as rt:
+        return rt.elements()
+
+
+def kernel_snapshot(tb: Testbed) -> tuple[list[str], ...]:
+    """Binding routes, proxy entries, rules and reverse-tunnel pairs, sorted: what a
+    restart must leave alone."""
+    proxy = ip(tb, "ha", "-6", "neigh", "show", "proxy").splitlines()
+    rules = ip(tb, "ha", "-6", "rule", "show").splitlines()
+    pairs = [f"{c} {h}" for c, h in reverse_tunnel_pairs(tb)]
+    return sorted(routes_of(tb)), sorted(proxy), sorted(rules), sorted(pairs)
+
+
+def arrived_sequences(station: Station, ident: int) -> set[int]:
+    """Sequence numbers of the stream's echo requests that reached the care-of address
+    tunnelled (outer next header 41, inner ICMPv6 echo request with ``ident``)."""
+    seqs: set[int] = set()
+    # radvd's RAs never let the link go quiet: stop 0.3 s after the last echo request
+    last, deadline = time.monotonic(), time.monotonic() + 10.0
+    while (now := time.monotonic()) < deadline and now - last < 0.3:
+        if not select.select([station.rx], [], [], 0.3)[0]:
+            break
+        data = station.rx.recv(65536)
+        if len(data) >= 88 and data[6] == 41 and data[46] == 58 and data[80] == 128:
+            rid, rseq = struct.unpack_from("!HH", data, 84)
+            if rid == ident:
+                seqs.add(rseq)
+                last = time.monotonic()
+    return seqs

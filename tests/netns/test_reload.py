@@ -37,16 +37,14 @@ from mip6ctl.testbed.radvd import find_radvd
 from tests.netns.ha_helpers import (
     ROUTE_TABLE,
     HaDaemon,
+    KernelEvents,
+    PingStream,
     Station,
+    arrived_sequences,
     atomic_write,
     binding_update,
     conditions,
     ip,
-)
-from tests.netns.test_home_agent import (
-    KernelEvents,
-    PingStream,
-    arrived_sequences,
     kernel_snapshot,
     mip6_objects,
 )

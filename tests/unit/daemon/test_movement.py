@@ -210,3 +210,57 @@ def test_controller_applies_kernel_state_before_the_engine_hears_of_a_move() -> 
         Address("mn0", str(HOA), 128, flags=0x02)
     ]
     assert calls[4][1] is None and calls[5][1] == EngineAtHome("mn0")
+
+
+def test_controller_renders_route_optimised_correspondents_for_the_current_care_of() -> None:
+    """`RouteOptimisationChanged` re-plans the kernel at once; a pair for a care-of address
+    the node has left is not rendered, and a move drops every pair of the old one."""
+    import asyncio
+    from pathlib import Path
+
+    from mip6ctl.config.loader import load_directory
+    from mip6ctl.daemon.mobile import MobileNodeController
+    from mip6ctl.state.render import Capabilities
+
+    cfg = load_directory(Path(__file__).parents[3] / "examples" / "testbed" / "mn").config
+    cn = IPv6Address("2001:db8:c::2")
+    plans: list = []
+
+    class Plan:
+        changes = ()
+        conflicts = ()
+
+    class FakeReconciler:
+        class observer:  # stands in for an Observer instance
+            @staticmethod
+            def process_pending() -> None:
+                pass
+
+        def plan(self, desired, *, scope):
+            plans.append(dict(desired.objects))
+            return Plan()
+
+    async def run() -> MobileNodeController:
+        ctl = MobileNodeController(
+            cfg,
+            reconciler=FakeReconciler(),
+            caps=Capabilities(route_optimization=True),
+            feed=lambda e: None,
+            set_tunsrc=lambda a: None,
+        )
+        ctl._run([Moved("mn0", COA1, R1)])
+        n = len(plans)
+        ctl.route_optimisation(((cn, COA1),))
+        assert len(plans) == n + 1 and ctl.view is not None
+        assert ctl.view.correspondents == ((cn, COA1),)
+        ctl.route_optimisation(((cn, COA1),))  # no change: no kernel work
+        assert len(plans) == n + 1
+        ctl.route_optimisation(((cn, COA2),))  # not our care-of address: nothing direct
+        assert ctl.view.correspondents == ()
+        ctl.route_optimisation(((cn, COA1),))
+        ctl._run([Moved("mn0", COA2, R1)])
+        assert ctl.view.correspondents == ()
+        await ctl.stop()
+        return ctl
+
+    asyncio.run(run())

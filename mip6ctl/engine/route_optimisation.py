@@ -1,0 +1,675 @@
+"""Mobile node: return routability and correspondent registration (RFC 6275 §11.6, §11.7.2).
+
+Theory of operation
+===================
+
+:class:`RouteOptimisation` holds one binding update list entry
+(:class:`CorrespondentEntry`) per correspondent the mobile node optimises,
+and decides from the home registration when each may run:
+
+* **which correspondents** — ``[[mn.correspondents]]`` entries for a single
+  address (``prefix = "…/128"``) with ``route_optimization = true`` are
+  registered proactively while away; nothing is optimised when the kernel
+  cannot carry the route-optimised data path (no XFRM route2/hao states:
+  ``route_optimization=False`` here, reported by ``mip6ctl doctor``), so the
+  node never ends up half optimised. Traffic-triggered optimisation of other
+  correspondents is not implemented.
+* **when** — the Care-of Test Init goes directly from the care-of address as
+  soon as the node is away; the Home Test Init goes from the home address
+  through the reverse tunnel, so it waits until the home registration for the
+  current care-of address is accepted, and so does the Binding Update
+  (§11.7.2: a correspondent is never told a care-of address the home agent
+  does not know yet). At home each entry with a binding is de-registered
+  (lifetime 0, care-of = home address, Kbm from the home token alone).
+
+An entry's states:
+
+==============  =====================================================
+``idle``        nothing registered, nothing outstanding
+``testing``     HoTI and/or CoTI outstanding (retransmitted with backoff)
+``registering`` BU with A=1 sent, waiting for its BA
+``registered``  the correspondent has (home, care-of); data goes direct
+``leaving``     back home; waits for the home de-registration to finish
+``deregistering`` lifetime-0 BU sent from home
+``fallback``    the correspondent does not do route optimisation (no
+                answer to HoTI/CoTI, BE 2, a refusal) or lost the binding
+                repeatedly (BE 1): data goes through the home agent; retried
+                after :data:`FALLBACK_HOLD` seconds
+==============  =====================================================
+
+Keygen tokens are used while younger than ``MAX_TOKEN_LIFETIME`` minus a
+margin (the correspondent only hands out tokens whose nonce lives that long);
+a care-of token only for the care-of address it was made for. A refresh
+(at 75 % of the granted lifetime, on a Binding Refresh Request) reuses fresh
+tokens and re-runs only the tests whose token is stale.
+
+A BA from a correspondent must carry Binding Authorization Data that verifies
+under Kbm, else it is discarded (136–138 carry none: they only make the node
+re-run a test). The kernel state follows :class:`RouteOptimisationChanged`,
+emitted *before* the Binding Update that makes the correspondent send to the
+care-of address, and with the entry removed as soon as the care-of address
+the correspondent has is no longer ours (a move) or the correspondent refuses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
+
+from mip6ctl import rfc6275
+from mip6ctl.config.model import MnSection
+from mip6ctl.wire import rr
+from mip6ctl.wire.mh import (
+    BAStatus,
+    BindingAcknowledgement,
+    BindingError,
+    BindingRefreshRequest,
+    BindingUpdate,
+    BUFlag,
+    CareofTest,
+    CareofTestInit,
+    HomeTest,
+    HomeTestInit,
+    encode_mh,
+    lifetime_units,
+)
+from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
+
+from .events import Action, Received, RouteOptimisationChanged, Send
+
+if TYPE_CHECKING:
+    from .mobile_node import MobileNode
+
+__all__ = ["FALLBACK_HOLD", "CorrespondentEntry", "RouteOptimisation", "optimised_peers"]
+
+RandomBytes = Callable[[int], bytes]
+
+REFRESH_FRACTION = 0.75
+TOKEN_MARGIN = 5.0
+"""Seconds before MAX_TOKEN_LIFETIME a token is no longer used (transit, clock skew)."""
+RR_TRIES = 4
+"""Sends of a HoTI/CoTI without any answer before the correspondent counts as not
+speaking Mobile IPv6 (1 + 2 + 4 + 8 s with the default timeouts)."""
+BE1_TRIES = 3
+"""Binding Error 1 in a row (no accepted BA between) before falling back for a while."""
+FALLBACK_HOLD = float(rfc6275.MAX_RR_BINDING_LIFETIME)
+"""Seconds a correspondent stays on the tunnel after it refused route optimisation."""
+COOKIE_LEN = 8
+
+
+def optimised_peers(cfg: MnSection) -> tuple[IPv6Address, ...]:
+    """Correspondents registered proactively: single-address entries with RO on."""
+    return tuple(
+        c.prefix.network_address
+        for c in cfg.correspondents
+        if c.route_optimization and c.prefix.prefixlen == 128
+    )
+
+
+@dataclass(slots=True)
+class _Token:
+    nonce_index: int
+    token: bytes
+    received_at: float
+    care_of_address: IPv6Address | None = None
+
+
+class CorrespondentEntry:
+    """One correspondent's BUL entry and its return-routability state."""
+
+    def __init__(
+        self,
+        peer: IPv6Address,
+        home_address: IPv6Address,
+        cfg: MnSection,
+        random_bytes: RandomBytes,
+    ) -> None:
+        self.peer = peer
+        self.home_address = home_address
+        self.cfg = cfg
+        self._random = random_bytes
+        self.state = "idle"
+        self.sequence = int.from_bytes(random_bytes(2), "big")
+        self.care_of_address: IPv6Address | None = None
+        """The care-of address return routability / the BU runs for."""
+        self.registered_care_of: IPv6Address | None = None
+        """The care-of address the correspondent has: route optimisation is on."""
+        self.expires_at: float | None = None
+        self.last_status: int | None = None
+        self.last_error: str | None = None
+        self.resends = 0
+        self.timeout = 0.0
+        self._home: _Token | None = None
+        self._careof: _Token | None = None
+        self._home_cookie: bytes | None = None
+        self._careof_cookie: bytes | None = None
+        self._sends = {"home": 0, "careof": 0}
+        """Sends of each test since its last answer (RR_TRIES of them: no Mobile IPv6)."""
+        self._kbm: bytes | None = None
+        self._bu_care_of: IPv6Address | None = None
+        self._retransmit_at: float | None = None
+        self._refresh_at: float | None = None
+        self._retry_at: float | None = None
+        self._be1 = 0
+        self.home_lifetime_left = 0.0
+        """Seconds left of the home registration (set by RouteOptimisation.sync)."""
+
+    # ----------------------------------------------------------------- views
+
+    @property
+    def retransmissions(self) -> int:
+        return self.resends
+
+    def token_age(self, which: str, now: float) -> float | None:
+        tok = self._home if which == "home" else self._careof
+        return None if tok is None else now - tok.received_at
+
+    def next_timer(self) -> float | None:
+        ts = [t for t in (self._retransmit_at, self._refresh_at, self._retry_at) if t is not None]
+        if self.registered_care_of is not None and self.expires_at is not None:
+            ts.append(self.expires_at)
+        return min(ts) if ts else None
+
+    def _fresh(self, tok: _Token | None, now: float, coa: IPv6Address | None = None) -> bool:
+        if tok is None or now - tok.received_at >= rfc6275.MAX_TOKEN_LIFETIME - TOKEN_MARGIN:
+            return False
+        return coa is None or tok.care_of_address == coa
+
+    # ----------------------------------------------------------------- driving
+
+    def run(self, coa: IPv6Address, home_ready: bool, now: float) -> list[Action]:
+        """Register ``coa`` (or keep it registered): tests that are due, then the BU.
+
+        ``home_ready``: the home agent has this care-of address, so the HoTI
+        can go through the tunnel and the correspondent may be told. Called
+        after every change of the home registration, so it sends only what is
+        new (a test without an outstanding cookie, the BU once both tokens are
+        in hand); retransmissions are the timer's.
+        """
+        if self.state == "fallback":
+            self.care_of_address = coa
+            return []
+        if coa != self.care_of_address:
+            self.care_of_address = coa
+            self._careof_cookie = None
+            if self.state in ("registering", "deregistering", "leaving"):
+                self.state = "idle"
+                self._retransmit_at = None
+        if self.state == "registering" or (
+            self.state == "registered" and self.registered_care_of == coa
+        ):
+            return []
+        if self.state == "testing":
+            if self._ready(now, home_ready):
+                return self._bu(now)
+            return self._tests(now, home_ready, resend=False)
+        return self._start(now, home_ready)
+
+    def refresh(self, home_ready: bool, now: float) -> list[Action]:
+        """Re-register the care-of address the correspondent has (refresh, BRR)."""
+        if self.care_of_address is None or self.state != "registered":
+            return []
+        return self._start(now, home_ready)
+
+    def _start(self, now: float, home_ready: bool) -> list[Action]:
+        self._refresh_at = None
+        self.resends = 0
+        self.timeout = self.cfg.timers.initial_bindack_timeout
+        if self._ready(now, home_ready):
+            return self._bu(now)
+        if self.registered_care_of is None:  # a refresh keeps the binding in use meanwhile
+            self.state = "testing"
+        out = self._tests(now, home_ready, resend=False)
+        self._retransmit_at = now + self.timeout if out else None
+        return out
+
+    def _ready(self, now: float, home_ready: bool) -> bool:
+        return (
+            home_ready
+            and self.care_of_address is not None
+            and self._fresh(self._home, now)
+            and self._fresh(self._careof, now, self.care_of_address)
+        )
+
+    def _tests(self, now: float, home_ready: bool, *, resend: bool) -> list[Action]:
+        """HoTI / CoTI for each stale token: new ones always, outstanding ones on ``resend``."""
+        out: list[Action] = []
+        if home_ready and not self._fresh(self._home, now):
+            if self._home_cookie is None:
+                out.append(self._new_hoti())
+            elif resend:
+                out.append(self._hoti())
+        coa = self.care_of_address
+        if coa is not None and not self._fresh(self._careof, now, coa):
+            if self._careof_cookie is None:
+                self._careof_cookie = self._random(COOKIE_LEN)
+                self._sends["careof"] = 0
+                out.append(self._coti(coa))
+            elif resend:
+                out.append(self._coti(coa))
+        if out and self._retransmit_at is None:
+            self._retransmit_at = now + self.timeout
+        return out
+
+    def _new_hoti(self) -> Send:
+        self._home_cookie = self._random(COOKIE_LEN)
+        self._sends["home"] = 0
+        return self._hoti()
+
+    def _hoti(self) -> Send:
+        assert self._home_cookie is not None
+        self._sends["home"] += 1
+        return Send(HomeTestInit(self._home_cookie), self.home_address, self.peer)
+
+    def _coti(self, coa: IPv6Address) -> Send:
+        assert self._careof_cookie is not None
+        self._sends["careof"] += 1
+        return Send(CareofTestInit(self._careof_cookie), coa, self.peer)
+
+    def _unanswered(self) -> bool:
+        """A test went out RR_TRIES times without an answer."""
+        return (self._home_cookie is not None and self._sends["home"] >= RR_TRIES) or (
+            self._careof_cookie is not None and self._sends["careof"] >= RR_TRIES
+        )
+
+    def _bu(self, now: float, *, lifetime: float | None = None) -> list[Action]:
+        """Send the BU for ``care_of_address`` (or a de-registration) with tokens in hand."""
+        assert self._home is not None
+        deregister = self.state == "deregistering"
+        coa = self.home_address if deregister else self.care_of_address
+        assert coa is not None
+        if deregister:
+            kbm = rr.binding_management_key(self._home.token)
+            indices = NonceIndices(self._home.nonce_index, 0)
+            units = 0
+        else:
+            assert self._careof is not None
+            kbm = rr.binding_management_key(self._home.token, self._careof.token)
+            indices = NonceIndices(self._home.nonce_index, self._careof.nonce_index)
+            units = lifetime_units(lifetime if lifetime is not None else self._lifetime(now))
+            if units == 0:
+                return []
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        ack = deregister or self.cfg.cn_binding_ack
+        flags = int(BUFlag.A) if ack else 0
+        unsigned = BindingUpdate(self.sequence, flags, units, (indices, BindingAuthorizationData()))
+        auth = rr.authenticator(kbm, coa, self.peer, rr.mh_data(unsigned.encode()))
+        bu = BindingUpdate(self.sequence, flags, units, (indices, BindingAuthorizationData(auth)))
+        self._kbm = kbm
+        self._bu_care_of = coa
+        self._home_cookie = self._careof_cookie = None
+        self._retransmit_at = None
+        if deregister:
+            self._retransmit_at = now + self.timeout
+            return [Send(bu, self.home_address, self.peer)]
+        granted = units * 4
+        if ack:
+            self.state = "registering"
+            self._retransmit_at = now + self.timeout
+        else:  # no BA will come: the BU is the registration (§11.7.2)
+            self._registered(granted, now)
+        self.registered_care_of = coa  # route-optimise from now on: the state is in place first
+        self.expires_at = now + granted
+        return [Send(bu, coa, self.peer, self.home_address)]
+
+    def _lifetime(self, now: float) -> float:
+        """≤ max_cn_binding_lifetime and ≤ what is left of the home registration (§11.7.2)."""
+        return min(self.cfg.max_cn_binding_lifetime, self.home_lifetime_left)
+
+    def _registered(self, granted: int, now: float) -> None:
+        self.state = "registered"
+        self.expires_at = now + granted
+        self._refresh_at = now + granted * REFRESH_FRACTION
+        self._retransmit_at = None
+        self.resends = 0
+
+    def leave(self) -> None:
+        """Back on the home link: route optimisation off now, de-register once the
+        home agent has let the home address go (``leaving`` until then)."""
+        had = self.registered_care_of is not None or self.state in ("registering", "registered")
+        self.care_of_address = None
+        self.registered_care_of = None
+        self.expires_at = None
+        self._refresh_at = self._retransmit_at = None
+        self._home_cookie = self._careof_cookie = None
+        if self.state == "fallback":
+            return
+        self.state = "leaving" if had else "idle"
+
+    def deregister(self, now: float) -> list[Action]:
+        """At home: tell the correspondent to drop the binding (lifetime 0 from home)."""
+        if self.state != "leaving":
+            return []
+        self.state = "deregistering"
+        self.resends = 0
+        self.timeout = self.cfg.timers.initial_bindack_timeout
+        if self._fresh(self._home, now):
+            return self._bu(now)
+        self._retransmit_at = now + self.timeout
+        return [self._new_hoti()]
+
+    def drop(self) -> None:
+        """Forget the binding without signalling (home registration lost)."""
+        self.registered_care_of = None
+        self.expires_at = None
+        self.care_of_address = None
+        self.state = "idle"
+        self._retransmit_at = self._refresh_at = None
+        self._home_cookie = self._careof_cookie = None
+
+    def _fallback(self, reason: str, now: float) -> None:
+        self.drop()
+        self.state = "fallback"
+        self.last_error = reason
+        self._retry_at = now + FALLBACK_HOLD
+
+    # ----------------------------------------------------------------- messages
+
+    def home_test(self, msg: HomeTest, now: float, home_ready: bool) -> list[Action]:
+        if self._home_cookie is None or msg.home_init_cookie != self._home_cookie:
+            return []
+        self._home = _Token(msg.home_nonce_index, msg.home_keygen_token, now)
+        self._home_cookie = None
+        self._sends["home"] = 0
+        return self._answered(now, home_ready)
+
+    def careof_test(self, msg: CareofTest, now: float, home_ready: bool) -> list[Action]:
+        if self._careof_cookie is None or msg.careof_init_cookie != self._careof_cookie:
+            return []
+        self._careof = _Token(
+            msg.careof_nonce_index, msg.careof_keygen_token, now, self.care_of_address
+        )
+        self._careof_cookie = None
+        self._sends["careof"] = 0
+        return self._answered(now, home_ready)
+
+    def _answered(self, now: float, home_ready: bool) -> list[Action]:
+        if self.state == "deregistering":
+            return self._bu(now) if self._fresh(self._home, now) else []
+        if self._ready(now, home_ready):
+            return self._bu(now)
+        return []
+
+    def acknowledgement(
+        self, ev: Received, ba: BindingAcknowledgement, now: float, home_ready: bool
+    ) -> list[Action]:
+        if self.state not in ("registering", "deregistering", "registered"):
+            return []
+        if ba.status != BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW and ba.sequence != self.sequence:
+            return []
+        if ba.status not in (136, 137, 138) and not self._authentic(ev, ba):
+            return []  # §11.7.3: without an authenticator that verifies, a BA is ignored
+        self.last_status = ba.status
+        if ba.status < 128:
+            self._be1 = 0
+            if self.state == "deregistering":
+                self.drop()
+                return []
+            if self.state == "registering":
+                self._registered(ba.lifetime_seconds, now)
+            return []
+        if ba.status == BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW:
+            self.sequence = ba.sequence
+            return self._resend(now, home_ready)
+        if ba.status in (136, 137, 138):
+            if ba.status in (136, 138):
+                self._home = None
+            if ba.status in (137, 138):
+                self._careof = None
+            if self.state == "deregistering":
+                return [self._new_hoti()]
+            self.state = "idle" if self.registered_care_of is None else "registered"
+            return self._start(now, home_ready)
+        self._fallback(f"refused with status {ba.status}", now)
+        return []
+
+    def _authentic(self, ev: Received, ba: BindingAcknowledgement) -> bool:
+        if self._kbm is None or self._bu_care_of is None or ba.authorization_data is None:
+            return False
+        raw = ev.raw if ev.raw is not None else encode_mh(ba)
+        return rr.BindingAuthenticator(self._kbm).verify(raw, self._bu_care_of, self.peer)
+
+    def refresh_request(self, now: float, home_ready: bool) -> list[Action]:
+        """BRR (§11.7.4): re-register if the binding is in use."""
+        if self.state != "registered":
+            return []
+        return self._start(now, home_ready)
+
+    def binding_error(self, status: int, now: float, home_ready: bool) -> list[Action]:
+        """BE 1: the correspondent lost our binding; BE 2: it does not know the MH type."""
+        if status == 2:
+            self._fallback("binding error 2: the correspondent does not do route optimisation", now)
+            return []
+        if status != 1 or self.registered_care_of is None:
+            return []
+        self._be1 += 1
+        if self._be1 >= BE1_TRIES:
+            self._fallback("binding error 1 repeatedly: the correspondent keeps no binding", now)
+            return []
+        coa = self.care_of_address
+        self.drop()
+        self.last_error = "binding error 1: registering again"
+        if coa is None:
+            return []
+        self.care_of_address = coa
+        return self._start(now, home_ready)
+
+    # ----------------------------------------------------------------- timers
+
+    def handle_timer(self, now: float, home_ready: bool) -> list[Action]:
+        out: list[Action] = []
+        if self._retry_at is not None and self._retry_at <= now:
+            self._retry_at = None
+            if self.state == "fallback":
+                self.state = "idle"
+                self._be1 = 0
+        if (
+            self.registered_care_of is not None
+            and self.expires_at is not None
+            and self.expires_at <= now
+        ):
+            self.registered_care_of = None
+            self.expires_at = None
+            self.state = "idle"
+        if self._retransmit_at is not None and self._retransmit_at <= now:
+            out += self._resend(now, home_ready, timer=True)
+        if self._refresh_at is not None and self._refresh_at <= now:
+            self._refresh_at = None
+            out += self._start(now, home_ready)
+        return out
+
+    def _resend(self, now: float, home_ready: bool, *, timer: bool = False) -> list[Action]:
+        limit = self.cfg.max_cn_consecutive_resends
+        if timer:
+            self.resends += 1
+            self.timeout = min(self.timeout * 2, self.cfg.timers.max_bindack_timeout)
+        outstanding_tests = self._home_cookie is not None or self._careof_cookie is not None
+        if outstanding_tests:
+            if self._unanswered():
+                if self.state == "deregistering":
+                    self.drop()  # the correspondent's entry expires by itself
+                    return []
+                self._fallback("no answer to return routability: no Mobile IPv6 there", now)
+                return []
+            self._retransmit_at = now + self.timeout
+            if self.state == "deregistering":
+                return [self._hoti()]
+            return self._tests(now, home_ready, resend=True)
+        if limit and self.resends > limit:
+            if self.state == "deregistering":
+                self.drop()
+                return []
+            self._fallback(f"no Binding Acknowledgement after {limit} retransmissions", now)
+            return []
+        if self.state == "deregistering":
+            if self._fresh(self._home, now):
+                return self._bu(now)
+            self._retransmit_at = now + self.timeout
+            return [self._new_hoti()]
+        if self.state != "registering":
+            self._retransmit_at = None
+            return []
+        if self._ready(now, home_ready):
+            return self._bu(now)
+        return self._start(now, home_ready)
+
+
+class RouteOptimisation:
+    """The mobile node's correspondent registrations; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: MnSection,
+        *,
+        enabled: bool,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
+        self.enabled = enabled
+        self._random = random_bytes
+        self.entries: dict[IPv6Address, CorrespondentEntry] = {}
+        self._announced: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
+        self.configure(cfg)
+
+    def configure(self, cfg: MnSection) -> None:
+        self.cfg = cfg
+        self.home_address = cfg.home_address.ip
+        wanted = set(optimised_peers(cfg)) if self.enabled else set()
+        for peer in list(self.entries):
+            if peer not in wanted:
+                self.entries[peer].drop()
+                del self.entries[peer]
+        for peer in wanted:
+            e = self.entries.get(peer)
+            if e is None:
+                self.entries[peer] = CorrespondentEntry(
+                    peer, self.home_address, cfg, self._random
+                )
+            else:
+                e.cfg = cfg
+
+    # ----------------------------------------------------------------- from the home registration
+
+    def sync(self, home: MobileNode, now: float) -> list[Action]:
+        """Follow the home registration: run, move, de-register or drop each entry."""
+        out: list[Action] = []
+        coa = home.care_of_address
+        ready = _home_ready(home)
+        left = max(0.0, (home.expires_at or now) - now) if ready else 0.0
+        for e in self.entries.values():
+            e.home_lifetime_left = left
+            if coa is None:  # at home (or home registration given up below)
+                if home.state in ("home", "deregistering"):
+                    if e.state not in ("leaving", "deregistering"):
+                        e.leave()
+                    if home.state == "home":
+                        out += e.deregister(now)
+                else:
+                    e.drop()
+            elif home.state == "failed":
+                e.drop()
+            else:
+                if e.registered_care_of is not None and e.registered_care_of != coa:
+                    e.registered_care_of = None  # the old care-of address is gone: tunnel
+                    e.expires_at = None
+                out += e.run(coa, ready, now)
+        return self._announce(out)
+
+    def _announce(self, out: list[Action]) -> list[Action]:
+        current = tuple(
+            sorted(
+                (e.peer, e.registered_care_of)
+                for e in self.entries.values()
+                if e.registered_care_of is not None
+            )
+        )
+        if current == self._announced:
+            return out
+        self._announced = current
+        return [RouteOptimisationChanged(self.home_address, current), *out]
+
+    # ----------------------------------------------------------------- messages
+
+    def received(self, ev: Received, home: MobileNode, now: float) -> list[Action]:
+        """HoT, CoT, and BA / BRR / BE from a correspondent."""
+        e = self.entries.get(ev.src)
+        if e is None:
+            return []
+        msg = ev.message
+        ready = _home_ready(home) or home.state == "home"
+        out: list[Action]
+        t = type(msg)
+        if t is HomeTest:
+            if ev.dst != self.home_address or ev.home_address_option is not None:
+                return []
+            out = e.home_test(msg, now, ready)  # type: ignore[arg-type]
+        elif t is CareofTest:
+            if ev.dst != e.care_of_address:
+                return []
+            out = e.careof_test(msg, now, ready)  # type: ignore[arg-type]
+        elif t is BindingAcknowledgement:
+            out = e.acknowledgement(ev, msg, now, ready)  # type: ignore[arg-type]
+        elif t is BindingRefreshRequest:
+            out = e.refresh_request(now, ready)
+        elif t is BindingError:
+            be: BindingError = msg  # type: ignore[assignment]
+            if be.home_address not in (self.home_address, IPv6Address(0)):
+                return []
+            out = e.binding_error(be.status, now, ready)
+        else:
+            return []
+        return self._announce(out)
+
+    # ----------------------------------------------------------------- timers
+
+    def next_timer(self) -> float | None:
+        ts = [t for e in self.entries.values() if (t := e.next_timer()) is not None]
+        return min(ts) if ts else None
+
+    def handle_timer(self, home: MobileNode, now: float) -> list[Action]:
+        ready = _home_ready(home) or home.state == "home"
+        out: list[Action] = []
+        for e in self.entries.values():
+            due = e.next_timer()
+            if due is not None and due <= now:
+                out += e.handle_timer(now, ready)
+        return self._announce(out)
+
+    def status(self, now: float) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """(BUL rows, return-routability rows) for ``mip6ctl status``."""
+        bul: list[dict[str, object]] = []
+        rrs: list[dict[str, object]] = []
+        for e in self.entries.values():
+            bul.append(
+                {
+                    "peer": e.peer,
+                    "home_address": e.home_address,
+                    "care_of_address": e.registered_care_of or e.care_of_address,
+                    "state": e.state,
+                    "expires_at": e.expires_at,
+                    "sequence": e.sequence,
+                    "retransmissions": e.resends,
+                    "last_status": e.last_status,
+                }
+            )
+            rrs.append(
+                {
+                    "peer": e.peer,
+                    "state": e.state,
+                    "home_token_age_s": e.token_age("home", now),
+                    "care_of_token_age_s": e.token_age("careof", now),
+                    "last_error": e.last_error,
+                }
+            )
+        return bul, rrs
+
+
+def _home_ready(home: MobileNode) -> bool:
+    """The home agent has the current care-of address (registered, or refreshing it)."""
+    return (
+        home.care_of_address is not None
+        and home.registered_care_of == home.care_of_address
+        and home.state in ("registered", "registering")
+    )
