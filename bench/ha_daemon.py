@@ -87,7 +87,7 @@ duplicate_address_detection = {dad}
 [log]
 level = "info"
 format = "text"
-"""
+{daemon}"""
 
 
 def log(msg: str) -> None:
@@ -285,6 +285,7 @@ class Target:
         *,
         dad: bool = False,
         profile: str | None = None,
+        reconcile_interval: float | None = None,
     ):
         self.bed, self.kind = bed, kind
         self.dir = bed.tmp / f"{kind}-{int(time.time() * 1000)}"
@@ -295,7 +296,13 @@ class Target:
         cfg = self.dir / "config"
         cfg.mkdir()
         (cfg / "mip6.toml").write_text(
-            CONFIG.format(defence="daemon", dad="true" if dad else "false")
+            CONFIG.format(
+                defence="daemon",
+                dad="true" if dad else "false",
+                daemon=f"\n[daemon]\nreconcile_interval = {reconcile_interval:g}\n"
+                if reconcile_interval
+                else "",
+            )
         )
         argv = [
             "daemon",
@@ -526,7 +533,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
 
     # ---- the daemon -----------------------------------------------------------
     log("daemon: start")
-    d = Target(bed, "daemon", profile=args.profile)
+    d = Target(bed, "daemon", profile=args.profile, reconcile_interval=args.reconcile_interval)
     d.wait_ready(gen, probe, timeout=60)
     time.sleep(1.0)
     rss = {"0": proc_rss_mb(d.pid)}
@@ -711,6 +718,12 @@ def main() -> int:
     ap.add_argument("--skip-dad", action="store_true")
     ap.add_argument("--skip-scale-sweep", action="store_true")
     ap.add_argument("--profile", help="cProfile the daemon; write stats to this file")
+    ap.add_argument(
+        "--reconcile-interval",
+        type=float,
+        help="the daemon's full-resync period in seconds (default: its own, 60 s); "
+        "a short one puts resyncs inside every latency run",
+    )
     ap.add_argument("--budget", type=float, default=1800, help="hard time limit, seconds")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", help="also write the JSON here")

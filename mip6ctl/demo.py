@@ -165,21 +165,16 @@ class Daemon:
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 5 s; only this process (the testbed reaps the rest)."""
+        from mip6ctl.testbed.process import stop_process
+
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        stop_process(proc, 5.0)
 
     def tail(self, n: int = 25) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()[-n:]
-        except OSError:
+        from mip6ctl.testbed.process import tail_lines
+
+        lines = tail_lines(self.log, n)
+        if lines is None:
             return "    (no log)"
         return "\n".join("    " + line for line in lines) or "    (empty log)"
 

@@ -52,12 +52,19 @@ def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
         else "the daemon answers Neighbor Solicitations",
     }
     ro = resolved.route_optimization
+    if not ro:
+        why = "no CONFIG_IPV6_MIP6: traffic stays in the tunnel through the home agent"
+    elif sig != "kernel":
+        why = (
+            "XFRM route2/hao states; a mobile node also needs signalling = kernel "
+            "(its Home Test arrives through the tunnel), else it keeps the tunnel"
+        )
+    else:
+        why = "XFRM route2/hao states and the kernel signalling transport"
     out["route_optimization"] = {
         "setting": "-",
         "choice": "available" if ro else "unavailable",
-        "reason": "XFRM route2/hao states"
-        if ro
-        else "no CONFIG_IPV6_MIP6: traffic stays in the tunnel through the home agent",
+        "reason": why,
     }
     return out
 

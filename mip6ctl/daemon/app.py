@@ -18,8 +18,10 @@ module executes its actions and feeds it events:
     the tunnel route and proxy entry exist (invariant 1);
   - `PersistBinding` / `ForgetBinding` are written through the write-behind
     store (group commit), and every `Send` that follows them in the same
-    action list waits for that commit (invariant 6).  A burst of refresh
-    BUs therefore costs one fsync, not one per BU.
+    action list waits for that commit (invariant 6).  All the writes of a
+    burst are queued before its first BA waits, so a burst of refresh BUs
+    costs one commit, not one per BU; under load the store spaces commits
+    ~1 ms apart (adaptive gathering, persistence.py).
 * DAD runs as a task per home address (`neighbour.py`), never blocking
   other Binding Updates.
 * RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
@@ -48,6 +50,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,6 +67,7 @@ from mip6ctl.engine.events import (
     BindingChanged,
     ForgetBinding,
     PersistBinding,
+    RouteOptimisationChanged,
     Send,
     SendParameterProblem,
     StartDad,
@@ -81,6 +85,14 @@ _GC_THRESHOLD = (10_000, 10, 1000)
 300k refreshes (engine + codec), the default ran a full collection of ~90 ms; this
 runs none, and young collections stay under ~10 ms (a gen-0 threshold of 50,000
 made them ~25 ms: every refresh leaves a new Binding alive)."""
+
+
+_SWITCH_INTERVAL = 0.0002
+"""sys.setswitchinterval (default 5 ms): a thread that wants the GIL back after a
+system call waits up to this long while another thread computes.  The event loop
+makes several such calls per burst (recvfrom, sendto, epoll), so while the periodic
+resync computes in its thread (reconcile_loop.py) each BA was late by a few
+intervals: 5 ms made that tens of ms, 0.2 ms keeps it around a millisecond."""
 
 
 @dataclass
@@ -131,6 +143,7 @@ class Daemon:
         self.conditions: list[Any] = []
         self._stop = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None  # the engine deadline _timer was armed for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._home_registered: set[IPv6Address] = set()
         self.transport: Any = None
@@ -205,7 +218,7 @@ class Daemon:
         self.caps = Capabilities.resolve(available, cfg.kernel)
         self.transport_kind = select_transport(cfg.kernel.signalling, available)
         now = self.clock()
-        self.engine = Engine(cfg, now)
+        self.engine = Engine(cfg, now, route_optimization=self._route_optimization(cfg))
 
         restored: list[Any] = []
         if cfg.node.role == Role.HA:
@@ -281,6 +294,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*_GC_THRESHOLD)
+        sys.setswitchinterval(_SWITCH_INTERVAL)
 
     def _start_watch_and_metrics(self, aio: asyncio.AbstractEventLoop) -> None:
         """Hot reload, and metrics if enabled; neither may keep the node from running."""
@@ -437,6 +451,17 @@ class Daemon:
         if self.gen is not None and gen.digest == self.gen.digest and gen.keys == self.gen.keys:
             self._set_condition("ConfigValid", True, "Unchanged", "")
             return {"applied": False, "generation": gen.digest, "unchanged": True}
+        from mip6ctl.config.restart import restart_only_changes
+        from mip6ctl.daemon.logsetup import configure_logging
+
+        pending_restart = restart_only_changes(self.cfg, gen.config)
+        if pending_restart:
+            log.warning(
+                "read only at start, takes effect after a restart: %s", ", ".join(pending_restart)
+            )
+        lg = gen.config.log
+        if lg != self.cfg.log:
+            configure_logging(lg.level, lg.format, str(lg.file) if lg.file else None)
         self.gen = gen
         self.generation_number += 1
         assert self.engine is not None
@@ -451,6 +476,7 @@ class Daemon:
             "applied": True,
             "generation": gen.digest,
             "generation_number": self.generation_number,
+            "restart_required": pending_restart,
         }
 
     # ------------------------------------------------------------------ packets and timers
@@ -481,11 +507,16 @@ class Daemon:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
+        """Follow ``engine.next_timer()``; a deadline already armed is kept as it is
+        (a refresh rarely moves the earliest expiry: no cancel + new handle per burst)."""
         assert self.engine is not None
         due = self.engine.next_timer()
         if self._timer is not None:
+            if due == self._timer_due:
+                return
             self._timer.cancel()
             self._timer = None
+        self._timer_due = due
         if due is None:
             return
         aio = asyncio.get_running_loop()
@@ -546,36 +577,68 @@ class Daemon:
                 self._binding_changed(a)
             elif isinstance(a, StartDad):
                 self._spawn(self._dad(a))
+            elif isinstance(a, RouteOptimisationChanged):
+                self._route_optimisation_changed(a)
         for f in pending:
             try:
                 await f
             except Exception as e:
                 log.error("binding cache write failed: %s", e)
 
-    def _execute_now(self, actions: list[Any], start: int, pending: list[Any]) -> None:
-        """:meth:`_execute` for the packet path, without a task per burst.
+    def _queue_writes(self, actions: list[Any]) -> dict[int, Any]:
+        """Queue every write of a burst at once: {action index: its commit future}.
 
-        Runs ``actions[start:]`` in order; a Send that must wait for a write
-        queued before it (``pending``) parks the rest on that write's future
-        and resumes from its done callback -- once per commit, not once per
-        BA. Same rules as :meth:`_execute`: a BA goes out only once every
-        write queued before it is committed, and is withheld when one failed.
+        Queued up front, not as the walk reaches them: a walk parked on the
+        first BA's commit would otherwise queue the next binding only after
+        that commit, one transaction per BU of the burst instead of one for
+        the burst. Writes keep their order, and a BA still waits for every
+        write before it (futures resolve in queue order).
         """
         wb = self.writer_behind
+        if wb is None:
+            return {}
+        writes: dict[int, Any] = {}
+        for i, a in enumerate(actions):
+            t = type(a)
+            if t is PersistBinding:
+                writes[i] = wb.put(a.binding)
+            elif t is ForgetBinding:
+                writes[i] = wb.delete(a.home_address)
+        return writes
+
+    def _execute_now(
+        self,
+        actions: list[Any],
+        start: int,
+        pending: list[Any],
+        writes: dict[int, Any] | None = None,
+    ) -> None:
+        """:meth:`_execute` for the packet path, without a task per burst.
+
+        Runs ``actions[start:]`` in order; the burst's writes are queued first
+        (:meth:`_queue_writes`). A Send that must wait for a write before it
+        (``pending``) parks the rest on that write's future and resumes from
+        its done callback -- once per commit, not once per BA. Same rules as
+        :meth:`_execute`: a BA goes out only once every write queued before it
+        is committed, and is withheld when one failed.
+        """
+        if writes is None:
+            writes = self._queue_writes(actions)
         n = len(actions)
         i = start
         while i < n:
             a = actions[i]
             t = type(a)
-            if t is PersistBinding:
-                if wb is not None:
-                    pending.append(wb.put(a.binding))
+            if t is PersistBinding or t is ForgetBinding:
+                f = writes.get(i)
+                if f is not None and (not pending or pending[-1] is not f):
+                    pending.append(f)  # puts of a burst mostly share one future
             elif t is Send or t is SendParameterProblem:
                 if pending:
                     for f in pending:
                         if not f.done():
                             f.add_done_callback(
-                                lambda _f, i=i, p=pending: self._resume(actions, i, p)
+                                lambda _f, i=i, p=pending: self._resume(actions, i, p, writes)
                             )
                             return
                     waits, pending = pending, []
@@ -585,13 +648,12 @@ class Daemon:
                         i += 1
                         continue
                 self._send(a)
-            elif t is ForgetBinding:
-                if wb is not None:
-                    pending.append(wb.delete(a.home_address))
             elif t is BindingChanged:
                 self._binding_changed(a)
             elif t is StartDad:
                 self._spawn(self._dad(a))
+            elif t is RouteOptimisationChanged:
+                self._route_optimisation_changed(a)
             i += 1
         for f in pending:
             if f.done():
@@ -599,11 +661,13 @@ class Daemon:
             else:
                 f.add_done_callback(_log_write_failure)
 
-    def _resume(self, actions: list[Any], start: int, pending: list[Any]) -> None:
+    def _resume(
+        self, actions: list[Any], start: int, pending: list[Any], writes: dict[int, Any]
+    ) -> None:
         if self._stop.is_set():  # shutting down: the transport may be gone
             return
         try:
-            self._execute_now(actions, start, pending)
+            self._execute_now(actions, start, pending, writes)
         except Exception:
             log.exception("executing actions failed")
 
@@ -637,6 +701,15 @@ class Daemon:
             self.loop.remove_binding(hoa)
             self._reverse_tunnel(hoa, None)
             self._spawn(self._await_kernel(hoa, announce=False))
+        elif b is not None:
+            # A correspondent binding (route optimisation, RFC 6275 9.5): its own
+            # reconcile key with the XFRM route2/hao objects, only where the kernel
+            # has them. Never awaited: the correspondent's BA is not held for the
+            # kernel (traffic keeps the home agent path until the states exist).
+            if self.caps is not None and self.caps.route_optimization:
+                self.loop.set_correspondent(b)
+        else:
+            self.loop.remove_correspondent(hoa)  # a no-op for a binding it never had
 
     async def _await_kernel(self, hoa: IPv6Address, *, announce: bool) -> None:
         from mip6ctl.daemon.reconcile_loop import binding_key
@@ -653,6 +726,28 @@ class Daemon:
             self.nd.advertise(hoa, self._home_link(hoa))
         await self._execute(actions)
         self._arm_timer()
+
+    def _route_optimization(self, cfg: Any) -> bool:
+        """Whether this node may route-optimise: the kernel carries the data path
+        (XFRM route2/hao), and a mobile node also receives its Home Test, which
+        comes through the tunnel, only on the kernel signalling transport."""
+        ro = bool(self.caps.route_optimization)
+        if cfg.node.role == Role.MN:
+            ro = ro and self.transport_kind == "kernel"
+            log.info(
+                "route optimisation with correspondents: %s",
+                "on"
+                if ro
+                else "off (needs XFRM route2/hao states and the kernel signalling transport; "
+                "traffic stays in the tunnel through the home agent)",
+            )
+        return ro
+
+    def _route_optimisation_changed(self, a: RouteOptimisationChanged) -> None:
+        """The mobile node's kernel state follows, before the next action (the BU) runs."""
+        mobile = getattr(self, "mobile", None)
+        if mobile is not None:
+            mobile.route_optimisation(a.correspondents)
 
     def _home_link(self, hoa: IPv6Address) -> str:
         ha = self.cfg.ha
@@ -694,6 +789,12 @@ class Daemon:
                 self._set_condition(
                     "KernelInSync", status, cond.get("reason", ""), cond.get("message", "")
                 )
+        now = self.clock()
+        bul: list[Any] = [self.engine.mn] if self.engine.mn is not None else []
+        rr_rows: list[Any] = []
+        if self.engine.ro is not None:
+            ro_bul, rr_rows = self.engine.ro.status(now)
+            bul += ro_bul
         return build_status(
             str(self.cfg.node.role),
             self.cfg,
@@ -705,11 +806,12 @@ class Daemon:
             self.conditions,
             self.counters.as_dict(loop_status),
             list(self.engine.cache),
-            (self.engine.mn,) if self.engine.mn is not None else (),
-            self.clock(),
+            bul,
+            now,
             started_at=self.started_at,
             transport=self.transport_kind,
             tunnel_backend=self.caps.tunnel if self.caps else None,
+            return_routability=rr_rows,
             reconcile=loop_status,
         )
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import socket
@@ -189,8 +190,20 @@ class LinkWatch:
     def fileno(self) -> int:
         return self.events.fileno()
 
-    def dump(self) -> list[_LinkEvent | _AddrEvent]:
-        """Current links and addresses (the event socket is subscribed already)."""
+    def dump(self, attempts: int = 10) -> list[_LinkEvent | _AddrEvent]:
+        """Current links and addresses (the event socket is subscribed already).
+
+        A dump the kernel marks interrupted (NLM_F_DUMP_INTR: addresses changed
+        under it, e.g. SLAAC at start-up) is started over."""
+        for attempt in range(attempts):
+            try:
+                return self._dump_once()
+            except OSError as e:
+                if e.errno != errno.EINTR or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _dump_once(self) -> list[_LinkEvent | _AddrEvent]:
         out: list[_LinkEvent | _AddrEvent] = []
         with contextlib.closing(nl.open_socket(rcvbuf=1 << 20)) as s:
             for kind, payload in (

@@ -868,6 +868,10 @@ def _icmp6_filter(types: Collection[int]) -> bytes:
     return struct.pack("=8I", *words)
 
 
+#: xfrm.h: a state that may match any address (the wildcard hao/route2 states)
+XFRM_STATE_WILDRECV = 8
+
+
 class KernelTransport(Transport):
     """Raw IPPROTO_MH socket on a CONFIG_IPV6_MIP6 kernel.
 
@@ -884,9 +888,23 @@ class KernelTransport(Transport):
     the source as IPV6_PKTINFO.  ICMPv6 (``icmp_types``, Parameter Problem)
     uses a raw ICMPv6 socket.  ``fileno()`` is an epoll descriptor over the
     receiving sockets.
+
+    With ``xfrm_wildcards`` (the default) the transport installs what UMIP's
+    ``xfrm_cn_init`` does, so that signalling with a HAO or type 2 RH reaches
+    the socket at all: wildcard route-optimisation states (hao and route2,
+    ``:: -> ::``, care-of address ``::``, flag ``wildrecv`` -- xfrm6_input_addr
+    falls back to a wildcard state only with XFRM_STATE_WILDRECV) and one
+    inbound policy for the Mobility Header with both as optional templates
+    (without a policy the kernel rejects a packet whose security path holds a
+    non-transport state).  They
+    carry no mip6ctl mark (the reconciler never sees them); the ones this
+    transport created are removed on ``close()``, ones already there are left.
     """
 
     kind: TransportKind = "kernel"
+    #: priority of the wildcard MH policy: behind mip6ctl's owned band (RFC 3776
+    #: policies for BU/BA are more specific and win)
+    WILDCARD_POLICY_PRIORITY = 0x7000
 
     def __init__(
         self,
@@ -894,12 +912,14 @@ class KernelTransport(Transport):
         *,
         icmp_types: Collection[int] = (),
         batch: int = 64,
+        xfrm_wildcards: bool = True,
     ) -> None:
         self.stats = TransportStats()
         self.batch = batch
         self.icmp_types = frozenset(icmp_types)
         self._socks: list[socket.socket] = []
         self._epoll: select.epoll | None = None
+        self._xfrm_created: list[object] = []
         try:
             missing = kernel_mip6_missing()
             if missing:
@@ -926,9 +946,81 @@ class KernelTransport(Transport):
             self._epoll.register(self._rx.fileno(), select.EPOLLIN)
             if self.icmp_types:
                 self._epoll.register(self._icmp.fileno(), select.EPOLLIN)
+            if xfrm_wildcards:
+                self._install_wildcards()
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def wildcard_objects(cls) -> list[object]:
+        """The wildcard hao/route2 states and the inbound MH policy (states first)."""
+        from ipaddress import IPv6Network
+
+        from mip6ctl.state.xfrm import (
+            Direction,
+            Level,
+            Mark,
+            Mode,
+            XfrmPolicy,
+            XfrmProto,
+            XfrmSelector,
+            XfrmState,
+            XfrmTemplate,
+        )
+
+        anyaddr, anynet = IPv6Address("::"), IPv6Network("::/0")
+        states: list[object] = [
+            XfrmState(
+                anyaddr,
+                anyaddr,
+                proto,
+                mode=Mode.RO,
+                mark=Mark(),
+                coaddr=anyaddr,
+                flags=XFRM_STATE_WILDRECV,
+            )
+            for proto in (XfrmProto.HAO, XfrmProto.ROUTE2)
+        ]
+        policy = XfrmPolicy(
+            XfrmSelector.mobility(anynet, anynet),
+            Direction.IN,
+            priority=cls.WILDCARD_POLICY_PRIORITY,
+            mark=Mark(),
+            templates=tuple(
+                XfrmTemplate(proto, Mode.RO, level=Level.USE)
+                for proto in (XfrmProto.HAO, XfrmProto.ROUTE2)
+            ),
+        )
+        return [*states, policy]
+
+    def _install_wildcards(self) -> None:
+        from mip6ctl.kernel.xfrm import XfrmSocket
+        from mip6ctl.state.xfrm import XfrmPolicy
+
+        objs = self.wildcard_objects()
+        with XfrmSocket(timeout=5.0) as xs:
+            states = [o for o in objs if not isinstance(o, XfrmPolicy)]
+            policies = [o for o in objs if isinstance(o, XfrmPolicy)]
+            results = xs.add_states(states) + xs.add_policies(policies)  # type: ignore[arg-type]
+        for r in results:
+            if not r.ok:
+                raise TransportUnavailable(
+                    r.error, f"kernel signalling transport: {r.op} {r.target}: {r.message}"
+                )
+            if not r.noop:
+                self._xfrm_created.append(r.target)
+
+    def _remove_wildcards(self) -> None:
+        created, self._xfrm_created = self._xfrm_created, []
+        if not created:
+            return
+        from mip6ctl.kernel.xfrm import XfrmSocket
+        from mip6ctl.state.xfrm import XfrmPolicy
+
+        with contextlib.suppress(OSError), XfrmSocket(timeout=5.0) as xs:
+            xs.delete_policies([o for o in created if isinstance(o, XfrmPolicy)])
+            xs.delete_states([o for o in created if not isinstance(o, XfrmPolicy)])  # type: ignore[misc]
 
     def _open(self, proto: int) -> socket.socket:
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
@@ -1061,6 +1153,7 @@ class KernelTransport(Transport):
         for s in self._socks:
             s.close()
         self._socks = []
+        self._remove_wildcards()
 
 
 # --------------------------------------------------------------------------- selection

@@ -182,9 +182,9 @@ def _check_allowed(ha: HomeAgent, c: _Bu) -> int | None:
 
 def _check_mobile_router(ha: HomeAgent, c: _Bu) -> int | None:
     """Step 4 (RFC 3963 §6.1): R=1 needs ``accept_mobile_routers``; prefixes must be its own."""
-    mnps = c.bu.mobile_network_prefixes
     if not c.bu.mobile_router:
         return None
+    mnps = c.bu.mobile_network_prefixes
     if not ha.cfg.accept_mobile_routers:
         return BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
     allowed = set(c.node.mobile_network_prefixes) if c.node is not None else set()

@@ -63,6 +63,9 @@ IFLA_IFNAME, IFLA_LINKINFO = 3, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_IP6TNL_LOCAL, IFLA_IP6TNL_REMOTE, IFLA_IP6TNL_PROTO = 2, 3, 9
 IFLA_IP6TNL_COLLECT_METADATA = 19
+IFLA_IP6TNL_FLAGS = 8
+#: IP6_TNL_F_* flags a user sets; the kernel adds capability bits (0x10000+) on dump
+IP6_TNL_USER_FLAGS = 0xFFFF
 IFF_UP = 0x1
 IPPROTO_IPV6 = 41
 
@@ -352,6 +355,7 @@ def tunnel_payload(t: Tunnel, resolve: Resolve, *, delete: bool = False) -> byte
     if delete:
         return nl.IFINFOMSG.pack(0, 0, 0, 0, 0) + name
     data = [nl.attr_u8(IFLA_IP6TNL_PROTO, IPPROTO_IPV6)]
+    data.append(nl.attr(IFLA_IP6TNL_FLAGS, nl.U32.pack(t.flags & IP6_TNL_USER_FLAGS)))
     if t.external:
         data.append(nl.attr(IFLA_IP6TNL_COLLECT_METADATA, b""))
     else:
@@ -384,11 +388,17 @@ def decode_link(buf: bytes, off: int, end: int) -> tuple[int, str, Tunnel | None
             def addr(k: int) -> str:
                 return _ntop(_AF6, buf[data[k][0] : data[k][0] + 16]) if k in data else "::"
 
+            flags = 0
+            if IFLA_IP6TNL_FLAGS in data:
+                x = data[IFLA_IP6TNL_FLAGS][0]
+                flags = nl.U32.unpack_from(buf, x)[0] & IP6_TNL_USER_FLAGS
+
             tunnel = Tunnel(
                 name,
                 addr(IFLA_IP6TNL_LOCAL),
                 addr(IFLA_IP6TNL_REMOTE),
                 IFLA_IP6TNL_COLLECT_METADATA in data,
+                flags,
             )
     return index, name, tunnel
 

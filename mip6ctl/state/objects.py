@@ -228,6 +228,11 @@ class Tunnel:
     local: str = ANY
     remote: str = ANY
     external: bool = False
+    #: ip6_tunnel.h IP6_TNL_F_* flags (the low 16 bits the kernel reports back).
+    #: Default IP6_TNL_F_IGN_ENCAP_LIMIT, as UMIP and `ip -6 tunnel ... encaplimit
+    #: none`: no Tunnel Encapsulation Limit destination option on tunnelled
+    #: packets (RFC 6275 tunnels are plain RFC 2473 without it).
+    flags: int = 0x1
 
     def __post_init__(self) -> None:
         if len(self.name) > 15:

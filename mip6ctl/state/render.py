@@ -23,8 +23,14 @@ mobile node, away from home (origin: binding HoA)
     rule `from HoA lookup T` and `::/0 encap seg6 segs HA` in T (reverse
     tunnel), and the decapsulation rule/route for packets tunnelled to the
     care-of address (End.DT6 into the local table).
-correspondent node
-    nothing on a kernel without route-optimisation states.
+correspondent node, per binding (origin: binding HoA; kernels with route2/hao)
+    XFRM route optimisation (see `render_correspondent_binding`): packets to
+    the home address leave for the care-of address with a type 2 routing
+    header, packets from the care-of address with a Home Address option are
+    accepted as coming from the home address.  Nothing on a kernel without
+    route-optimisation states: traffic keeps going through the home agent.
+mobile node, per route-optimised correspondent: the mirror image (hao out,
+    route2 in), see `_mn_route_optimisation`.
 
 Every key is a tuple whose first element names the kind (`route`, `rule`,
 ..., `xfrm-policy`) — `object_key()` makes one for any object.
@@ -59,6 +65,7 @@ from mip6ctl.state.objects import (
 from mip6ctl.state.plan import Origin
 from mip6ctl.state.xfrm import (
     Direction,
+    Level,
     Mode,
     XfrmPolicy,
     XfrmProto,
@@ -226,7 +233,13 @@ def render(
     role = cfg.node.role
     if role == Role.HA:
         for b in bindings:
-            out.merge(render_binding(cfg, b, caps, facts))
+            if getattr(b, "home_registration", True):
+                out.merge(render_binding(cfg, b, caps, facts))
+            else:
+                out.merge(render_correspondent_binding(cfg, b, caps))  # type: ignore[arg-type]
+    elif role == Role.CN:
+        for b in bindings:
+            out.merge(render_correspondent_binding(cfg, b, caps))  # type: ignore[arg-type]
     elif role == Role.MN and mobile_node is not None:
         out.merge(render_mobile_node(cfg, mobile_node, caps))
     return out
@@ -382,7 +395,136 @@ def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities
         name = tunnel_name(view.home_agent)
         out.add(Tunnel(name, local=str(view.care_of_address), remote=str(view.home_agent)), origin)
         out.add(Route("::/0", table=binding_table(cfg), oif=name), origin)
+    if caps.route_optimization:
+        for cn, care_of in view.correspondents:
+            _mn_route_optimisation(view.home_address.ip, cn, care_of, out)
     return out
+
+
+# --------------------------------------------------------------------------- route optimisation
+#
+# RFC 6275 route optimisation the way the kernel (CONFIG_IPV6_MIP6) and UMIP do
+# it: XFRM states in mode ROUTEOPTIMIZATION whose XFRMA_COADDR is the care-of
+# address -- route2 (IPPROTO_ROUTING) writes/accepts the type 2 routing header,
+# hao (IPPROTO_DSTOPTS) the Home Address option -- and policies naming them:
+#
+# * out: a policy (local/128 -> peer/128) with a route2/hao template makes the
+#   kernel apply the state; without the policy or the state the packet simply
+#   keeps normal addressing (through the home agent).  Level "use" (UMIP's
+#   tmpl.optional = 1): a packet sent while the state is missing takes that
+#   path instead of being held for an ACQUIRE nobody answers.
+# * in: the kernel takes a type 2 routing header / Home Address option only
+#   with a matching state (else dropped: XfrmInNoStates), and the packet then
+#   carries a non-transport secpath entry, rejected by the inbound policy
+#   check (XfrmInNoPols) unless an "in" policy has a template matching that
+#   state; level "use", so plain packets between the same addresses pass.
+#   Template addresses are the state's.  (Measured on Debian 6.1 in
+#   tests/vm/test_route_optimisation.py, each object left out in turn.)
+# * Mobility Header bypass (out, higher precedence = lower priority value):
+#   Home Test Init / Home Test travel between the home address and the
+#   correspondent through the home agent and must never be route-optimised
+#   (RFC 6275 5.2.5; without it the HoTI left from the care-of address with a
+#   Home Address option and the HoT went to it with a type 2 routing header).
+#   BU/BA/BRR carry their extension headers themselves (the signalling
+#   transport adds them, from/to the care-of address).
+
+#: priorities inside the owned band: the MH bypass wins over the data policy
+RO_SIGNALLING_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x10
+RO_DATA_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x20
+IPPROTO_MH = 135
+
+
+class CorrespondentBindingLike(BindingLike, Protocol):
+    """A correspondent binding: also the local address the Binding Update went to."""
+
+    @property
+    def local_address(self) -> IPv6Address: ...
+
+
+def _host(addr: IPv6Address) -> IPv6Network:
+    return IPv6Network((addr, 128))
+
+
+def _ro_pair(
+    local: IPv6Address,
+    peer: IPv6Address,
+    care_of: IPv6Address,
+    send: XfrmProto,
+    recv: XfrmProto,
+) -> list[XfrmPolicy | XfrmState]:
+    """The RO objects between `local` and `peer` (one of them the home address).
+
+    ``send`` is the header this end adds (CN: route2 to the HoA; MN: hao from
+    the HoA), ``recv`` the one it accepts; both states carry `care_of`."""
+    lo, pe = _host(local), _host(peer)
+    out_sel = XfrmSelector(dst=pe, src=lo)
+    in_sel = XfrmSelector(dst=lo, src=pe)
+    return [
+        XfrmPolicy(
+            XfrmSelector(dst=pe, src=lo, proto=IPPROTO_MH),
+            Direction.OUT,
+            priority=RO_SIGNALLING_PRIORITY,
+        ),
+        XfrmPolicy(
+            out_sel,
+            Direction.OUT,
+            priority=RO_DATA_PRIORITY,
+            templates=(XfrmTemplate(send, Mode.RO, dst=peer, src=local, level=Level.USE),),
+        ),
+        XfrmState(dst=peer, src=local, proto=send, mode=Mode.RO, selector=out_sel, coaddr=care_of),
+        XfrmState(dst=local, src=peer, proto=recv, mode=Mode.RO, selector=in_sel, coaddr=care_of),
+        XfrmPolicy(
+            in_sel,
+            Direction.IN,
+            priority=RO_DATA_PRIORITY,
+            templates=(XfrmTemplate(recv, Mode.RO, dst=local, src=peer, level=Level.USE),),
+        ),
+    ]
+
+
+def render_correspondent_binding(
+    cfg: Mip6Config, b: CorrespondentBindingLike, caps: Capabilities
+) -> Desired:
+    """The route-optimisation objects of one correspondent binding (CN side).
+
+    With ``caps.route_optimization``: out, CN -> HoA gets a type 2 routing
+    header and goes to the care-of address (route2 state, coaddr CoA, and an
+    out policy with a route2 template) except Mobility Header traffic (the
+    Home Test goes to the home address); in, HoA's Home Address option from
+    the care-of address is accepted (hao state + in policy, template level
+    use).  Without it nothing: the CN keeps sending to the home address,
+    through the home agent.  A deletion (CoA = HoA) renders nothing either.
+    """
+    out = Desired()
+    if not caps.route_optimization or b.care_of_address == b.home_address:
+        return out
+    origin = Origin("binding", _text(b.home_address))
+    for obj in _ro_pair(
+        b.local_address, b.home_address, b.care_of_address, XfrmProto.ROUTE2, XfrmProto.HAO
+    ):
+        out.add(obj, origin)
+    return out
+
+
+def correspondent_binding_keys(
+    cfg: Mip6Config, hoa: IPv6Address, local: IPv6Address, caps: Capabilities
+) -> list[tuple]:
+    """Keys a correspondent binding for `hoa` at `local` may own, whatever its
+    care-of address (for deletes; the CoA is in no key)."""
+    return [object_key(o) for o in _ro_pair(local, hoa, hoa, XfrmProto.ROUTE2, XfrmProto.HAO)]
+
+
+def _mn_route_optimisation(
+    hoa: IPv6Address, cn: IPv6Address, care_of: IPv6Address, out: Desired
+) -> None:
+    """MN side of route optimisation with `cn` (registered care-of address `care_of`):
+    out, HoA -> CN leaves from the care-of address with a Home Address option
+    (hao state + out policy, MH excepted: the Home Test Init goes through the
+    home agent); in, CN's type 2 routing header to the care-of address is
+    delivered to the HoA (route2 state + in policy, template level use)."""
+    origin = Origin("binding", _text(hoa))
+    for obj in _ro_pair(hoa, cn, care_of, XfrmProto.HAO, XfrmProto.ROUTE2):
+        out.add(obj, origin)
 
 
 # --------------------------------------------------------------------------- IPsec (RFC 3776)

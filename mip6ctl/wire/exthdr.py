@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from .addr import address
 from .checksum import Address, packed_address
 from .errors import BadRoutingHeader, DestOptError, Truncated, UnrecognizedDestOption
 
@@ -95,7 +96,7 @@ def decode_type2_routing_header(data: bytes, *, base: int = 0) -> Type2RoutingHe
         raise Truncated("type 2 routing header shorter than 24 octets", mh_offset=0, base=base)
     if data[3] != 1:
         raise BadRoutingHeader(f"type 2 Segments Left {data[3]} != 1", mh_offset=3, base=base)
-    return Type2RoutingHeader(data[0], IPv6Address(bytes(data[8:24])))
+    return Type2RoutingHeader(data[0], address(bytes(data[8:24])))
 
 
 def decode_destination_options(
@@ -140,7 +141,7 @@ def decode_destination_options(
                                    mh_offset=pos, base=base)
             if hoa is not None:
                 raise DestOptError("two Home Address options", mh_offset=pos, base=base)
-            hoa = IPv6Address(bytes(data[pos + 2 : nxt]))
+            hoa = address(bytes(data[pos + 2 : nxt]))
             hoa_off = pos
         else:
             action = otype >> 6

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import ClassVar
 
+from .addr import address
 from .errors import AuthDataNotLast, BadOptionLength, MisalignedOption, Truncated
 
 __all__ = [
@@ -279,7 +280,7 @@ def decode_options(
         elif otype == 2:
             opts.append(BindingRefreshAdvice(_H.unpack_from(data, start)[0]))
         elif otype == 3:
-            opts.append(AlternateCareofAddress(IPv6Address(bytes(data[start:nxt]))))
+            opts.append(AlternateCareofAddress(address(bytes(data[start:nxt]))))
         else:
             plen = data[start + 1]
             if plen > 128:

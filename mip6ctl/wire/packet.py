@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from .addr import address
 from .checksum import (
     NEXT_HEADER_ICMPV6,
     NEXT_HEADER_MH,
@@ -115,7 +116,7 @@ def parse_ipv6(data: bytes, *, strict: bool = True) -> IPv6Packet:
         raise Truncated(f"Payload Length {plen} but {n - 40} octets", mh_offset=4)
     if end < n:
         data = data[:end]
-    dst_addr = IPv6Address(dst)
+    dst_addr = address(dst)
     pos = IPV6_HEADER_LEN
     hoa: IPv6Address | None = None
     rh2: IPv6Address | None = None
@@ -147,7 +148,7 @@ def parse_ipv6(data: bytes, *, strict: bool = True) -> IPv6Packet:
                 nxt = data[pos]
         elif nh == 60:
             d = decode_destination_options(
-                data[pos:end], strict=strict, base=pos, multicast_destination=dst_addr.is_multicast
+                data[pos:end], strict=strict, base=pos, multicast_destination=dst[0] == 0xFF
             )
             if d.home_address is not None:
                 if hoa is not None:
@@ -162,7 +163,7 @@ def parse_ipv6(data: bytes, *, strict: bool = True) -> IPv6Packet:
         pos += length
         nh = nxt
     return IPv6Packet(
-        IPv6Address(src), dst_addr, hlim, nh, bytes(data[pos:end]), pos, hoa, rh2,
+        address(src), dst_addr, hlim, nh, bytes(data[pos:end]), pos, hoa, rh2,
         (vtf >> 20) & 0xFF, vtf & 0xFFFFF,
     )
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mip6ctl.testbed import Testbed
+from mip6ctl.testbed.process import stop_process, tail_lines
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.compat import raw  # noqa: E402
@@ -277,20 +278,11 @@ class HaDaemon:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; only this process, by its pid."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 10.0)
 
     def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        lines = tail_lines(self.log, n)
+        return "(no log)" if lines is None else "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- configuration edits

@@ -455,3 +455,25 @@ def test_correspondent_bu_over_a_home_registration_139(bed: Bed, tmp_path: Path)
 def addresses(station: Station) -> list[IPv6Address]:
     out = ip(station.tb, station.tag, "-6", "-o", "addr", "show", "dev", station.ifname)
     return [IPv6Address(line.split()[3].split("/")[0]) for line in out.splitlines()]
+
+
+# ------------------------------------------------------------------ no RO kernel state here
+
+
+def test_no_route_optimisation_state_on_a_kernel_without_route2_hao(bed: Bed) -> None:
+    """This kernel has no route2/hao XFRM states (no CONFIG_IPV6_MIP6): an accepted
+    correspondent binding renders nothing and the CN's kernel holds no XFRM object;
+    the CN keeps sending to the home address (through the home agent).  The vm tier
+    (tests/vm/test_route_optimisation.py) covers the kernel that has them."""
+    from mip6ctl.daemon.transport import kernel_mip6_missing
+
+    if kernel_mip6_missing() is None:
+        pytest.skip("this kernel has CONFIG_IPV6_MIP6: the vm tier tests route optimisation")
+    home = HOME_ADDRESSES[15]
+    register(bed, home)
+    doc = bed.cn.rpc("status")
+    assert str(home) in {r["home_address"] for r in doc["binding_cache"]["rows"]}
+    assert doc["reconcile"]["correspondents"] == 0
+    for what in ("policy", "state"):
+        out = ip(bed.tb, "cn", "xfrm", what, "list")
+        assert out.strip() == "", f"xfrm {what}s on the CN: {out}"

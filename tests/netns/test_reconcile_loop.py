@@ -229,6 +229,40 @@ def test_drift_is_repaired_within_a_second(netns) -> None:
     run(ns, body)
 
 
+def test_resync_off_loop_repairs_drift_and_keeps_the_cache_whole(netns) -> None:
+    """The periodic resync dumps in a worker thread: same repairs as the blocking one,
+    and the loop never sees a half-filled cache meanwhile."""
+    ns = netns("ha")
+    home_link(ns)
+
+    async def body(h: Harness) -> None:
+        loop = h.loop
+        for hoa in HOAS:
+            loop.set_binding(b(hoa))
+        for hoa in HOAS:
+            assert await loop.wait_reconciled(binding_key(hoa), 2.0)
+        assert await loop.wait_reconciled(STATIC, 2.0)
+        await h.idle()
+        owned_before = len(loop.observer.owned)
+        assert await loop.resync_off_loop() == 0  # nothing drifted: nothing queued
+        assert len(loop.observer.owned) == owned_before
+        # proxy entries raise no events: only a dump sees this one go
+        await h.ip("-6", "neigh", "del", "proxy", "2001:db8:1::102", "dev", "home0")
+        task = asyncio.ensure_future(loop.resync_off_loop())
+        sizes = []
+        while not task.done():
+            sizes.append(len(loop.observer.owned))
+            await asyncio.sleep(0)
+        assert min(sizes, default=owned_before) >= owned_before - 1
+        assert await task == 1
+        await h.idle()
+        assert "2001:db8:1::102 dev home0" in await h.proxies()
+        assert loop.condition().status == "True"
+        assert loop.counters["resyncs"] >= 2
+
+    run(ns, body)
+
+
 def test_foreign_route_is_a_conflict_and_foreign_objects_survive(netns) -> None:
     ns = netns("ha")
     home_link(ns)

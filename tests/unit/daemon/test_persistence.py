@@ -249,6 +249,47 @@ def test_write_behind_groups_a_burst(db: Path) -> None:
     wb.store.close()
 
 
+def test_put_only_batches_are_one_padded_statement(db: Path) -> None:
+    # 3 puts are written as a 4-row statement (last row repeated): same result as 3 puts,
+    # and a later put of the same address within a batch still wins.
+    with open_store(db) as s:
+        assert s.apply([binding(1), binding(2), binding(3)]) == 3
+        assert s.apply([binding(4, seq=1), binding(4, seq=7)]) == 2
+        got = {b.home_address: b for b in s.load(WALL)}
+        assert sorted(got) == [hoa(1), hoa(2), hoa(3), hoa(4)]
+        assert got[hoa(4)].sequence == 7
+        assert got[hoa(3)] == binding(3)
+        # mixed puts and deletes keep their order (the transaction path)
+        assert s.apply([hoa(1), binding(1, seq=9), hoa(2)]) == 3
+        got = {b.home_address: b for b in s.load(WALL)}
+        assert sorted(got) == [hoa(1), hoa(3), hoa(4)] and got[hoa(1)].sequence == 9
+
+
+def test_write_behind_gathers_under_load(db: Path) -> None:
+    """Once commits carry several writes, they are spaced by the gather interval:
+    writes trickling in one per loop turn still share transactions."""
+
+    async def main() -> WriteBehind:
+        wb = WriteBehind(open_store(db), gather=0.02, gather_from=2)
+        futs = [wb.put(binding(i)) for i in range(10)]  # a first, big commit
+        await asyncio.gather(*futs)
+        t0 = asyncio.get_running_loop().time()
+        futs = []
+        for i in range(10, 60):
+            futs.append(wb.put(binding(i)))
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*futs)
+        elapsed = asyncio.get_running_loop().time() - t0
+        await wb.close()
+        assert wb.batches <= 2 + elapsed / 0.02 + 1
+        return wb
+
+    wb = asyncio.run(main())
+    assert wb.committed == 60
+    assert len(wb.store.load(WALL)) == 60
+    wb.store.close()
+
+
 def test_write_behind_returns_only_after_commit(db: Path) -> None:
     async def main() -> None:
         store = open_store(db)

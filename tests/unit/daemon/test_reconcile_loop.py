@@ -374,3 +374,35 @@ def test_batches_are_bounded(n: int) -> None:
     assert first == min(n, 61)
     drain(loop)
     assert sum(1 for k in obs.owned if k[0] == "route" and k[1] == TABLE) == 60
+
+
+def test_ip6tnl_tunnel_shared_by_two_bindings_outlives_the_first() -> None:
+    """Two bindings with one care-of address render the same ip6tnl device (the kernel
+    allows one device per endpoint pair): removing or moving one keeps it for the other."""
+    from dataclasses import replace
+
+    from mip6ctl.state.objects import Tunnel
+    from mip6ctl.state.render import tunnel_name
+
+    obs = FakeObserver()
+    w = FakeWriter(obs)
+    caps = replace(Capabilities(), tunnel="ip6tnl")
+    loop = ReconcileLoop(CFG, caps, HostFacts(), obs, w)
+    coa = "2001:db8:a::7"
+    name = tunnel_name(IPv6Address(coa))
+    tkey = ("tunnel", name)
+    for i in range(3):
+        loop.set_binding(b(i, coa))
+    drain(loop)
+    assert isinstance(obs.owned[tkey], Tunnel) and obs.owned[tkey].remote == coa
+
+    loop.remove_binding("2001:db8:1::100")
+    drain(loop)
+    assert tkey in obs.owned and route_key("2001:db8:1::100") not in obs.owned
+    loop.set_binding(b(1, "2001:db8:b::7"))  # moves away from the shared care-of address
+    drain(loop)
+    assert tkey in obs.owned, "still used by the third binding"
+    assert ("tunnel", tunnel_name(IPv6Address("2001:db8:b::7"))) in obs.owned
+    loop.remove_binding("2001:db8:1::102")
+    drain(loop)
+    assert tkey not in obs.owned, "the last user is gone"

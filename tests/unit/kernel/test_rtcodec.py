@@ -175,3 +175,16 @@ def test_objects_are_canonical_hashable_and_keyed() -> None:
         a.dst = "::/0"  # type: ignore[misc]
     assert not Rule(999).owned and Rule(1000).owned and not Rule(1000, protocol=4).owned
     assert Tunnel("m6t0").owned and not Tunnel("ip6tnl0").owned
+
+
+def test_ip6tnl_flags_ignore_the_encapsulation_limit_and_roundtrip() -> None:
+    """Tunnels are created without a Tunnel Encapsulation Limit option (UMIP, `ip -6
+    tunnel ... encaplimit none`); a device with other flags differs (changelink fixes it)."""
+    t = Tunnel("m6t1", "2001:db8:ff01::1", "2001:db8:a::100")
+    assert t.flags & 0x1  # IP6_TNL_F_IGN_ENCAP_LIMIT
+    payload = rc.tunnel_payload(t, names)
+    _idx, name, back = rc.decode_link(payload, 0, len(payload))
+    assert name == "m6t1" and back == t
+    plain = Tunnel("m6t1", "2001:db8:ff01::1", "2001:db8:a::100", flags=0)
+    payload = rc.tunnel_payload(plain, names)
+    assert rc.decode_link(payload, 0, len(payload))[2] == plain != t

@@ -1,0 +1,30 @@
+"""The kernel transport's wildcard route-optimisation objects (what UMIP's xfrm_cn_init adds)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address, IPv6Network
+
+from mip6ctl.daemon.transport import KernelTransport
+from mip6ctl.kernel.xfrm import encode_policy, encode_state
+from mip6ctl.state.xfrm import Direction, Level, Mode, XfrmPolicy, XfrmProto, XfrmState
+
+
+def test_wildcards_are_any_to_any_ro_states_and_one_optional_mh_policy() -> None:
+    objs = KernelTransport.wildcard_objects()
+    states = [o for o in objs if isinstance(o, XfrmState)]
+    (policy,) = [o for o in objs if isinstance(o, XfrmPolicy)]
+    anyaddr = IPv6Address("::")
+    assert {s.proto for s in states} == {XfrmProto.HAO, XfrmProto.ROUTE2}
+    for s in states:
+        assert (s.src, s.dst, s.coaddr, s.mode) == (anyaddr, anyaddr, anyaddr, Mode.RO)
+        assert s.flags & 8  # XFRM_STATE_WILDRECV: the kernel uses a wildcard state only so
+        assert not s.owned  # the reconciler never touches them
+        encode_state(s)
+    assert policy.direction == Direction.IN and not policy.owned
+    assert policy.selector.proto == 135 and policy.selector.mh_type is None
+    assert policy.selector.src == policy.selector.dst == IPv6Network("::/0")
+    assert [(t.proto, t.mode, t.level) for t in policy.templates] == [
+        (XfrmProto.HAO, Mode.RO, Level.USE),
+        (XfrmProto.ROUTE2, Mode.RO, Level.USE),
+    ]
+    encode_policy(policy)
