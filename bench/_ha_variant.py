@@ -1,17 +1,73 @@
-"""Run ``mip6ctl daemon`` under cProfile (bench/ha_daemon.py --profile OUT).
+"""Run ``mip6ctl daemon`` under cProfile, or as a named variant (bench/ha_daemon.py).
 
-    python bench/_ha_variant.py --profile OUT.pstats daemon -c CFG ...
+    python bench/_ha_variant.py [--profile OUT.pstats] [--variant NAME] daemon -c CFG ...
 
-The stats are written when the daemon exits.
+The stats are written when the daemon exits.  A variant patches the daemon
+before it starts, for A/B runs of one setting (``--variants`` of
+bench/ha_daemon.py); every variant also logs, on stderr with
+``time.monotonic()`` stamps comparable to the bench's, each garbage collection
+of 2 ms or more and each periodic resync -- the usual suspects of a latency tail.
+
+Variants: ``base`` (as shipped), ``sw5ms`` (the default GIL switch interval,
+5 ms), ``gather0`` (no adaptive group-commit gathering).
 """
 
 from __future__ import annotations
 
 import cProfile
+import gc
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _diagnostics() -> None:
+    started: dict[str, float] = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["t"] = time.monotonic()
+            return
+        t0 = started.get("t")
+        if t0 is not None:
+            ms = (time.monotonic() - t0) * 1000
+            if ms >= 2.0:
+                sys.stderr.write(
+                    f"[variant] {t0:.3f} gc gen {info['generation']} {ms:.1f} ms"
+                    f" collected {info['collected']}\n"
+                )
+
+    gc.callbacks.append(on_gc)
+    from mip6ctl.daemon import reconcile_loop
+
+    orig = reconcile_loop.ReconcileLoop.resync_off_loop
+
+    async def resync_off_loop(self):  # type: ignore[no-untyped-def]
+        t0 = time.monotonic()
+        try:
+            return await orig(self)
+        finally:
+            sys.stderr.write(f"[variant] {t0:.3f} resync {time.monotonic() - t0:.3f} s\n")
+
+    reconcile_loop.ReconcileLoop.resync_off_loop = resync_off_loop  # type: ignore[method-assign]
+
+
+def _apply(variant: str) -> None:
+    from mip6ctl.daemon import app, persistence
+
+    _diagnostics()
+    for v in variant.split("+"):
+        if v == "base":
+            pass
+        elif v == "sw5ms":
+            app._SWITCH_INTERVAL = 0.005
+        elif v == "gather0":
+            persistence.WriteBehind.__init__.__kwdefaults__["gather"] = 0.0
+        else:
+            raise SystemExit(f"unknown variant {v!r}")
+    sys.stderr.write(f"[variant] {variant}\n")
 
 
 def main() -> int:
@@ -19,6 +75,9 @@ def main() -> int:
     profile = None
     if args[:1] == ["--profile"]:
         profile, args = args[1], args[2:]
+    if args[:1] == ["--variant"]:
+        _apply(args[1])
+        args = args[2:]
     from mip6ctl.cli.main import main as cli_main
 
     if profile is None:

@@ -286,15 +286,20 @@ class Target:
         dad: bool = False,
         profile: str | None = None,
         reconcile_interval: float | None = None,
+        variant: str | None = None,
+        reuse: Target | None = None,
     ):
         self.bed, self.kind = bed, kind
-        self.dir = bed.tmp / f"{kind}-{int(time.time() * 1000)}"
-        self.dir.mkdir()
+        if reuse is not None:  # a restart: the same configuration and binding cache
+            self.dir = reuse.dir
+        else:
+            self.dir = bed.tmp / f"{kind}-{int(time.time() * 1000)}"
+            self.dir.mkdir()
         if kind == "echo":
             self.proc = bed.spawn([PY, str(ROOT / "bench" / "_ha_echo.py"), str(HA)], "echo.log")
             return
         cfg = self.dir / "config"
-        cfg.mkdir()
+        cfg.mkdir(exist_ok=True)
         (cfg / "mip6.toml").write_text(
             CONFIG.format(
                 defence="daemon",
@@ -313,8 +318,13 @@ class Target:
             "--socket",
             str(self.dir / "control.sock"),
         ]
-        if profile:
-            cmd = [PY, str(ROOT / "bench" / "_ha_variant.py"), "--profile", profile, *argv]
+        if profile or variant:
+            cmd = [PY, str(ROOT / "bench" / "_ha_variant.py")]
+            if profile:
+                cmd += ["--profile", profile]
+            if variant:
+                cmd += ["--variant", variant]
+            cmd += argv
         else:
             cmd = [PY, "-m", "mip6ctl", *argv]
         self.proc = bed.spawn(cmd, f"daemon-{self.dir.name}.log")
@@ -447,6 +457,74 @@ def refresh_rounds(pool: int) -> Any:
     return f
 
 
+def latency_run(gen: LoadGenerator, d: Target, n: int, args: argparse.Namespace, k: int) -> Any:
+    """One latency run: ``--latency-seconds`` of refresh BUs at ``--latency-rate``/s."""
+    cnt = int(args.latency_rate * args.latency_seconds)
+    lo = (k * cnt) % n
+    idx = [(lo + j) % n for j in range(cnt)]
+    t0 = time.monotonic()
+    r, cpu = phase(gen, d, idx, args.latency_rate, wait=1.0)
+    log(f"  [{t0:.1f}-{time.monotonic():.1f}] {r.summary(5)} cpu {cpu:.2f}")
+    time.sleep(0.5)
+    return r, cpu
+
+
+def latency_stats(n: int, args: argparse.Namespace, lat: list[Any]) -> dict[str, Any]:
+    return {
+        "bindings": n,
+        "rate_per_s": args.latency_rate,
+        "p50_ms": stats([r.quantile(0.5) for r, _ in lat]),
+        "p99_ms": stats([r.quantile(0.99) for r, _ in lat]),
+        "p999_ms": stats([r.quantile(0.999) for r, _ in lat]),
+        "max_ms": stats([r.latencies_ms[-1] if r.latencies_ms else None for r, _ in lat]),
+        "daemon_cpu": stats([c for _, c in lat]),
+        "runs": [r.summary(5) for r, _ in lat],
+    }
+
+
+def latency_variants(
+    gen: LoadGenerator,
+    bed: Bed,
+    d: Target,
+    n: int,
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    probe: int,
+) -> Target:
+    """A/B: ``--runs`` rounds over ``--variants`` (bench/_ha_variant.py), interleaved;
+    each variant is a restart of the daemon on the same binding cache and kernel state
+    (its bindings are restored and adopted), then ``--latency-per-variant`` runs."""
+    lat: dict[str, list[Any]] = {v: [] for v in args.variants}
+    k = 0
+    for rnd in range(args.runs):
+        for v in args.variants:
+            if rnd or v != args.variants[0]:
+                d.stop()
+                t0 = time.monotonic()
+                d = Target(
+                    bed,
+                    "daemon",
+                    reconcile_interval=args.reconcile_interval,
+                    variant=v,
+                    reuse=d,
+                )
+                d.wait_ready(gen, probe, timeout=120)
+                log(f" variant {v}: restarted in {time.monotonic() - t0:.1f} s")
+                time.sleep(args.settle)
+            for _ in range(args.latency_per_variant):
+                log(f" variant {v} round {rnd + 1}")
+                lat[v].append(latency_run(gen, d, n, args, k))
+                k += 1
+    res["latency_variants"] = {v: latency_stats(n, args, x) for v, x in lat.items()}
+    for v, x in res["latency_variants"].items():
+        log(
+            f" {v}: p50 {x['p50_ms']['median']} p99 {x['p99_ms']['median']}"
+            f" ({x['p99_ms']['min']}-{x['p99_ms']['max']}) max {x['max_ms']['median']}"
+            f" cpu {x['daemon_cpu']['median']}; p99 runs {x['p99_ms']['runs']}"
+        )
+    return d
+
+
 def rates_from(start: float, stop: float, factor: float) -> list[float]:
     out, r = [], start
     while r <= stop:
@@ -492,7 +570,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     res = out["results"]
 
     # ---- baseline echo: same generator, same sweep ------------------------------
-    if not args.skip_echo:
+    if not args.skip_echo and not args.latency_only:
         log("baseline: echo")
         echo = Target(bed, "echo")
         echo.wait_ready(gen, probe, timeout=30)
@@ -533,7 +611,13 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
 
     # ---- the daemon -----------------------------------------------------------
     log("daemon: start")
-    d = Target(bed, "daemon", profile=args.profile, reconcile_interval=args.reconcile_interval)
+    d = Target(
+        bed,
+        "daemon",
+        profile=args.profile,
+        reconcile_interval=args.reconcile_interval,
+        variant=args.variants[0] if args.variants else None,
+    )
     d.wait_ready(gen, probe, timeout=60)
     time.sleep(1.0)
     rss = {"0": proc_rss_mb(d.pid)}
@@ -550,7 +634,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     log(f"1. refresh sweep at {small} bindings")
     pool = refresh_rounds(small)
     sweeps = []
-    for k in range(args.runs):
+    for k in range(0 if args.latency_only else args.runs):
         log(f" sweep {k + 1}/{args.runs}")
         sweeps.append(
             sweep(
@@ -589,24 +673,15 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     }
 
     log(f"3. latency at {n} bindings, refresh {args.latency_rate}/s")
-    lat = []
-    for k in range(args.runs):
-        cnt = int(args.latency_rate * args.latency_seconds)
-        lo = (k * cnt) % n
-        idx = [(lo + j) % n for j in range(cnt)]
-        r, cpu = phase(gen, d, idx, args.latency_rate, wait=1.0)
-        lat.append((r, cpu))
-        log(f"  {r.summary(5)} cpu {cpu:.2f}")
-        time.sleep(0.5)
-    res["latency_at_scale"] = {
-        "bindings": n,
-        "rate_per_s": args.latency_rate,
-        "p50_ms": stats([r.quantile(0.5) for r, _ in lat]),
-        "p99_ms": stats([r.quantile(0.99) for r, _ in lat]),
-        "p999_ms": stats([r.quantile(0.999) for r, _ in lat]),
-        "daemon_cpu": stats([c for _, c in lat]),
-        "runs": [r.summary(5) for r, _ in lat],
-    }
+    if args.variants:
+        d = latency_variants(gen, bed, d, n, args, res, probe)
+    else:
+        lat = [latency_run(gen, d, n, args, k) for k in range(args.runs)]
+        res["latency_at_scale"] = latency_stats(n, args, lat)
+    if args.latency_only:
+        d.stop()
+        gen.close()
+        return
 
     if n > small and not args.skip_scale_sweep:
         log(f"1b. refresh sweep at {n} bindings")
@@ -724,12 +799,28 @@ def main() -> int:
         help="the daemon's full-resync period in seconds (default: its own, 60 s); "
         "a short one puts resyncs inside every latency run",
     )
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="register --bindings, then only the latency runs (row 3): no echo, no sweeps, "
+        "no first-registration or DAD runs",
+    )
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated bench/_ha_variant.py variants for row 3, interleaved over "
+        "--runs rounds (the daemon restarts on the same bindings for each)",
+    )
+    ap.add_argument("--latency-per-variant", type=int, default=1)
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds after a restart")
+    ap.add_argument("--keep-logs", help="copy the daemon logs into this directory")
     ap.add_argument("--budget", type=float, default=1800, help="hard time limit, seconds")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",")]
     args.reg_rates = [float(x) for x in args.reg_rates.split(",")]
+    args.variants = [v for v in args.variants.split(",") if v]
     if os.geteuid() != 0:
         sys.stderr.write("bench/ha_daemon.py needs root (network namespaces, raw sockets)\n")
         return 2
@@ -768,6 +859,10 @@ def main() -> int:
             logs = {p.name: p.read_text(errors="replace")[-3000:] for p in bed.tmp.glob("*.log")}
             if rc:
                 out["logs_tail"] = logs
+            if args.keep_logs:
+                os.makedirs(args.keep_logs, exist_ok=True)
+                for p in bed.tmp.glob("*.log"):
+                    shutil.copy(p, args.keep_logs)
         bed.cleanup()
     out["elapsed_s"] = round(time.time() - started, 1)
     text = json.dumps(out, indent=2)
