@@ -9,7 +9,9 @@ bench/ha_daemon.py); every variant also logs, on stderr with
 of 2 ms or more and each periodic resync -- the usual suspects of a latency tail.
 
 Variants: ``base`` (as shipped), ``sw5ms`` (the default GIL switch interval,
-5 ms), ``gather0`` (no adaptive group-commit gathering).
+5 ms), ``gather0`` (no adaptive group-commit gathering), ``oldcache`` (the
+binding cache's expiry heap as before lower-bound items), ``nothrottle`` (the
+periodic resync's thread never steps aside for the loop); ``a+b`` combines.
 """
 
 from __future__ import annotations
@@ -54,8 +56,54 @@ def _diagnostics() -> None:
     reconcile_loop.ReconcileLoop.resync_off_loop = resync_off_loop  # type: ignore[method-assign]
 
 
+def _old_binding_cache() -> None:
+    """The binding cache's expiry heap before lower-bound items: a push per refresh,
+    a rebuild from every entry when stale items outnumber live ones (logged)."""
+    import heapq
+
+    from mip6ctl.engine.binding import BindingCache
+
+    def put(self, binding):  # type: ignore[no-untyped-def]
+        hoa = binding.home_address
+        prev = self._entries.get(hoa)
+        self._entries[hoa] = binding
+        if prev is None or prev.expires_at != binding.expires_at:
+            heapq.heappush(self._heap, (binding.expires_at, hoa))
+            if len(self._heap) > 2 * len(self._entries) + 1024:
+                t0 = time.monotonic()
+                self._compact()
+                ms = (time.monotonic() - t0) * 1000
+                sys.stderr.write(f"[variant] {t0:.3f} heap rebuilt {ms:.1f} ms\n")
+        return prev
+
+    def next_expiry(self):  # type: ignore[no-untyped-def]
+        heap, entries = self._heap, self._entries
+        while heap:
+            when, hoa = heap[0]
+            b = entries.get(hoa)
+            if b is not None and b.expires_at == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def expire(self, now):  # type: ignore[no-untyped-def]
+        out = []
+        heap, entries = self._heap, self._entries
+        while heap and heap[0][0] <= now:
+            when, hoa = heapq.heappop(heap)
+            b = entries.get(hoa)
+            if b is not None and b.expires_at == when:
+                del entries[hoa]
+                out.append(b)
+        return out
+
+    BindingCache.put = put  # type: ignore[method-assign]
+    BindingCache.next_expiry = next_expiry  # type: ignore[method-assign]
+    BindingCache.expire = expire  # type: ignore[method-assign]
+
+
 def _apply(variant: str) -> None:
-    from mip6ctl.daemon import app, persistence
+    from mip6ctl.daemon import app, persistence, reconcile_loop
 
     _diagnostics()
     for v in variant.split("+"):
@@ -63,6 +111,12 @@ def _apply(variant: str) -> None:
             pass
         elif v == "sw5ms":
             app._SWITCH_INTERVAL = 0.005
+        elif v.startswith("sw") and v.endswith("us"):  # e.g. sw50us
+            app._SWITCH_INTERVAL = float(v[2:-2]) * 1e-6
+        elif v == "nothrottle":  # the resync thread never steps aside
+            reconcile_loop.ReconcileLoop.__init__.__kwdefaults__["resync_pause"] = 0.0
+        elif v == "oldcache":
+            _old_binding_cache()
         elif v == "gather0":
             persistence.WriteBehind.__init__.__kwdefaults__["gather"] = 0.0
         else:

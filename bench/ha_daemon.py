@@ -570,7 +570,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     res = out["results"]
 
     # ---- baseline echo: same generator, same sweep ------------------------------
-    if not args.skip_echo and not args.latency_only:
+    if not (args.skip_echo or args.latency_only or args.registrations_only):
         log("baseline: echo")
         echo = Target(bed, "echo")
         echo.wait_ready(gen, probe, timeout=30)
@@ -634,7 +634,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     log(f"1. refresh sweep at {small} bindings")
     pool = refresh_rounds(small)
     sweeps = []
-    for k in range(0 if args.latency_only else args.runs):
+    for k in range(0 if args.latency_only or args.registrations_only else args.runs):
         log(f" sweep {k + 1}/{args.runs}")
         sweeps.append(
             sweep(
@@ -673,7 +673,9 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     }
 
     log(f"3. latency at {n} bindings, refresh {args.latency_rate}/s")
-    if args.variants:
+    if args.registrations_only:
+        pass
+    elif args.variants:
         d = latency_variants(gen, bed, d, n, args, res, probe)
     else:
         lat = [latency_run(gen, d, n, args, k) for k in range(args.runs)]
@@ -683,7 +685,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
         gen.close()
         return
 
-    if n > small and not args.skip_scale_sweep:
+    if n > small and not args.skip_scale_sweep and not args.registrations_only:
         log(f"1b. refresh sweep at {n} bindings")
         big = refresh_rounds(n)
         sw = [
@@ -745,7 +747,7 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     res["held"]["bindings_at_end"] = nxt
     d.stop()
 
-    if not args.skip_dad:
+    if not args.skip_dad and not args.registrations_only:
         log("6. DAD run (fresh daemon, DAD on)")
         dd = Target(bed, "daemon", dad=True)
         dd.wait_ready(gen, probe - 1, timeout=60)
@@ -804,6 +806,11 @@ def main() -> int:
         action="store_true",
         help="register --bindings, then only the latency runs (row 3): no echo, no sweeps, "
         "no first-registration or DAD runs",
+    )
+    ap.add_argument(
+        "--registrations-only",
+        action="store_true",
+        help="register --bindings, then only the first-registration sweep (row 2)",
     )
     ap.add_argument(
         "--variants",

@@ -66,6 +66,7 @@ from mip6ctl.engine.engine import Engine
 from mip6ctl.engine.events import (
     BindingChanged,
     ForgetBinding,
+    ParameterProblemReceived,
     PersistBinding,
     RouteOptimisationChanged,
     Send,
@@ -75,6 +76,8 @@ from mip6ctl.engine.events import (
 from mip6ctl.wire.mh import BindingAcknowledgement, BindingError, BindingUpdate
 
 log = logging.getLogger("mip6ctl.daemon")
+
+ICMP6_PARAMETER_PROBLEM = 4
 
 #: How long the engine may wait for the kernel before a BA fails (130).
 RECONCILE_WAIT = 5.0
@@ -259,7 +262,8 @@ class Daemon:
         )
 
         mobile = cfg.node.role == Role.MN  # movement detection (daemon/mobile.py): RA, NA
-        icmp_types = (134, 136) if mobile else ()
+        # RA, NA for movement detection; Parameter Problem: a correspondent without MIPv6
+        icmp_types = (ICMP6_PARAMETER_PROBLEM, 134, 136) if mobile else ()
         options: dict[str, Any] = {"icmp_types": icmp_types}
         if self.transport_kind == "userspace" and not mobile:
             # Acting as correspondent (HA, CN): payload carrying a Home Address
@@ -487,6 +491,7 @@ class Daemon:
         if not events:
             return
         now = self.clock()
+        self.loop.activity = now  # the periodic resync's thread steps aside (reconcile_loop)
         actions: list[Any] = []
         for ev in events:
             msg = getattr(ev, "message", None)
@@ -495,9 +500,14 @@ class Daemon:
             elif type(ev).__name__ == "Malformed":
                 self.counters.malformed_received += 1
             elif type(ev).__name__ == "ICMPv6Received":
-                if getattr(self, "mobile", None) is not None:
+                if getattr(self, "mobile", None) is None:
+                    continue
+                if getattr(ev.message, "icmp_type", None) != ICMP6_PARAMETER_PROBLEM:
                     self.mobile.icmp(ev)
-                continue
+                    continue
+                ev = _parameter_problem(ev)  # about a packet we sent: the engine decides
+                if ev is None:
+                    continue
             try:
                 actions += self.engine.handle(ev, now)
             except Exception:  # a bug must not take the home agent down
@@ -817,6 +827,16 @@ class Daemon:
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
+
+
+def _parameter_problem(ev: Any) -> ParameterProblemReceived | None:
+    """The engine input for an ICMPv6 Parameter Problem (pointer, then the invoking packet)."""
+    body = ev.message.body
+    if len(body) < 4:
+        return None
+    return ParameterProblemReceived(
+        ev.src, ev.message.code, int.from_bytes(body[:4], "big"), bytes(body[4:])
+    )
 
 
 def _failure(futures: list[Any]) -> BaseException | None:

@@ -64,7 +64,15 @@ compare (~0.2 s at 10k, ~1.4 s at 100k bindings) run in a worker thread at
 nice 19 into a *new* cache that is swapped in on the loop, with the cyclic
 GC held off meanwhile and the new cache frozen out of it afterwards;
 otherwise they blocked every Binding Acknowledgement for that long once per
-`reconcile_interval`.  The on-demand `resync()` still blocks.
+`reconcile_interval`.  Nice 19 yields the core but not the GIL, so the
+thread also steps aside: after each ~1 ms of work, if the daemon saw packets
+in the last 4 ms (`activity`), it sleeps 4 ms (`_throttled`; at 100k
+bindings under 2,000 refresh BUs/s this took the p99 BU->BA latency of a run
+overlapping a resync from ~5.5 to ~3 ms, the resync itself from ~2.8 s to
+~3.1 s).  Running the same work on the loop in 1 ms slices instead was
+measured and is worse (p99 ~11 ms: each slice delays the packets and the
+commit callbacks of every loop turn).  The on-demand `resync()` still
+blocks.
 The Observer/Writer sockets are bound to the namespace of the thread that
 created them; sysctls are written through /proc/sys of the *calling*
 thread, so the loop thread must be in the target namespace (it is, in the
@@ -120,7 +128,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv6Address
@@ -338,6 +346,42 @@ class _Entry:
 _SEVERITY = ("Conflict", "ApplyFailed", "RenderProblem", "TransientError", "VerificationFailed")
 
 
+#: Entries of a resync walk between two yields (`_dump_and_compare_steps`).
+_STEP = 512
+
+
+def _exhaust(steps: Generator[None, None, Any]) -> Any:
+    """Run a step generator to the end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
+
+
+def _diff_steps(
+    before: dict[tuple, Any], after: dict[tuple, Any], owned: bool
+) -> Generator[None, None, list]:
+    """`diff_views` (kernel/observer.py), yielding every `_STEP` entries."""
+    from mip6ctl.kernel.observer import Change
+
+    out: list = []
+    get = after.get
+    for i, (k, v) in enumerate(before.items()):
+        if not i % _STEP:
+            yield
+        now = get(k)
+        if now != v:
+            out.append(Change(k, v, now, owned))
+    if len(after) != len(before) or out:
+        for i, (k, v) in enumerate(after.items()):
+            if not i % _STEP:
+                yield
+            if k not in before:
+                out.append(Change(k, None, v, owned))
+    return out
+
+
 def _text(addr: IPv6Address) -> str:
     return socket.inet_ntop(socket.AF_INET6, addr.packed)
 
@@ -379,6 +423,8 @@ class ReconcileLoop:
         backoff: Backoff | None = None,
         max_batch: int = 1024,
         resync_interval: float | None = None,
+        resync_work: float = 0.001,
+        resync_pause: float = 0.004,
     ) -> None:
         self.observer = observer
         self.writer = writer
@@ -387,6 +433,9 @@ class ReconcileLoop:
         self.backoff = backoff or Backoff()
         self.max_batch = max_batch
         self._resync_override = resync_interval
+        self.resync_work = resync_work
+        self.resync_pause = resync_pause
+        self.activity = -1e9  # monotonic time of the loop's last work (note_activity)
         self.queue = WorkQueue()
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -949,16 +998,53 @@ class ReconcileLoop:
         except OSError:
             nice = None
         try:
-            return self._dump_and_compare_now(obs)
+            return self._throttled(self._dump_and_compare_steps(obs))
         finally:
             if nice is not None:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, tid, nice)
 
+    def _throttled(self, steps: Generator[None, None, Any]) -> Any:
+        """Worker thread: run `steps`, stepping aside while the loop is busy.
+
+        Nice 19 gives the loop the core but not the GIL: each time the loop
+        thread comes back from a system call (epoll, recvfrom, sendto: several
+        per Binding Update) while this thread runs, it waits a switch interval
+        for the GIL -- at 100k bindings that made the BAs of a 2,000/s load late
+        by 5-16 ms at p99 for the ~3 s of a resync.  So after `resync_work`
+        seconds of work, when the loop was active within `resync_pause` seconds
+        (`note_activity`), this thread sleeps `resync_pause` (holding no GIL):
+        at least ~1/5 of the core for the resync under sustained load, all of
+        the idle time otherwise."""
+        work, pause = self.resync_work, self.resync_pause
+        clock = time.monotonic
+        mark = clock()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as e:
+                return e.value
+            now = clock()
+            if now - mark >= work:
+                if now - self.activity < pause:
+                    time.sleep(pause)
+                mark = clock()
+
+    def note_activity(self, now: float) -> None:
+        """The loop handled work at ``now`` (monotonic): the resync thread steps aside."""
+        self.activity = now
+
     def _dump_and_compare_now(self, obs: Any) -> tuple[Any, list, set[Key]]:
+        return _exhaust(self._dump_and_compare_steps(obs))
+
+    def _dump_and_compare_steps(
+        self, obs: Any
+    ) -> Generator[None, None, tuple[Any, list, set[Key]]]:
+        """The dump, the diff and the compare, yielding every few hundred objects (a
+        netlink buffer, a slice of a walk) so that the thread can step aside."""
         from mip6ctl.kernel import netlink as nl
         from mip6ctl.kernel import rtcodec as rc
-        from mip6ctl.kernel.observer import ObserverCore, diff_views
+        from mip6ctl.kernel.observer import ObserverCore
         from mip6ctl.state import ownership
 
         old = obs.core
@@ -980,6 +1066,7 @@ class ReconcileLoop:
                     try:
                         for buf in nl.dump_iter(obs._dump, request_for(seq), seq):
                             new.feed(buf, skip_owned_routes=skip)
+                            yield
                     except OSError as e:
                         if e.errno != errno_mod.ENOENT:  # a watched table not there yet
                             raise
@@ -996,9 +1083,11 @@ class ReconcileLoop:
         for k, obj in list(old.owned.items()):
             if isinstance(obj, Sysctl):
                 new.owned[k] = obj
-        changes = diff_views(old.owned, new.owned, True)
-        changes += diff_views(old.foreign, new.foreign, False)
-        return new, changes, self.out_of_sync(new.owned, new.foreign.get)
+        yield
+        changes = yield from _diff_steps(old.owned, new.owned, True)
+        changes += yield from _diff_steps(old.foreign, new.foreign, False)
+        out = yield from self._out_of_sync_steps(new.owned, new.foreign.get)
+        return new, changes, out
 
     def out_of_sync(
         self,
@@ -1011,6 +1100,14 @@ class ReconcileLoop:
         the cache for stale owned objects is skipped when the counts show there
         are none (the common case).  ``owned``/``conflict``: compare with another
         cache than the observer's (the off-loop resync's new one)."""
+        return _exhaust(self._out_of_sync_steps(owned, conflict))
+
+    def _out_of_sync_steps(
+        self,
+        owned: dict[tuple, Any] | None = None,
+        conflict: Callable[[tuple], Any] | None = None,
+    ) -> Generator[None, None, set[Key]]:
+        """`out_of_sync`, yielding every `_STEP` entries of its walks."""
         if owned is None:
             owned = self.observer.owned
         get = owned.get
@@ -1026,7 +1123,9 @@ class ReconcileLoop:
         for k in list(self._static.takeovers):
             if conflict(k) is not None:
                 out.add(STATIC)
-        for entry in list(self._bindings.values()):
+        for i, entry in enumerate(list(self._bindings.values())):
+            if not i % _STEP:
+                yield
             objs = entry.objs
             if objs is None:
                 out.add(entry.key)
@@ -1039,7 +1138,9 @@ class ReconcileLoop:
                 matched += len(objs)
         out |= self._correspondents_out_of_sync()
         if len(owned) != matched:
-            for k, obj in list(owned.items()):
+            for i, (k, obj) in enumerate(list(owned.items())):
+                if not i % _STEP:
+                    yield
                 if isinstance(obj, Sysctl) or self._is_desired(k):
                     continue
                 key = self._owner_of(k, obj)

@@ -57,6 +57,7 @@ from .events import (
     HomeAddressOptionReceived,
     Input,
     Malformed,
+    ParameterProblemReceived,
     Received,
     Send,
     SendParameterProblem,
@@ -145,6 +146,8 @@ class Engine:
             return self._malformed(event, now)
         if type(event) is HomeAddressOptionReceived:
             return self._hao_check(event.src, event.dst, event.home_address, now) or []
+        if type(event) is ParameterProblemReceived:
+            return self.ro.parameter_problem(event, now) if self.ro is not None else []
         if isinstance(event, CareOfAddressChanged | AtHome):
             if self.mn is None:
                 return []

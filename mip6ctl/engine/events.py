@@ -41,6 +41,7 @@ __all__ = [
     "HomeAddressOptionReceived",
     "Input",
     "Malformed",
+    "ParameterProblemReceived",
     "PersistBinding",
     "Received",
     "RouteOptimisationChanged",
@@ -113,7 +114,29 @@ class AtHome:
     ifname: str | None = None
 
 
-Input = Received | Malformed | HomeAddressOptionReceived | CareOfAddressChanged | AtHome
+@dataclass(frozen=True, slots=True)
+class ParameterProblemReceived:
+    """An ICMPv6 Parameter Problem (RFC 4443 §3.4) about a packet this node sent.
+
+    ``invoking`` is as much of that packet as came back. Code 1 pointing at a
+    Next Header of 135 means the peer does not know the Mobility Header: a
+    mobile node stops sending it Mobility Header messages (RFC 6275 §11.3.5).
+    """
+
+    src: IPv6Address
+    code: int
+    pointer: int
+    invoking: bytes
+
+
+Input = (
+    Received
+    | Malformed
+    | HomeAddressOptionReceived
+    | CareOfAddressChanged
+    | AtHome
+    | ParameterProblemReceived
+)
 
 
 # --------------------------------------------------------------------------- actions

@@ -32,7 +32,8 @@ An entry's states:
 ``leaving``     back home; waits for the home de-registration to finish
 ``deregistering`` lifetime-0 BU sent from home
 ``fallback``    the correspondent does not do route optimisation (no
-                answer to HoTI/CoTI, BE 2, a refusal) or lost the binding
+                answer to HoTI/CoTI, ICMP Parameter Problem for the
+                Mobility Header, BE 2, a refusal) or lost the binding
                 repeatedly (BE 1): data goes through the home agent; retried
                 after :data:`FALLBACK_HOLD` seconds
 ==============  =====================================================
@@ -78,7 +79,7 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
 
-from .events import Action, Received, RouteOptimisationChanged, Send
+from .events import Action, ParameterProblemReceived, Received, RouteOptimisationChanged, Send
 
 if TYPE_CHECKING:
     from .mobile_node import MobileNode
@@ -98,6 +99,7 @@ BE1_TRIES = 3
 FALLBACK_HOLD = float(rfc6275.MAX_RR_BINDING_LIFETIME)
 """Seconds a correspondent stays on the tunnel after it refused route optimisation."""
 COOKIE_LEN = 8
+IPPROTO_MH = 135
 
 
 def optimised_peers(cfg: MnSection) -> tuple[IPv6Address, ...]:
@@ -621,6 +623,19 @@ class RouteOptimisation:
         else:
             return []
         return self._announce(out)
+
+    def parameter_problem(self, ev: ParameterProblemReceived, now: float) -> list[Action]:
+        """§11.3.5: "unrecognised Next Header" 135 from a correspondent → tunnel only."""
+        data = ev.invoking
+        if ev.code != 1 or len(data) < 40 or not 6 <= ev.pointer < len(data):
+            return []
+        if data[ev.pointer] != IPPROTO_MH:
+            return []
+        e = self.entries.get(IPv6Address(data[24:40]))
+        if e is None or e.state == "fallback":
+            return []
+        e._fallback("ICMP Parameter Problem: the correspondent does not know Mobile IPv6", now)
+        return self._announce([])
 
     # ----------------------------------------------------------------- timers
 

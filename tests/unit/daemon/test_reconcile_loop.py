@@ -320,6 +320,29 @@ def test_out_of_sync_finds_drift_in_the_cache() -> None:
     assert loop.out_of_sync() == {binding_key("2001:db8:1::101"), binding_key("2001:db8:1::555")}
 
 
+def test_resync_thread_steps_aside_while_the_loop_is_busy(monkeypatch) -> None:
+    """`_throttled`: after resync_work of steps it sleeps resync_pause, but only when
+    the loop saw work within resync_pause (note_activity); the result is unchanged."""
+    import mip6ctl.daemon.reconcile_loop as rl
+
+    loop, _obs, _w = make()
+    clock = [100.0]
+    sleeps: list[float] = []
+    monkeypatch.setattr(rl.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(rl.time, "sleep", sleeps.append)
+
+    def steps():  # each step "takes" 1 ms
+        for _ in range(10):
+            clock[0] += 0.001
+            yield
+        return "done"
+
+    assert loop._throttled(steps()) == "done" and sleeps == []  # idle loop: no pause
+    loop.note_activity(clock[0])
+    assert loop._throttled(steps()) == "done"
+    assert sleeps and all(s == loop.resync_pause for s in sleeps)
+
+
 def test_wait_reconciled() -> None:
     async def main() -> None:
         loop, obs, w = make(backoff=Backoff(base=0.01, cap=0.05), resync_interval=3600)

@@ -66,3 +66,32 @@ def test_persistence_round_trip() -> None:
                 (IPv6Network("2001:db8:f::/48"),))
     assert Binding.from_dict(b.to_dict()) == b
     assert b.shifted(10).expires_at == 111.5
+
+
+def test_refresh_to_a_later_expiry_pushes_no_heap_item() -> None:
+    """A refresh keeps the old item as a lower bound: no growth, no rebuild at scale."""
+    cache = BindingCache()
+    cache.put(make(HOA, lifetime=10))
+    cache.put(make(HOA2, lifetime=20))
+    for i in range(1, 3000):
+        cache.put(make(HOA, at=float(i), lifetime=10, seq=i))
+    assert len(cache._heap) == 2
+    assert cache.next_expiry() == 20  # HOA's item moved to 3009 on its way to the top
+    assert [b.home_address for b in cache.expire(20)] == [HOA2]
+    assert cache.next_expiry() == 2999 + 10
+    assert cache.expire(3008.9) == []
+    assert [b.sequence for b in cache.expire(3009)] == [2999]
+    assert cache.next_expiry() is None and not cache._heap
+
+
+def test_expiry_moved_earlier_and_re_registration_after_removal() -> None:
+    cache = BindingCache()
+    cache.put(make(HOA, lifetime=100))
+    cache.put(make(HOA, at=1, lifetime=10, seq=2))  # earlier: a new item
+    assert cache.next_expiry() == 11
+    cache.remove(HOA)
+    cache.put(make(HOA, at=2, lifetime=200, seq=3))  # the old items are stale
+    assert cache.next_expiry() == 202
+    assert cache.expire(201) == []
+    assert [b.sequence for b in cache.expire(202)] == [3]
+    assert cache.next_expiry() is None and len(cache) == 0

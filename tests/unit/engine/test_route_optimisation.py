@@ -404,3 +404,35 @@ def test_configuration_change_removes_a_correspondent() -> None:
     actions = net.mn.load_config(mn_ro_config(correspondents=[]), net.now)
     net.run(actions, "mn")
     assert net.kernel[-1] == () and net.mn.ro.entries == {}  # type: ignore[union-attr]
+
+
+def _invoking(src: IPv6Address, dst: IPv6Address, next_header: int) -> bytes:
+    """The first 48 octets of a packet this node sent (IPv6 header + 8 payload octets)."""
+    return (
+        bytes((0x60, 0, 0, 0, 0, 8, next_header, 64)) + src.packed + dst.packed + bytes(8)
+    )
+
+
+def test_parameter_problem_for_the_mobility_header_falls_back_at_once() -> None:
+    """RFC 6275 §11.3.5: unrecognised Next Header 135 → no more Mobility Headers to it."""
+    from mip6ctl.engine.events import ParameterProblemReceived
+
+    net = make_net()
+    net.drop = {HomeTestInit, CareofTestInit}  # the CN ignores them, then answers with ICMP
+    away(net)
+    entry = net.mn.ro.entries[CN]  # type: ignore[union-attr]
+    assert entry.state == "testing"
+    # other errors change nothing: wrong code, a pointer at something else, unknown peer
+    for pp in (
+        ParameterProblemReceived(CN, 0, 6, _invoking(COA, CN, 135)),
+        ParameterProblemReceived(CN, 1, 6, _invoking(COA, CN, 17)),
+        ParameterProblemReceived(CN2, 1, 6, _invoking(COA, CN2, 135)),
+        ParameterProblemReceived(CN, 1, 60, _invoking(COA, CN, 135)),
+    ):
+        assert net.mn.handle(pp, net.now) == []
+        assert entry.state == "testing"
+    net.run(net.mn.handle(ParameterProblemReceived(CN, 1, 6, _invoking(COA, CN, 135)), 0.5), "mn")
+    assert entry.state == "fallback" and "Parameter Problem" in (entry.last_error or "")
+    n = len(net.sent("mn", CareofTestInit))
+    net.advance(60.0)
+    assert len(net.sent("mn", CareofTestInit)) == n  # nothing more to that correspondent
