@@ -36,10 +36,8 @@ any exit.  Needs root and 2 CPUs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from ipaddress import IPv6Address
@@ -51,7 +49,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _cn_load import CnLoad, RunResult  # noqa: E402
-from ha_daemon import PY, Bed, log, machine, proc_cpu, proc_rss_mb, sh, stats  # noqa: E402
+from ha_daemon import (  # noqa: E402
+    PY,
+    Bed,
+    log,
+    proc_cpu,
+    proc_rss_mb,
+    run_bench,
+    sh,
+    stats,
+)
 
 CN = IPv6Address("2001:db8:ff::1")
 HOA_BASE = IPv6Address("2001:db8:1::1:0")
@@ -355,47 +362,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", help="also write the JSON here (and X.md next to X.json)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.stderr.write("bench/cn_daemon.py needs root (network namespaces, raw sockets)\n")
-        return 2
-    if (os.cpu_count() or 1) < 2:
-        sys.stderr.write("bench/cn_daemon.py needs 2 CPUs (daemon and generator pinned apart)\n")
-        return 2
-
-    def _deadline(*_a: object) -> None:
-        raise TimeoutError(f"time budget of {args.budget:.0f} s exceeded")
-
-    def _term(*_a: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGALRM, _deadline)
-    signal.signal(signal.SIGTERM, _term)
-    signal.alarm(int(args.budget))
-    started = time.time()
-    out: dict[str, Any] = {
-        "benchmark": "cn_daemon",
-        "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-        "machine": machine(),
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
-        "results": {},
-    }
-    bed = CnBed(f"c{os.getpid()}")
-    rc = 0
-    try:
-        run(args, bed, out)
-    except (KeyboardInterrupt, TimeoutError, Exception) as e:
-        log(f"stopped: {type(e).__name__}: {e}")
-        out["error"] = f"{type(e).__name__}: {e}"
-        rc = 1
-    finally:
-        signal.alarm(0)
-        with contextlib.suppress(Exception):
-            if rc:
-                out["logs_tail"] = {
-                    p.name: p.read_text(errors="replace")[-3000:] for p in bed.tmp.glob("*.log")
-                }
-        bed.cleanup()
-    out["elapsed_s"] = round(time.time() - started, 1)
+    rc, out = run_bench("cn_daemon", args, lambda: CnBed(f"c{os.getpid()}"), run)
+    if not out:
+        return rc
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -778,6 +779,64 @@ def run(args: argparse.Namespace, bed: Bed, out: dict[str, Any]) -> None:
     gen.close()
 
 
+def run_bench(
+    name: str,
+    args: argparse.Namespace,
+    make_bed: Callable[[], Any],
+    body: Callable[[argparse.Namespace, Any, dict[str, Any]], None],
+) -> tuple[int, dict[str, Any]]:
+    """What every daemon bench does around its body (bench/ha_daemon.py, bench/cn_daemon.py):
+    refuse without root or two CPUs, enforce ``args.budget``, build the result document,
+    keep the daemon logs on failure (or in ``args.keep_logs``), always tear the bed down.
+    Returns (exit code, document); an empty document when the bench could not start."""
+    if os.geteuid() != 0:
+        sys.stderr.write(f"bench/{name}.py needs root (network namespaces, raw sockets)\n")
+        return 2, {}
+    if (os.cpu_count() or 1) < 2:
+        sys.stderr.write(f"bench/{name}.py needs 2 CPUs (daemon and generator pinned apart)\n")
+        return 2, {}
+
+    def _deadline(*_a: object) -> None:
+        raise TimeoutError(f"time budget of {args.budget:.0f} s exceeded")
+
+    def _term(*_a: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, _deadline)
+    signal.signal(signal.SIGTERM, _term)
+    signal.alarm(int(args.budget))
+    started = time.time()
+    out: dict[str, Any] = {
+        "benchmark": name,
+        "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+        "machine": machine(),
+        "parameters": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
+        "results": {},
+    }
+    bed = make_bed()
+    rc = 0
+    try:
+        body(args, bed, out)
+    except (KeyboardInterrupt, TimeoutError, Exception) as e:
+        log(f"stopped: {type(e).__name__}: {e}")
+        out["error"] = f"{type(e).__name__}: {e}"
+        rc = 1
+    finally:
+        signal.alarm(0)
+        with contextlib.suppress(Exception):
+            logs = {p.name: p.read_text(errors="replace")[-3000:] for p in bed.tmp.glob("*.log")}
+            if rc:
+                out["logs_tail"] = logs
+            keep = getattr(args, "keep_logs", None)
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+                for p in bed.tmp.glob("*.log"):
+                    shutil.copy(p, keep)
+        bed.cleanup()
+    out["elapsed_s"] = round(time.time() - started, 1)
+    return rc, out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bindings", type=int, default=100_000)
@@ -828,50 +887,9 @@ def main() -> int:
     args.rates = [float(x) for x in args.rates.split(",")]
     args.reg_rates = [float(x) for x in args.reg_rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
-    if os.geteuid() != 0:
-        sys.stderr.write("bench/ha_daemon.py needs root (network namespaces, raw sockets)\n")
-        return 2
-    if (os.cpu_count() or 1) < 2:
-        sys.stderr.write("bench/ha_daemon.py needs 2 CPUs (daemon and generator pinned apart)\n")
-        return 2
-
-    def _deadline(*_a: object) -> None:
-        raise TimeoutError(f"time budget of {args.budget:.0f} s exceeded")
-
-    def _term(*_a: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGALRM, _deadline)
-    signal.signal(signal.SIGTERM, _term)
-    signal.alarm(int(args.budget))
-    started = time.time()
-    out: dict[str, Any] = {
-        "benchmark": "ha_daemon",
-        "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-        "machine": machine(),
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
-        "results": {},
-    }
-    bed = Bed(f"{os.getpid()}")
-    rc = 0
-    try:
-        run(args, bed, out)
-    except (KeyboardInterrupt, TimeoutError, Exception) as e:
-        log(f"stopped: {type(e).__name__}: {e}")
-        out["error"] = f"{type(e).__name__}: {e}"
-        rc = 1
-    finally:
-        signal.alarm(0)
-        with contextlib.suppress(Exception):
-            logs = {p.name: p.read_text(errors="replace")[-3000:] for p in bed.tmp.glob("*.log")}
-            if rc:
-                out["logs_tail"] = logs
-            if args.keep_logs:
-                os.makedirs(args.keep_logs, exist_ok=True)
-                for p in bed.tmp.glob("*.log"):
-                    shutil.copy(p, args.keep_logs)
-        bed.cleanup()
-    out["elapsed_s"] = round(time.time() - started, 1)
+    rc, out = run_bench("ha_daemon", args, lambda: Bed(f"{os.getpid()}"), run)
+    if not out:
+        return rc
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
