@@ -476,6 +476,7 @@ class ReconcileLoop:
         self._waiters: dict[Key, list[tuple[int, asyncio.Future[KeyResult]]]] = {}
         self._gen_pending: set[Key] = set()
         self._newly_failing = 0
+        self._recovered = 0
         self.generation = 0
         self.observed_generation = 0
         self._synced_once = False
@@ -1202,15 +1203,17 @@ class ReconcileLoop:
                 k: KeyResult(False, "TransientError", f"{type(e).__name__}: {e}", True)
                 for k in keys
             }
-        self._newly_failing = 0
+        self._newly_failing = self._recovered = 0
         for key in keys:
             self._finish(key, results.get(key, OK), now)
         self._update_condition()
+        # one line per pass, not per key: 10k keys can fail (ENOMEM) and recover together
         if self._newly_failing:
-            # one line per pass, not per key: 10k keys can fail together (ENOMEM)
             log.warning(
                 "%d key(s) started failing; %s", self._newly_failing, self._condition_text()
             )
+        if self._recovered:
+            log.info("%d key(s) in sync again", self._recovered)
         self.counters["passes"] += 1
         return len(keys)
 
@@ -1222,7 +1225,8 @@ class ReconcileLoop:
             self.backoff.forget(key)
             self.queue.forget(key)
             if self._failing.pop(key, None) is not None:
-                log.info("%s: in sync again", key_text(key))
+                self._recovered += 1
+                log.debug("%s: in sync again", key_text(key))
             if key[0] == "binding":
                 self._retired.pop(key[1], None)
                 self._share(key[1])

@@ -429,3 +429,25 @@ def test_ip6tnl_tunnel_shared_by_two_bindings_outlives_the_first() -> None:
     loop.remove_binding("2001:db8:1::102")
     drain(loop)
     assert tkey not in obs.owned, "the last user is gone"
+
+
+def test_many_keys_failing_and_recovering_log_one_line_each_way(caplog) -> None:
+    """After an ENOMEM burst thousands of keys recover together: one INFO line, not one each."""
+    import logging
+
+    clock = Clock()
+    loop, obs, w = make(clock=clock)
+    drain(loop)
+    n = 40
+    for i in range(n):
+        w.fail[route_key(f"2001:db8:1::{0x100 + i:x}")] = errno.ENOMEM
+        loop.set_binding(b(i))
+    caplog.set_level(logging.DEBUG, logger="mip6ctl")
+    assert loop.step(clock.now) == n
+    w.fail.clear()
+    clock.now = loop.queue.next_due() or clock.now
+    caplog.clear()
+    drain(loop, clock.now)
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info == [f"{n} key(s) in sync again"], info
+    assert loop.condition().status == "True"
