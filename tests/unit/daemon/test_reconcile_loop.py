@@ -436,7 +436,7 @@ def test_many_keys_failing_and_recovering_log_one_line_each_way(caplog) -> None:
     import logging
 
     clock = Clock()
-    loop, obs, w = make(clock=clock)
+    loop, _obs, w = make(clock=clock)
     drain(loop)
     n = 40
     for i in range(n):
