@@ -556,21 +556,19 @@ class Daemon:
     async def _execute(self, actions: list[Any]) -> None:
         """Run actions in order; a Send after a persistence action waits for its commit.
 
-        Writes are queued as they come (``WriteBehind.put``/``delete`` return
-        futures), so every write of a burst joins one transaction; a Send
-        suspends only while a write queued before it is still uncommitted --
-        once per commit, not once per BA.
+        Every write is queued first (:meth:`_queue_writes`), so all of them
+        join one transaction; a Send suspends only while a write before it is
+        still uncommitted -- once per commit, not once per BA.
         """
-        wb = self.writer_behind
+        writes = self._queue_writes(actions)
         pending: list[Any] = []
-        for a in actions:
-            if isinstance(a, PersistBinding):
-                if wb is not None:
-                    pending.append(wb.put(a.binding))
-            elif isinstance(a, ForgetBinding):
-                if wb is not None:
-                    pending.append(wb.delete(a.home_address))
-            elif isinstance(a, Send | SendParameterProblem):
+        for i, a in enumerate(actions):
+            t = type(a)
+            if t is PersistBinding or t is ForgetBinding:
+                f = writes.get(i)
+                if f is not None and (not pending or pending[-1] is not f):
+                    pending.append(f)
+            elif t is Send or t is SendParameterProblem:
                 if pending:
                     waits, pending = pending, []
                     failed: BaseException | None = None
@@ -583,17 +581,23 @@ class Daemon:
                         log.error("binding cache write failed, BA withheld: %s", failed)
                         continue
                 self._send(a)
-            elif isinstance(a, BindingChanged):
-                self._binding_changed(a)
-            elif isinstance(a, StartDad):
-                self._spawn(self._dad(a))
-            elif isinstance(a, RouteOptimisationChanged):
-                self._route_optimisation_changed(a)
+            else:
+                self._effect(a)
         for f in pending:
             try:
                 await f
             except Exception as e:
                 log.error("binding cache write failed: %s", e)
+
+    def _effect(self, a: Any) -> None:
+        """The actions that neither write nor send (shared by both executors)."""
+        t = type(a)
+        if t is BindingChanged:
+            self._binding_changed(a)
+        elif t is StartDad:
+            self._spawn(self._dad(a))
+        elif t is RouteOptimisationChanged:
+            self._route_optimisation_changed(a)
 
     def _queue_writes(self, actions: list[Any]) -> dict[int, Any]:
         """Queue every write of a burst at once: {action index: its commit future}.
@@ -658,12 +662,8 @@ class Daemon:
                         i += 1
                         continue
                 self._send(a)
-            elif t is BindingChanged:
-                self._binding_changed(a)
-            elif t is StartDad:
-                self._spawn(self._dad(a))
-            elif t is RouteOptimisationChanged:
-                self._route_optimisation_changed(a)
+            else:
+                self._effect(a)
             i += 1
         for f in pending:
             if f.done():

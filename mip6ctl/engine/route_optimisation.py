@@ -161,10 +161,6 @@ class CorrespondentEntry:
 
     # ----------------------------------------------------------------- views
 
-    @property
-    def retransmissions(self) -> int:
-        return self.resends
-
     def token_age(self, which: str, now: float) -> float | None:
         tok = self._home if which == "home" else self._careof
         return None if tok is None else now - tok.received_at
@@ -208,12 +204,6 @@ class CorrespondentEntry:
             if self._ready(now, home_ready):
                 return self._bu(now)
             return self._tests(now, home_ready, resend=False)
-        return self._start(now, home_ready)
-
-    def refresh(self, home_ready: bool, now: float) -> list[Action]:
-        """Re-register the care-of address the correspondent has (refresh, BRR)."""
-        if self.care_of_address is None or self.state != "registered":
-            return []
         return self._start(now, home_ready)
 
     def _start(self, now: float, home_ready: bool) -> list[Action]:
@@ -277,7 +267,7 @@ class CorrespondentEntry:
             self._careof_cookie is not None and self._sends["careof"] >= RR_TRIES
         )
 
-    def _bu(self, now: float, *, lifetime: float | None = None) -> list[Action]:
+    def _bu(self, now: float) -> list[Action]:
         """Send the BU for ``care_of_address`` (or a de-registration) with tokens in hand."""
         assert self._home is not None
         deregister = self.state == "deregistering"
@@ -291,7 +281,7 @@ class CorrespondentEntry:
             assert self._careof is not None
             kbm = rr.binding_management_key(self._home.token, self._careof.token)
             indices = NonceIndices(self._home.nonce_index, self._careof.nonce_index)
-            units = lifetime_units(lifetime if lifetime is not None else self._lifetime(now))
+            units = lifetime_units(self._lifetime(now))
             if units == 0:
                 return []
         self.sequence = (self.sequence + 1) & 0xFFFF
@@ -348,6 +338,10 @@ class CorrespondentEntry:
         self.state = "deregistering"
         self.resends = 0
         self.timeout = self.cfg.timers.initial_bindack_timeout
+        return self._deregistration(now)
+
+    def _deregistration(self, now: float) -> list[Action]:
+        """The lifetime-0 BU when the home token is fresh, else a new Home Test first."""
         if self._fresh(self._home, now):
             return self._bu(now)
         self._retransmit_at = now + self.timeout
@@ -507,10 +501,7 @@ class CorrespondentEntry:
             self._fallback(f"no Binding Acknowledgement after {limit} retransmissions", now)
             return []
         if self.state == "deregistering":
-            if self._fresh(self._home, now):
-                return self._bu(now)
-            self._retransmit_at = now + self.timeout
-            return [self._new_hoti()]
+            return self._deregistration(now)
         if self.state != "registering":
             self._retransmit_at = None
             return []
