@@ -26,7 +26,7 @@ from ipaddress import IPv6Address
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mip6ctl.daemon.transport import UserspaceTransport
+from mip6ctl.kernel.transport import UserspaceTransport
 
 _M = 0xFFFF
 NONCE_INDEX = 1

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Any
 
-from mip6ctl.daemon.transport import ETH_P_IPV6, attach_filter, mh_filter
+from mip6ctl.kernel.transport import ETH_P_IPV6, attach_filter, mh_filter
 from mip6ctl.wire.mh import (
     BindingUpdate,
     BUFlag,

@@ -22,7 +22,7 @@ from ipaddress import IPv6Address
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mip6ctl.daemon.transport import UserspaceTransport
+from mip6ctl.kernel.transport import UserspaceTransport
 from mip6ctl.wire.mh import BindingAcknowledgement
 from mip6ctl.wire.packet import build_mh_packet
 

@@ -15,7 +15,7 @@ from typing import Any
 
 def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
     """What `[kernel]` resolves to here, each with the reason."""
-    from mip6ctl.daemon.transport import TransportUnavailable, select_transport
+    from mip6ctl.kernel.transport import TransportUnavailable, select_transport
     from mip6ctl.state.render import Capabilities
 
     available = {c.name: c.available for c in caps}

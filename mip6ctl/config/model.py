@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
-from mip6ctl import rfc6275
+from mip6ctl import ownership, rfc6275
 from mip6ctl.config.types import (
     FilePath,
     HomeAgentRef,
@@ -27,7 +27,6 @@ from mip6ctl.config.types import (
     Lifetime,
     Seconds,
 )
-from mip6ctl.state import ownership
 
 
 class _Section(BaseModel):

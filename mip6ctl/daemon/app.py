@@ -205,9 +205,9 @@ class Daemon:
         from mip6ctl.daemon.persistence import BindingStore, WriteBehind, binding_cache_path
         from mip6ctl.daemon.reconcile_loop import ReconcileLoop
         from mip6ctl.daemon.rpc import rpc_apply, rpc_plan
-        from mip6ctl.daemon.transport import open_transport, select_transport
         from mip6ctl.kernel.observer import Observer
         from mip6ctl.kernel.probe import probe
+        from mip6ctl.kernel.transport import open_transport, select_transport
         from mip6ctl.kernel.writer import Writer
         from mip6ctl.state.render import Capabilities, HostFacts
 

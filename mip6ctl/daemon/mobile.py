@@ -71,7 +71,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 from typing import Any
 
-from mip6ctl.daemon.movement import (
+from mip6ctl.engine import events as ev
+from mip6ctl.engine.movement import (
     AtHome,
     Moved,
     MovementDetector,
@@ -80,7 +81,6 @@ from mip6ctl.daemon.movement import (
     ProbeRouter,
     SendRS,
 )
-from mip6ctl.engine import events as ev
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.state.objects import RT_TABLE_MAIN, Route
 from mip6ctl.state.plan import Origin

@@ -1043,10 +1043,10 @@ class ReconcileLoop:
     ) -> Generator[None, None, tuple[Any, list, set[Key]]]:
         """The dump, the diff and the compare, yielding every few hundred objects (a
         netlink buffer, a slice of a walk) so that the thread can step aside."""
+        from mip6ctl import ownership
         from mip6ctl.kernel import netlink as nl
         from mip6ctl.kernel import rtcodec as rc
         from mip6ctl.kernel.observer import ObserverCore
-        from mip6ctl.state import ownership
 
         old = obs.core
         requests: list[tuple[Callable[[int], bytes], bool]] = [

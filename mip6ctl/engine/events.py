@@ -27,8 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from mip6ctl.wire.errors import WireError
-from mip6ctl.wire.mh import MobilityMessage
+from mip6ctl.wire.datagram import (
+    HomeAddressOptionReceived,
+    Malformed,
+    Received,
+    Send,
+    SendParameterProblem,
+)
 
 from .binding import Binding
 
@@ -52,51 +57,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A Mobility Header message that decoded cleanly (checksum already verified).
-
-    ``home_address_option`` / ``routing_header_address`` are the Home Address
-    option and type 2 routing header addresses when present. ``raw`` is the
-    Mobility Header octets as received: the return-routability authenticator
-    is checked over them (without it the message is re-encoded, which only
-    matches when the sender padded options the canonical way).
-    """
-
-    message: MobilityMessage
-    src: IPv6Address
-    dst: IPv6Address
-    home_address_option: IPv6Address | None = None
-    routing_header_address: IPv6Address | None = None
-    ipsec_protected: bool = False
-    ifname: str | None = None
-    raw: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """The daemon decoded a packet and got a typed error (its ``reaction`` decides)."""
-
-    error: WireError
-    packet: bytes
-    src: IPv6Address
-    dst: IPv6Address
-    home_address_option: IPv6Address | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HomeAddressOptionReceived:
-    """A non-MH packet (e.g. payload to a correspondent) carried a Home Address option.
-
-    Without a binding for (home address, care-of address = ``src``) it must be
-    dropped and answered with Binding Error 1 (§9.3.1); the engine answers.
-    """
-
-    src: IPv6Address
-    dst: IPv6Address
-    home_address: IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,32 +100,6 @@ Input = (
 
 
 # --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``message`` from ``src`` to ``dst``, with a Home Address option / type 2 RH.
-
-    Messages that need an authenticator (a correspondent's BA) already carry it;
-    the daemon only fills the checksum (``encode_mh`` with the addresses).
-    """
-
-    message: MobilityMessage
-    src: IPv6Address
-    dst: IPv6Address
-    home_address_option: IPv6Address | None = None
-    routing_header_address: IPv6Address | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendParameterProblem:
-    """ICMPv6 Parameter Problem (RFC 4443 §3.4) about ``invoking_packet``."""
-
-    code: int
-    pointer: int
-    invoking_packet: bytes
-    src: IPv6Address
-    dst: IPv6Address
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from mip6ctl.kernel import netlink as nl
-from mip6ctl.state.ownership import NFT_TABLE
+from mip6ctl.ownership import NFT_TABLE
 
 __all__ = [
     "CHAIN_INPUT",

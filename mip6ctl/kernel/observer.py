@@ -31,9 +31,9 @@ import select
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
+from mip6ctl import ownership
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.kernel import rtcodec as rc
-from mip6ctl.state import ownership
 from mip6ctl.state.objects import (
     Address,
     KernelObject,

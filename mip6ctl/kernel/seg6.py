@@ -24,8 +24,8 @@ undoes it.  Consequence an operator must know: host rules with priorities
 
 from __future__ import annotations
 
+from mip6ctl import ownership
 from mip6ctl.kernel.writer import Op, create, delete
-from mip6ctl.state import ownership
 from mip6ctl.state.objects import (
     RT_TABLE_LOCAL,
     RTPROT_KERNEL,

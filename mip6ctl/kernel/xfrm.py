@@ -40,7 +40,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mip6ctl.state import ownership
+from mip6ctl import ownership
 from mip6ctl.state.xfrm import (
     AF_INET,
     AF_INET6,

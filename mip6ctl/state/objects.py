@@ -25,7 +25,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from mip6ctl.state import ownership
+from mip6ctl import ownership
 
 _AF6 = socket.AF_INET6
 _pton = socket.inet_pton

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from typing import Any, Literal, Protocol
 
+from mip6ctl import ownership
 from mip6ctl.config.model import KernelSection, Mip6Config, Role
-from mip6ctl.state import ownership
 from mip6ctl.state.objects import (
     IFA_F_HOMEADDRESS,
     IFA_F_NODAD,

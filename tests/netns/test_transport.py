@@ -22,16 +22,16 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from mip6ctl.daemon.transport import (
-    ICMPv6Received,
+from mip6ctl.engine.events import Malformed, Received, Send, SendParameterProblem
+from mip6ctl.kernel import nft
+from mip6ctl.kernel.transport import (
     KernelTransport,
     TransportUnavailable,
     UserspaceTransport,
     kernel_mip6_missing,
 )
-from mip6ctl.engine.events import Malformed, Received, Send, SendParameterProblem
-from mip6ctl.kernel import nft
 from mip6ctl.wire.checksum import verify_upper_layer_checksum
+from mip6ctl.wire.datagram import ICMPv6Received
 from mip6ctl.wire.errors import BadPayloadProto
 from mip6ctl.wire.icmp6 import RouterAdvertisement
 from mip6ctl.wire.mh import BindingAcknowledgement, BindingUpdate

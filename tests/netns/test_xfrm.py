@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from mip6ctl import ownership
 from mip6ctl.kernel.xfrm import (
     CAPABILITY_NEEDS,
     KmAddress,
@@ -26,7 +27,6 @@ from mip6ctl.kernel.xfrm import (
     XfrmSocket,
     xfrm_capabilities,
 )
-from mip6ctl.state import ownership
 from mip6ctl.state.xfrm import (
     Action,
     Direction,

@@ -16,7 +16,7 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from mip6ctl.daemon.transport import (
+from mip6ctl.kernel.transport import (
     BPF_ACCEPT_LEN,
     PACKET_HOST,
     PACKET_MULTICAST,

@@ -8,22 +8,21 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from mip6ctl.daemon.transport import (
-    Dropped,
-    ICMPv6Received,
-    TransportUnavailable,
-    build_outgoing,
-    build_parameter_problem,
-    decode_kernel_message,
-    decode_packet,
-    select_transport,
-)
 from mip6ctl.engine.events import (
     HomeAddressOptionReceived,
     Malformed,
     Received,
     Send,
     SendParameterProblem,
+)
+from mip6ctl.kernel.transport import TransportUnavailable, select_transport
+from mip6ctl.wire.datagram import (
+    Dropped,
+    ICMPv6Received,
+    build_outgoing,
+    build_parameter_problem,
+    decode_kernel_message,
+    decode_packet,
 )
 from mip6ctl.wire.errors import (
     BadPayloadProto,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
 
-from mip6ctl.daemon.transport import KernelTransport
+from mip6ctl.kernel.transport import KernelTransport
 from mip6ctl.kernel.xfrm import encode_policy, encode_state
 from mip6ctl.state.xfrm import Direction, Level, Mode, XfrmPolicy, XfrmProto, XfrmState
 

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
+from mip6ctl import ownership
 from mip6ctl.kernel import xfrm as K
-from mip6ctl.state import ownership
 from mip6ctl.state.xfrm import (
     IPPROTO_MH,
     OWNED_MARK,

@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 
+from mip6ctl import ownership
 from mip6ctl.config.loader import load_directory
-from mip6ctl.state import ownership
 from mip6ctl.state.plan import plan
 from mip6ctl.state.render import (
     IPPROTO_MH,

@@ -1,10 +1,10 @@
-"""Movement detection (mip6ctl.daemon.movement), with a fake clock."""
+"""Movement detection (mip6ctl.engine.movement), with a fake clock."""
 
 from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
 
-from mip6ctl.daemon.movement import (
+from mip6ctl.engine.movement import (
     AtHome,
     Moved,
     MovementDetector,
@@ -162,9 +162,9 @@ def test_controller_applies_kernel_state_before_the_engine_hears_of_a_move() -> 
 
     from mip6ctl.config.loader import load_directory
     from mip6ctl.daemon.mobile import MobileNodeController
-    from mip6ctl.daemon.movement import AtHome as HomeOut
     from mip6ctl.engine.events import AtHome as EngineAtHome
     from mip6ctl.engine.events import CareOfAddressChanged
+    from mip6ctl.engine.movement import AtHome as HomeOut
     from mip6ctl.state.objects import Address, Route
     from mip6ctl.state.render import Capabilities
 
