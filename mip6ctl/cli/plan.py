@@ -146,6 +146,7 @@ def _fail(args: argparse.Namespace, message: str) -> int:
 
 
 def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
+    from mip6ctl.kernel.executor import Executor
     from mip6ctl.kernel.observer import Observer
     from mip6ctl.kernel.probe import probe
     from mip6ctl.kernel.reconciler import Reconciler
@@ -156,14 +157,13 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
     available = {c.name: c.available for c in probe()}
     caps = Capabilities.resolve(available, cfg.kernel)
     tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
-    with Observer(watch_tables=tables) as obs, Writer() as writer:
+    with Observer(watch_tables=tables, sources=_sources(cfg, caps)) as obs, Writer() as writer:
         facts = HostFacts.observe(cfg, [*obs.owned.values(), *obs.foreign.values()])
         desired = render(cfg, (), caps, facts)
         sysctls = [k[1] for k in desired.objects if k[0] == "sysctl"]
         obs.sysctl_paths = set(sysctls)
         obs.resync()
-        xfrm = _xfrm_socket()
-        rec = Reconciler(observer=obs, writer=writer, xfrm=xfrm)
+        rec = Reconciler(observer=obs, writer=writer, executor=Executor.in_namespace(writer))
 
         def keep(key: tuple, obj: Any) -> bool:
             origin = classify(obj, cfg)
@@ -171,18 +171,14 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
 
         plan = rec.plan(desired, keep=keep)
         report = None if dry or plan.empty else rec.apply(plan, desired)
-        if xfrm is not None:
-            xfrm.close()
+        rec.executor.close()
     return _report(args, gen, caps, desired, plan, report, dry, note)
 
 
-def _xfrm_socket() -> Any:
-    try:
-        from mip6ctl.kernel.xfrm import XfrmSocket
-
-        return XfrmSocket()
-    except OSError:
-        return None
+def _sources(cfg: Any, caps: Any) -> tuple[str, ...]:
+    """What the observer must read besides rtnetlink to see every kind render wants."""
+    tunsrc = cfg.node.role == "mn" and caps.tunnel == "seg6"
+    return ("nft", "xfrm", "seg6-tunsrc") if tunsrc else ("nft", "xfrm")
 
 
 def _report(

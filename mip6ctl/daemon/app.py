@@ -24,16 +24,11 @@ module executes its actions and feeds it events:
     ~1 ms apart (adaptive gathering, persistence.py).
 * DAD runs as a task per home address (`neighbour.py`), never blocking
   other Binding Updates.
-* RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
-  tunnelled to the home agent address, so the nf_tables reverse-tunnel check
-  (`mip6ctl.kernel.nft.ReverseTunnelCheck`) drops IPv6-in-IPv6 whose (outer
-  source, inner source) is not (care-of address, home address) of a home
-  registration.  Its set follows the bindings: an element is added when a
-  binding is created or moves (before its BA can go out), removed when the
-  binding goes; start-up aligns the set with the restored cache, adding and
-  removing only the difference, so a restart never opens a gap for live
-  bindings.  Like the routes, the set survives a stop (`flush_on_stop`
-  removes it).
+* Nothing here writes the kernel: every kernel object (routes, rules, proxy
+  entries, tunnels, XFRM, the nf_tables signalling drop and §10.4.5
+  reverse-tunnel check with its per-binding set elements, the seg6 tunnel
+  source) is rendered by `mip6ctl.state.render` and written by the reconcile
+  loop's plan executor (`mip6ctl.kernel.executor`).
 
 Start-up order adopts rather than rebuilds: load the configuration (refuse
 to start on errors), probe the kernel, open the binding store and restore the
@@ -158,9 +153,6 @@ class Daemon:
         self.engine: Engine | None = None
         self.transport_kind = "none"
         self.caps: Any = None
-        #: §10.4.5 reverse-tunnel check (seg6 backend) and the pairs in its set
-        self.reverse_check: Any = None
-        self._reverse_pairs: dict[IPv6Address, IPv6Address] = {}
         self.watcher: Any = None  # hot reload (daemon/watch.py)
         self.metrics: Any = None  # optional Prometheus endpoint (daemon/metrics.py)
         self._keepalive: asyncio.Task[None] | None = None  # systemd watchdog pings
@@ -205,6 +197,7 @@ class Daemon:
         from mip6ctl.daemon.persistence import BindingStore, WriteBehind, binding_cache_path
         from mip6ctl.daemon.reconcile_loop import ReconcileLoop
         from mip6ctl.daemon.rpc import rpc_apply, rpc_plan
+        from mip6ctl.kernel.executor import Executor
         from mip6ctl.kernel.observer import Observer
         from mip6ctl.kernel.probe import probe
         from mip6ctl.kernel.transport import open_transport, select_transport
@@ -233,24 +226,25 @@ class Daemon:
         actions = self.engine.restore(restored, now)
 
         tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
-        observer = Observer(watch_tables=tables)
+        sources = ["nft", "xfrm"]
+        if cfg.node.role == Role.MN and self.caps.tunnel == "seg6":
+            sources.append("seg6-tunsrc")
+        observer = Observer(watch_tables=tables, sources=sources)
         facts = HostFacts.observe(cfg, [*observer.owned.values(), *observer.foreign.values()])
-        self.loop = ReconcileLoop(cfg, self.caps, facts, observer, Writer(), generation=1)
+        writer = Writer()
+        self.loop = ReconcileLoop(
+            cfg,
+            self.caps,
+            facts,
+            observer,
+            writer,
+            executor=Executor.in_namespace(writer),
+            generation=1,
+        )
         for a in actions:
             if isinstance(a, BindingChanged) and a.binding is not None:
                 self._home_registered.add(a.home_address)
                 self.loop.set_binding(a.binding)
-        if cfg.node.role == Role.HA and self.caps.tunnel == "seg6":
-            self._open_reverse_tunnel_check(
-                facts.home_agent_address,
-                [
-                    a.binding
-                    for a in actions
-                    if isinstance(a, BindingChanged)
-                    and a.binding is not None
-                    and a.binding.home_registration
-                ],
-            )
         self.loop.start()
         await self._execute([a for a in actions if not isinstance(a, BindingChanged)])
         static = await self.loop.wait_reconciled(("static",), 10.0)
@@ -264,6 +258,8 @@ class Daemon:
         mobile = cfg.node.role == Role.MN  # movement detection (daemon/mobile.py): RA, NA
         # RA, NA for movement detection; Parameter Problem: a correspondent without MIPv6
         icmp_types = (ICMP6_PARAMETER_PROBLEM, 134, 136) if mobile else ()
+        # the transport's kernel objects (nf_tables drop, XFRM wildcards) are rendered
+        # static state, in place since the static key reconciled above
         options: dict[str, Any] = {"icmp_types": icmp_types}
         if self.transport_kind == "userspace" and not mobile:
             # Acting as correspondent (HA, CN): payload carrying a Home Address
@@ -326,54 +322,6 @@ class Daemon:
                 log.error("metrics endpoint %s not started: %s", metrics.listen, e)
                 self.metrics = None
 
-    def _open_reverse_tunnel_check(
-        self, ha_address: IPv6Address | None, bindings: list[Any]
-    ) -> None:
-        """Install (or adopt) the §10.4.5 check; align its set with the restored bindings."""
-        from mip6ctl.kernel.nft import ReverseTunnelCheck
-
-        if ha_address is None:
-            return
-        want = {b.home_address: b.care_of_address for b in bindings}
-        try:
-            rt = ReverseTunnelCheck()
-        except OSError as e:
-            log.warning("reverse-tunnel source check (RFC 6275 10.4.5) unavailable: %s", e)
-            return
-        try:
-            rt.ensure([ha_address])  # keeps the elements a previous run left
-            have = rt.elements()
-            pairs = {(coa, hoa) for hoa, coa in want.items()}
-            for coa, hoa in have - pairs:
-                rt.remove(coa, hoa)
-            for coa, hoa in pairs - have:
-                rt.add(coa, hoa)
-        except OSError as e:
-            log.warning("reverse-tunnel source check (RFC 6275 10.4.5) not installed: %s", e)
-            rt.close()
-            return
-        self.reverse_check = rt
-        self._reverse_pairs = want
-
-    def _reverse_tunnel(self, hoa: IPv6Address, coa: IPv6Address | None) -> None:
-        """Let (coa, hoa) through the reverse-tunnel check (None: nothing for hoa)."""
-        rt = self.reverse_check
-        old = self._reverse_pairs.get(hoa)
-        if rt is None or old == coa:
-            return
-        try:
-            if coa is not None:  # add before removing: a move never drops the MN's packets
-                rt.add(coa, hoa)
-            if old is not None:
-                rt.remove(old, hoa)
-        except OSError as e:
-            log.warning("reverse-tunnel check for %s not updated: %s", hoa, e)
-            return
-        if coa is None:
-            self._reverse_pairs.pop(hoa, None)
-        else:
-            self._reverse_pairs[hoa] = coa
-
     async def _shutdown(self) -> None:
         aio = asyncio.get_running_loop()
         if self.watcher is not None:
@@ -398,38 +346,10 @@ class Daemon:
         if self.loop is not None:
             await self.loop.stop()
             if self.gen is not None and self.cfg.daemon.flush_on_stop:
-                self._flush_kernel_state()
-        if self.reverse_check is not None:
-            if self.gen is not None and self.cfg.daemon.flush_on_stop:
-                with contextlib.suppress(OSError):
-                    self.reverse_check.remove_all()
-            self.reverse_check.close()
-            self.reverse_check = None
+                self.loop.flush()
         if self.store is not None:
             self.store.close()
         log.info("stopped")
-
-    def _flush_kernel_state(self) -> None:
-        """flush_on_stop: remove every owned object, leaving the host as it was.
-
-        The seg6 backend moved the kernel's `lookup local` rule into the owned
-        band; deleting that copy without putting the priority-0 rule back would
-        stop all local delivery, so the original is restored first.
-        """
-        from mip6ctl.kernel.writer import Op
-        from mip6ctl.state.objects import RT_TABLE_LOCAL, Rule
-        from mip6ctl.state.render import DEFAULT_LOCAL_RULE
-
-        loop = self.loop
-        objs = [o for o in loop.observer.owned.values() if getattr(o, "owned", False)]
-        moved_local = any(
-            isinstance(o, Rule) and o.table == RT_TABLE_LOCAL and o.action == "lookup"
-            for o in objs
-        )
-        ops = [Op("create", DEFAULT_LOCAL_RULE, allow_foreign=True)] if moved_local else []
-        ops += [Op("delete", o) for o in objs]
-        if ops:
-            loop.writer.apply(ops)
 
     # ------------------------------------------------------------------ reload
 
@@ -583,6 +503,8 @@ class Daemon:
                 self._send(a)
             else:
                 self._effect(a)
+                if t is RouteOptimisationChanged:
+                    await self._mobile_reconciled()
         for f in pending:
             try:
                 await f
@@ -664,6 +586,9 @@ class Daemon:
                 self._send(a)
             else:
                 self._effect(a)
+                if t is RouteOptimisationChanged:  # the rest once the kernel has it
+                    self._spawn(self._execute_after_mobile(actions[i + 1 :]))
+                    return
             i += 1
         for f in pending:
             if f.done():
@@ -704,12 +629,10 @@ class Daemon:
             first = hoa not in self._home_registered
             self._home_registered.add(hoa)
             self.loop.set_binding(b)
-            self._reverse_tunnel(hoa, b.care_of_address)
             self._spawn(self._await_kernel(hoa, announce=first))
         elif b is None and hoa in self._home_registered:
             self._home_registered.discard(hoa)
             self.loop.remove_binding(hoa)
-            self._reverse_tunnel(hoa, None)
             self._spawn(self._await_kernel(hoa, announce=False))
         elif b is not None:
             # A correspondent binding (route optimisation, RFC 6275 9.5): its own
@@ -752,6 +675,17 @@ class Daemon:
                 "traffic stays in the tunnel through the home agent)",
             )
         return ro
+
+    async def _mobile_reconciled(self) -> None:
+        from mip6ctl.daemon.reconcile_loop import MOBILE
+
+        result = await self.loop.wait_reconciled(MOBILE, RECONCILE_WAIT)
+        if not result:
+            log.warning("route optimisation state not in place: %s", result.message)
+
+    async def _execute_after_mobile(self, actions: list[Any]) -> None:
+        await self._mobile_reconciled()
+        await self._execute(actions)
 
     def _route_optimisation_changed(self, a: RouteOptimisationChanged) -> None:
         """The mobile node's kernel state follows, before the next action (the BU) runs."""

@@ -8,80 +8,58 @@ for the mobile node it multicasts a Neighbor Advertisement with the Override
 flag so that neighbours update their caches to the home agent's link-layer
 address.  UMIP blocked a thread per Binding Update for that second; here each
 DAD is an asyncio task, so other Binding Updates keep flowing.
+
+The sockets are mip6ctl.kernel.nd's (`DadSockets`, one pair per home link);
+this module keeps the asyncio side.  A home link deleted and re-created
+(same name, new ifindex) would leave sockets bound to the dead index that
+never see the new link's packets: before each DAD and NA the interface's
+index is checked and the sockets re-opened when it changed (also on
+ENODEV/ENXIO from a send), and `link_changed(ifname)` / `reopen(ifname)`
+let the daemon do it at once on an RTM_NEWLINK.  Re-opening happens in the
+calling thread's network namespace, i.e. the daemon's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
-import socket
-import struct
 from ipaddress import IPv6Address
 
-from mip6ctl.wire.icmp6 import (
-    NeighborAdvertisement,
-    NeighborSolicitation,
-    TargetLinkLayerAddress,
-)
-from mip6ctl.wire.packet import build_icmp6_packet
+from mip6ctl.kernel.nd import ICMPV6_NA, ICMPV6_NS, DadSockets, hardware_address, solicited_node
 
 log = logging.getLogger("mip6ctl.neighbour")
 
-ICMPV6_NS = 135
-ICMPV6_NA = 136
+__all__ = ["RETRANS_TIMER", "NeighbourDiscovery", "solicited_node"]
+
 ALL_NODES = IPv6Address("ff02::1")
 #: RFC 4861 RetransTimer default: how long DAD listens for a defender.
 RETRANS_TIMER = 1.0
-
-
-def solicited_node(address: IPv6Address) -> IPv6Address:
-    return IPv6Address(b"\xff\x02" + b"\x00" * 9 + b"\x01\xff" + address.packed[13:])
-
-
-def _icmp_filter(types: tuple[int, ...]) -> bytes:
-    """ICMP6_FILTER: block all, pass `types` (the kernel's bit means 'block')."""
-    words = [0xFFFFFFFF] * 8
-    for t in types:
-        words[t >> 5] &= ~(1 << (t & 31))
-    return struct.pack("=8I", *words)
+#: send errors meaning "the interface this socket is bound to is gone"
+_GONE = (errno.ENODEV, errno.ENXIO)
 
 
 def _link_address(ifname: str) -> bytes | None:
     try:
-        with open(f"/sys/class/net/{ifname}/address") as f:
-            return bytes.fromhex(f.read().strip().replace(":", ""))
-    except (OSError, ValueError):
+        return hardware_address(ifname)
+    except OSError:
         return None
 
 
 class NeighbourDiscovery:
-    """One raw ICMPv6 socket per home link, opened in the daemon's namespace."""
+    """DAD and unsolicited NAs on the home links, one `DadSockets` pair per link."""
 
     def __init__(self, interfaces: list[str]) -> None:
-        self._socks: dict[str, socket.socket] = {}
-        #: IPPROTO_RAW senders: DAD needs the unspecified source, which a raw
-        #: ICMPv6 socket would replace with an address of the interface.
-        self._raw: dict[str, socket.socket] = {}
+        self.interfaces = list(interfaces)
+        self._socks: dict[str, DadSockets] = {}
         self._waiters: dict[tuple[str, IPv6Address], asyncio.Future[bool]] = {}
-        for ifname in interfaces:
-            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            s.setsockopt(socket.IPPROTO_ICMPV6, 1, _icmp_filter((ICMPV6_NS, ICMPV6_NA)))
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-            s.setsockopt(
-                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname)
-            )
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            s.setblocking(False)
-            self._socks[ifname] = s
-            r = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            r.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            # our own DAD probe looped back would look like another node's DAD
-            r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            self._raw[ifname] = r
         self._loop: asyncio.AbstractEventLoop | None = None
+        for ifname in self.interfaces:
+            try:
+                self._socks[ifname] = DadSockets(ifname)
+            except OSError as e:
+                log.warning("neighbour discovery on %s not available yet: %s", ifname, e)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -89,69 +67,97 @@ class NeighbourDiscovery:
             loop.add_reader(s.fileno(), self._readable, ifname, s)
 
     def close(self) -> None:
-        for s in self._socks.values():
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(s.fileno())
-            s.close()
-        for r in self._raw.values():
-            r.close()
-        self._socks.clear()
-        self._raw.clear()
+        for ifname in list(self._socks):
+            self._drop(ifname)
 
-    def _readable(self, ifname: str, s: socket.socket) -> None:
-        while True:
-            try:
-                data, addr = s.recvfrom(2048)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            if len(data) < 24 or data[0] not in (ICMPV6_NS, ICMPV6_NA):
-                continue
-            target = IPv6Address(data[8:24])
-            src = IPv6Address(addr[0].split("%")[0])
+    def _drop(self, ifname: str) -> None:
+        s = self._socks.pop(ifname, None)
+        if s is None:
+            return
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(s.fileno())
+        s.close()
+
+    def reopen(self, ifname: str) -> bool:
+        """Close and re-open `ifname`'s sockets on its current index; False if it is absent."""
+        self._drop(ifname)
+        try:
+            s = DadSockets(ifname)
+        except OSError as e:
+            log.warning("neighbour discovery on %s: cannot re-open: %s", ifname, e)
+            return False
+        self._socks[ifname] = s
+        if self._loop is not None:
+            self._loop.add_reader(s.fileno(), self._readable, ifname, s)
+        log.info("neighbour discovery on %s re-opened (ifindex %d)", ifname, s.ifindex)
+        return True
+
+    def link_changed(self, ifname: str) -> None:
+        """A link event for `ifname`: re-open if its index changed (or it was missing)."""
+        if ifname not in self.interfaces:
+            return
+        s = self._socks.get(ifname)
+        if s is None or s.stale():
+            self.reopen(ifname)
+
+    def _current(self, ifname: str) -> DadSockets | None:
+        s = self._socks.get(ifname)
+        if s is None or s.stale():
+            return self._socks[ifname] if self.reopen(ifname) else None
+        return s
+
+    def _readable(self, ifname: str, s: DadSockets) -> None:
+        for kind, target, src in s.receive():
             fut = self._waiters.get((ifname, target))
             if fut is None or fut.done():
                 continue
             # A defender (NA for the target), or another node doing DAD for it
             # (NS from ::): either way the address is not free.
-            if data[0] == ICMPV6_NA or src == IPv6Address("::"):
+            if kind == ICMPV6_NA or (kind == ICMPV6_NS and src == IPv6Address("::")):
                 fut.set_result(False)
+
+    def _send(self, ifname: str, what: str, send: str, *args: object) -> bool:
+        """Call DadSockets.<send>(*args) on the current sockets, re-opening once if gone."""
+        for attempt in (0, 1):
+            s = self._current(ifname)
+            if s is None:
+                log.warning("%s on %s: interface not available", what, ifname)
+                return False
+            try:
+                getattr(s, send)(*args)
+                return True
+            except OSError as e:
+                if e.errno in _GONE and attempt == 0:
+                    self.reopen(ifname)
+                    continue
+                log.warning("%s on %s failed: %s", what, ifname, e)
+                return False
+        return False
 
     async def duplicate_address_detection(
         self, address: IPv6Address, ifname: str | None, timeout: float = RETRANS_TIMER
     ) -> bool:
         """True when nobody defends `address` on the link within `timeout`."""
-        if not self._socks:
+        if not self.interfaces:
             return True
-        ifname = ifname if ifname in self._socks else next(iter(self._socks))
+        ifname = ifname if ifname in self.interfaces else self.interfaces[0]
         loop = asyncio.get_running_loop()
         key = (ifname, address)
         fut: asyncio.Future[bool] = loop.create_future()
         self._waiters[key] = fut
-        group = solicited_node(address)
-        packet = build_icmp6_packet(IPv6Address("::"), group, NeighborSolicitation(target=address))
         try:
-            self._raw[ifname].sendto(packet, (str(group), 0, 0, socket.if_nametoindex(ifname)))
-        except OSError as e:
-            log.warning("DAD for %s on %s: cannot send NS: %s", address, ifname, e)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            return True
+            self._send(ifname, f"DAD for {address}: NS", "send_dad_probe", address)
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                return True
         finally:
             self._waiters.pop(key, None)
 
     def advertise(self, address: IPv6Address, ifname: str) -> None:
         """Unsolicited NA (Override set, Router and Solicited clear) to all nodes."""
-        s = self._socks.get(ifname)
-        if s is None:
+        if ifname not in self.interfaces:
             return
         lladdr = _link_address(ifname)
-        options = (TargetLinkLayerAddress(lladdr),) if lladdr else ()
-        na = NeighborAdvertisement(target=address, flags=NeighborAdvertisement.O, options=options)
-        try:
-            s.sendto(na.encode(), (str(ALL_NODES), 0, 0, socket.if_nametoindex(ifname)))
-        except OSError as e:
-            log.warning("unsolicited NA for %s on %s failed: %s", address, ifname, e)
+        self._send(ifname, f"unsolicited NA for {address}", "send_unsolicited_na", address, lladdr)

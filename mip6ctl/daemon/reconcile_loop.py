@@ -4,13 +4,17 @@ Theory of operation
 -------------------
 This is Kubernetes controller-runtime's loop, for one process and one kernel.
 
-*Keys, not events.*  There are three kinds of reconcile key: ``("static",)``
+*Keys, not events.*  There are four kinds of reconcile key: ``("static",)``
 for everything the configuration alone requires, ``("binding", HOA)`` per
-home registration (HOA in canonical text) and ``("correspondent", HOA)`` per
+home registration (HOA in canonical text), ``("correspondent", HOA)`` per
 correspondent binding (route optimisation: XFRM route2/hao states and
 policies, `render_correspondent_binding`; only on kernels with them, never
-awaited -- a correspondent's BA is not held -- and compared with an XFRM dump
-at the periodic resync, since the observer caches no XFRM).  Whatever happens — a new configuration
+awaited -- a correspondent's BA is not held) and ``("mobile",)`` for a
+mobile node's own state (`render_mobile_node` of the `MobileNodeView` the
+movement detection decided: home address, reverse tunnel, seg6 tunnel
+source, route optimisation).  On a mobile node the stale-object sweep
+belongs to the mobile key, not to static, and runs only once a view exists,
+so a restarted node adopts the state it finds.  Whatever happens — a new configuration
 generation, a binding change, a netlink event, the periodic resync — only
 decides *which keys* to look at.  Reconciling a key re-reads its whole desired
 state (the objects rendered for it) and its current state (the observer's
@@ -136,7 +140,7 @@ from typing import Any, Literal
 
 from mip6ctl.config.model import Mip6Config, Role
 from mip6ctl.kernel.reconciler import ApplyReport, Outcome, Reconciler
-from mip6ctl.state.objects import Sysctl
+from mip6ctl.state.objects import SETTINGS, Sysctl
 from mip6ctl.state.plan import Origin, Plan
 from mip6ctl.state.render import (
     BindingLike,
@@ -144,11 +148,13 @@ from mip6ctl.state.render import (
     CorrespondentBindingLike,
     Desired,
     HostFacts,
+    MobileNodeView,
     binding_keys,
     classify,
     object_key,
     render_binding,
     render_correspondent_binding,
+    render_mobile_node,
     render_static,
 )
 
@@ -156,6 +162,10 @@ log = logging.getLogger("mip6ctl.reconcile")
 
 Key = tuple[str, ...]
 STATIC: Key = ("static",)
+#: the mobile node's own objects (home address, reverse tunnel, tunnel source, RO)
+MOBILE: Key = ("mobile",)
+#: how often the sources without events (the seg6 tunnel source) are read
+POLL_INTERVAL = 0.5
 CONDITION = "KernelInSync"
 
 
@@ -417,6 +427,7 @@ class ReconcileLoop:
         writer: Any,
         xfrm: Any | None = None,
         *,
+        executor: Any | None = None,
         generation: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -467,8 +478,12 @@ class ReconcileLoop:
         self._correspondents: dict[str, _Entry] = {}
         self._corr_retired: dict[str, tuple] = {}
         self._corr_owner: dict[tuple, Key] = {}
-        if xfrm is None and caps.route_optimization:
-            xfrm = self._open_xfrm()
+        # The mobile node's view and the object keys it rendered now and before.
+        self._mobile: MobileNodeView | None = None
+        self._mobile_desired = Desired()
+        self._mobile_keys: set[tuple] = set()
+        self._next_poll = 0.0
+        self._element_index: dict[str, list[tuple]] | None = None
         # wait_reconciled bookkeeping: a tick per trigger, the tick a pass started at
         self._tick = 0
         self._requested: dict[Key, int] = {}
@@ -491,8 +506,9 @@ class ReconcileLoop:
         self._inputs: tuple | None = None
         self.cfg = cfg
         self._static = Desired()
-        self.xfrm = xfrm
-        self.reconciler = Reconciler(observer=observer, writer=writer, xfrm=xfrm)
+        self.reconciler = Reconciler(
+            observer=observer, writer=writer, xfrm=xfrm, executor=executor
+        )
         self.set_generation(cfg, generation, caps=caps, facts=facts)
 
     # ----------------------------------------------------------------- triggers (public)
@@ -601,8 +617,6 @@ class ReconcileLoop:
             self._corr_owner[k] = key
         if not objs and not self._corr_retired.get(hoa):
             return False
-        if objs and self.reconciler.xfrm is None:
-            self.xfrm = self.reconciler.xfrm = self._open_xfrm()
         self.enqueue(key)
         return True
 
@@ -617,17 +631,6 @@ class ReconcileLoop:
 
     def correspondents(self) -> int:
         return len(self._correspondents)
-
-    def _open_xfrm(self) -> Any:
-        """An XFRM socket for the route-optimisation objects (same namespace as the
-        observer: the loop is created in the target namespace); None if refused."""
-        from mip6ctl.kernel.xfrm import XfrmSocket
-
-        try:
-            return XfrmSocket(timeout=5.0)
-        except OSError as e:
-            log.warning("no XFRM socket, route optimisation state not managed: %s", e)
-            return None
 
     def _render_correspondent(self, binding: CorrespondentBindingLike) -> tuple:
         d = render_correspondent_binding(self.cfg, binding, self._caps)
@@ -663,25 +666,42 @@ class ReconcileLoop:
         scope.update(self._corr_retired.get(hoa, ()))
         return d, scope
 
-    def _correspondents_out_of_sync(self) -> set[Key]:
-        """Correspondent keys whose XFRM objects differ from the kernel (one dump;
-        the observer's cache holds no XFRM).  Safe off the loop: the worker is idle
-        during a resync, the only other user of the XFRM socket."""
-        entries = [e for e in list(self._correspondents.values()) if e.objs]
-        if not entries and not self._corr_retired:
-            return set()
-        retired = {("correspondent", h) for h, ks in list(self._corr_retired.items()) if ks}
-        if self.reconciler.xfrm is None:
-            return {e.key for e in entries} | retired
-        try:
-            have = self.reconciler.observed_xfrm()
-        except OSError:
-            return {e.key for e in entries} | retired
-        out = retired
-        for e in entries:
-            if any(have.get(object_key(o)) != o for o in e.objs or ()):
+    def _correspondents_out_of_sync(self, owned: dict[tuple, Any]) -> set[Key]:
+        """Correspondent keys whose XFRM objects differ from the cache `owned`."""
+        out = {("correspondent", h) for h, ks in list(self._corr_retired.items()) if ks}
+        get = owned.get
+        for e in list(self._correspondents.values()):
+            if any(get(object_key(o)) != o for o in e.objs or ()):
                 out.add(e.key)
         return out
+
+    # ----------------------------------------------------------------- mobile node
+
+    def set_mobile_node(self, view: MobileNodeView | None) -> bool:
+        """The mobile node is somewhere else (or its correspondents changed): queue the
+        mobile key when its objects change; False when they are already desired."""
+        self._mobile = view
+        d = render_mobile_node(self.cfg, view, self._caps) if view is not None else Desired()
+        same = d.objects == self._mobile_desired.objects
+        self._mobile_desired = d
+        self._mobile_keys |= set(d.objects) | set(d.takeovers)
+        if same and MOBILE not in self._failing and not self.queue.pending(MOBILE):
+            return False
+        self.enqueue(MOBILE)
+        return True
+
+    def _mobile_desired_for(self) -> tuple[Desired, set[tuple]]:
+        d = self._mobile_desired
+        scope = set(self._mobile_keys)
+        if self._mobile is not None:
+            # the sweep: owned objects nobody else wants (a previous run's, a move's)
+            static, corr = self._static.objects, self._corr_owner
+            scope.update(
+                k
+                for k, obj in self.observer.owned.items()
+                if k not in static and k not in corr and not isinstance(obj, SETTINGS)
+            )
+        return d, scope
 
     def enqueue(self, key: Key) -> None:
         """Ask for `key` to be reconciled (coalesced with any pending request)."""
@@ -693,6 +713,14 @@ class ReconcileLoop:
 
     def bindings(self) -> int:
         return len(self._bindings)
+
+    def flush(self) -> ApplyReport:
+        """Delete every owned object (`flush_on_stop`), through the executor: the
+        plan puts the kernel's own local rule back before removing mip6ctl's copy."""
+        with contextlib.suppress(OSError):
+            self.observer.process_pending()
+        rec = self.reconciler
+        return rec.apply(rec.plan(Desired()))
 
     # ----------------------------------------------------------------- asyncio driver
 
@@ -757,12 +785,21 @@ class ReconcileLoop:
                 await asyncio.sleep(0.05)
                 continue
             wake_at = self._next_resync
+            if self._polling():
+                if self.clock() >= self._next_poll:
+                    self._next_poll = self.clock() + POLL_INTERVAL
+                    self.observer.poll()  # changes arrive through the on_change hook
+                wake_at = min(wake_at, self._next_poll)
             due = self.queue.next_due()
             if due is not None:
                 wake_at = min(wake_at, due)
             timeout = max(0.0, wake_at - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _polling(self) -> bool:
+        """Some desired object raises no kernel events (the seg6 tunnel source)."""
+        return ("seg6-tunsrc",) in self._mobile_desired.objects and hasattr(self.observer, "poll")
 
     async def wait_reconciled(self, key: Key, timeout: float) -> KeyResult:
         """Wait for a reconcile of `key` that started after its latest trigger.
@@ -846,6 +883,8 @@ class ReconcileLoop:
             return None
         if k[0] == "proxy":
             return k[2]
+        if k[0] == "nft-element":
+            return k[4]
         return None
 
     def _owner_of(self, k: tuple, obj: Any) -> Key | None:
@@ -853,6 +892,12 @@ class ReconcileLoop:
         static = self._static
         if k in static.objects or k in static.takeovers:
             return STATIC
+        corr = self._corr_owner.get(k)
+        if corr is not None:
+            return corr
+        if self.cfg.node.role == Role.MN:
+            owned = obj is not None and obj.owned and not isinstance(obj, SETTINGS)
+            return MOBILE if k in self._mobile_keys or owned else None
         hoa = self._binding_hoa(k)
         if hoa is not None:
             if hoa in self._bindings or (obj is not None and obj.owned):
@@ -861,7 +906,7 @@ class ReconcileLoop:
         extra = self._extra_owner.get(k)
         if extra is not None:
             return extra
-        if obj is None or not getattr(obj, "owned", False) or isinstance(obj, Sysctl):
+        if obj is None or not getattr(obj, "owned", False) or isinstance(obj, SETTINGS):
             return None
         origin = classify(obj, self.cfg)
         if origin is not None and origin.kind == "binding":
@@ -873,6 +918,14 @@ class ReconcileLoop:
     def _desired_object(self, k: tuple, key: Key) -> Any:
         if key == STATIC:
             return self._static.objects.get(k)
+        if key == MOBILE:
+            return self._mobile_desired.objects.get(k)
+        if key[0] == "correspondent":
+            entry = self._correspondents.get(key[1])
+            for obj in (entry.objs or ()) if entry is not None else ():
+                if object_key(obj) == k:
+                    return obj
+            return None
         entry = self._bindings.get(key[1])
         if entry is None:
             return None
@@ -886,12 +939,14 @@ class ReconcileLoop:
     def _in_sync(self, k: tuple, key: Key) -> bool:
         if key == STATIC and k in self._static.takeovers:
             return self.observer.conflict(k) is None
+        if key == MOBILE and k in self._mobile_desired.takeovers:
+            return self.observer.conflict(k) is None
         want = self._desired_object(k, key)
         if want is self._UNRENDERED:
             return False
         have = self.observer.owned.get(k)
         if want is None:
-            return have is None or isinstance(have, Sysctl)
+            return have is None or isinstance(have, SETTINGS)
         return have == want
 
     # ----------------------------------------------------------------- full resync
@@ -917,18 +972,18 @@ class ReconcileLoop:
 
         Why: at 100k bindings the dump and the walks take ~1.3 s of Python,
         which on the event loop stalled every Binding Acknowledgement behind
-        them.  The dump fills a *new* cache (:class:`ObserverCore`) while the
+        them.  The dump fills a *new* cache (`Observer.fill_steps`) while the
         loop keeps serving from the old one; nothing writes the old one
-        meanwhile (the observer's event socket is not read, and this loop's
+        meanwhile (the observer's event sockets are not read, and this loop's
         worker, the only other writer, is awaiting here), so the old cache is
         a consistent "before" for the diff.  Back on the loop the new cache is
-        swapped in, the changes go through the usual hook, and the events
-        queued during the dump are then read and applied in order on top --
-        as after a blocking resync.  Observers without a dump socket (test
-        fakes) resync in place.
+        swapped in (`Observer.install`), the changes go through the usual
+        hook, and the events queued during the dump are then read and applied
+        in order on top -- as after a blocking resync.  Observers without a
+        stepped dump (test fakes) resync in place.
         """
         obs = self.observer
-        if not (hasattr(obs, "core") and hasattr(obs, "_dump") and getattr(obs, "_synced", False)):
+        if not (hasattr(obs, "fill_steps") and getattr(obs, "_synced", False)):
             return self.resync()
         loop = asyncio.get_running_loop()
         fd = obs.fileno()
@@ -962,9 +1017,7 @@ class ReconcileLoop:
         if new is None:
             loop.add_reader(fd, self._on_readable)
             return self.resync()  # the dump kept being interrupted: do it the blocking way
-        obs.core = new
-        self._reread_sysctls(obs, changes)
-        obs._notify(changes)
+        obs.install(new, changes)  # reads the sysctls, reports every change
         loop.add_reader(fd, self._on_readable)
         self._on_readable()  # the events that queued up during the dump
         for key in out:
@@ -973,20 +1026,6 @@ class ReconcileLoop:
                 self._drifted.add(key)
             self.enqueue(key)
         return len(out)
-
-    def _reread_sysctls(self, obs: Any, changes: list) -> None:
-        """On the loop: read the watched sysctls into the swapped-in cache (the reads go
-        through /proc/sys of the observer's namespace); report the ones that moved."""
-        from mip6ctl.kernel.observer import Change
-
-        owned = obs.core.owned
-        keys = [("sysctl", p) for p in obs.sysctl_paths]
-        before = {k: owned.get(k) for k in keys}
-        obs._read_sysctls()
-        for k, old in before.items():
-            now = owned.get(k)
-            if now != old:  # the hook requeues its key, as for any change
-                changes.append(Change(k, old, now, True))
 
     def _dump_and_compare(self, obs: Any) -> tuple[Any, list, set[Key]]:
         """Worker thread: dump into a new cache, diff it with the live one, compare with
@@ -1043,44 +1082,11 @@ class ReconcileLoop:
     ) -> Generator[None, None, tuple[Any, list, set[Key]]]:
         """The dump, the diff and the compare, yielding every few hundred objects (a
         netlink buffer, a slice of a walk) so that the thread can step aside."""
-        from mip6ctl import ownership
-        from mip6ctl.kernel import netlink as nl
-        from mip6ctl.kernel import rtcodec as rc
-        from mip6ctl.kernel.observer import ObserverCore
-
         old = obs.core
-        requests: list[tuple[Callable[[int], bytes], bool]] = [
-            (rc.link_dump_request, False),
-            (rc.address_dump_request, False),
-            (rc.rule_dump_request, False),
-            (rc.proxy_dump_request, False),
-            (lambda s: rc.route_dump_request(s, protocol=ownership.ROUTE_PROTOCOL), False),
-        ]
-        for t in sorted(old.watch_tables):
-            requests.append((lambda s, t=t: rc.route_dump_request(s, table=t), True))
-        for _attempt in range(5):
-            new = ObserverCore(watch_tables=old.watch_tables)
-            try:
-                for request_for, skip in requests:
-                    seq = obs._next()
-                    new.bulk = True
-                    try:
-                        for buf in nl.dump_iter(obs._dump, request_for(seq), seq):
-                            new.feed(buf, skip_owned_routes=skip)
-                            yield
-                    except OSError as e:
-                        if e.errno != errno_mod.ENOENT:  # a watched table not there yet
-                            raise
-                    finally:
-                        new.bulk = False
-            except OSError as e:
-                if e.errno == errno_mod.EINTR:
-                    continue  # the kernel changed under the dump: start over
-                raise
-            break
-        else:
+        new = obs.new_core()
+        if not (yield from obs.fill_steps(new)):
             return None, [], set()
-        # sysctls are read on the loop after the swap: carry the current ones over
+        # sysctls are read on the loop by install(): carry the current ones over
         for k, obj in list(old.owned.items()):
             if isinstance(obj, Sysctl):
                 new.owned[k] = obj
@@ -1137,12 +1143,19 @@ class ReconcileLoop:
                     break
             else:
                 matched += len(objs)
-        out |= self._correspondents_out_of_sync()
+        out |= self._correspondents_out_of_sync(owned)
+        if self._mobile is not None:
+            for k, want in list(self._mobile_desired.objects.items()):
+                if get(k) != want:
+                    out.add(MOBILE)
+                    break
+            else:
+                matched += len(self._mobile_desired.objects)
         if len(owned) != matched:
             for i, (k, obj) in enumerate(list(owned.items())):
                 if not i % _STEP:
                     yield
-                if isinstance(obj, Sysctl) or self._is_desired(k):
+                if isinstance(obj, SETTINGS) or self._is_desired(k):
                     continue
                 key = self._owner_of(k, obj)
                 if key is not None:
@@ -1160,8 +1173,11 @@ class ReconcileLoop:
         return out
 
     def _is_desired(self, k: tuple) -> bool:
-        if k in self._static.objects:
+        if k in self._static.objects or k in self._mobile_desired.objects:
             return True
+        corr = self._corr_owner.get(k)
+        if corr is not None:
+            return self._desired_object(k, corr) is not None
         hoa = self._binding_hoa(k)
         key = ("binding", hoa) if hoa is not None else self._extra_owner.get(k)
         if key is None:
@@ -1319,15 +1335,17 @@ class ReconcileLoop:
             d = self._static
             scope = set(d.objects)
             owned = self.observer.owned
+            if self.cfg.node.role == Role.MN:
+                return d, scope  # the sweep is the mobile key's
+            corr = self._corr_owner
             for k, obj in owned.items():
-                if k in scope or isinstance(obj, Sysctl):
+                if k in scope or isinstance(obj, SETTINGS) or k in corr:
                     continue
                 if self._binding_hoa(k) is None and k not in self._extra_owner:
                     scope.add(k)  # owned, wanted by nobody: stale static state
-            if self.reconciler.xfrm is not None:
-                corr = self._corr_owner
-                scope.update(k for k in self.reconciler.observed_xfrm() if k not in corr)
             return d, scope
+        if key == MOBILE:
+            return self._mobile_desired_for()
         if key[0] == "correspondent":
             return self._correspondent_desired(key)
         hoa = key[1]
@@ -1359,9 +1377,23 @@ class ReconcileLoop:
         if self.cfg.ha is None:
             return [route_key]
         any_caps = dataclasses.replace(self._caps, proxy_ndp=True)
-        return binding_keys(self.cfg, IPv6Address(hoa), any_caps)
+        keys = binding_keys(self.cfg, IPv6Address(hoa), any_caps)
+        if route is None:  # gone or unknown: a reverse-tunnel element it left, if any
+            keys += self._elements_of(hoa)
+        return keys
+
+    def _elements_of(self, hoa: str) -> list[tuple]:
+        """Owned reverse-tunnel set elements for `hoa` (indexed once per pass)."""
+        if self._element_index is None:
+            index: dict[str, list[tuple]] = {}
+            for k in self.observer.owned:
+                if k[0] == "nft-element":
+                    index.setdefault(k[4], []).append(k)
+            self._element_index = index
+        return self._element_index.get(hoa, [])
 
     def _reconcile(self, keys: list[Key]) -> dict[Key, KeyResult]:
+        self._element_index = None
         union = Desired()
         owner: dict[tuple, Key] = {}
         problems: dict[Key, list[str]] = {}
@@ -1377,7 +1409,11 @@ class ReconcileLoop:
             if d.problems:
                 problems[key] = list(d.problems)
         plan = self.reconciler.plan(union, scope=owner.keys())
-        report = self.reconciler.apply(plan, union) if plan.changes else None
+        report = (
+            self.reconciler.apply(plan, union, group=lambda k: owner.get(k, STATIC))
+            if plan.changes
+            else None
+        )
         return self._attribute(keys, owner, plan, report, problems)
 
     def _attribute(
@@ -1498,7 +1534,7 @@ class ReconcileLoop:
         if key in self._failing:
             return self._failing[key]
         known = self._correspondents if key[0] == "correspondent" else self._bindings
-        if key == STATIC or key[1] in known:
+        if key in (STATIC, MOBILE) or key[1] in known:
             return None if self.queue.pending(key) else OK
         return None
 
@@ -1537,6 +1573,7 @@ class ReconcileLoop:
 
 __all__ = [
     "CONDITION",
+    "MOBILE",
     "OK",
     "STATIC",
     "Backoff",

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mip6ctl.config.loader import ConfigError, load_directory
+from mip6ctl.config.model import Mip6Config
 from mip6ctl.daemon.control import MethodError
+from mip6ctl.engine.admission import kept_home_registrations
+from mip6ctl.engine.binding import Binding
 from mip6ctl.state.describe import change_doc, key_text, summary
 from mip6ctl.state.plan import Plan
 from mip6ctl.state.render import Desired, classify, render
@@ -37,15 +40,13 @@ def _same_dir(daemon: Any, params: dict[str, Any]) -> None:
         )
 
 
-def _kept_bindings(daemon: Any, cfg: Any) -> list[Any]:
-    """The home registrations a candidate configuration would keep."""
-    bindings = [b for b in daemon.engine.cache if getattr(b, "home_registration", False)]
-    if cfg.ha is None:
-        return []
-    allowed = {m.home_address for m in cfg.ha.mobile_nodes}
-    if cfg.ha.default_action == "allow":
-        return [b for b in bindings if any(b.home_address in p for p in cfg.ha.home_prefixes)]
-    return [b for b in bindings if b.home_address in allowed]
+def _kept_bindings(daemon: Any, cfg: Mip6Config) -> list[Binding]:
+    """The home registrations a candidate configuration would keep.
+
+    The engine's admission policy decides, the same one a reload applies, so
+    the plan shows exactly the bindings the reload will keep.
+    """
+    return kept_home_registrations(cfg.ha, daemon.engine.cache)
 
 
 def candidate_plan(daemon: Any) -> tuple[Any, Desired, Plan]:

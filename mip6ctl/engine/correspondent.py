@@ -24,18 +24,20 @@ Address option is discarded (§9.4.1, §9.4.2).
 Binding Updates (H=0)
 ---------------------
 Judged by the ordered rule table ``_CHECKS`` (§9.5.1 in the RFC's order; one
-function per rule, first verdict wins):
+function per rule, first verdict wins, :func:`~.bu_checks.judge`). Rules
+marked *shared* are the home agent's too (:mod:`.bu_checks`):
 
 ====  =====================================================  ==========================
 step  rule                                                   verdict
 ====  =====================================================  ==========================
-1     home / source / alternate care-of not routable unicast  discard
-1a    route optimisation off, or ``cn.policies`` deny          discard (local policy)
+1     home / care-of address not routable unicast (shared)    discard
+1b    source address not routable unicast                      discard
+1c    route optimisation off, or ``cn.policies`` deny          discard (local policy)
 3     Nonce Indices and Binding Authorization Data (last)      discard when missing
 4     nonce index no longer valid                              136 / 137 / 138 (no auth)
 5     authenticator (Kbm from the tokens) does not verify      discard
-5a    existing entry is a home registration (H=1)              139
-6     sequence not newer than the entry's                      135 (last accepted seq)
+5a    existing entry is a home registration (H=1) (shared)     139
+6     sequence not newer than the entry's (shared)             135 (last accepted seq)
 ====  =====================================================  ==========================
 
 Step 2 (H=1 at a correspondent → 131, or 139 when an H=0 entry exists, and
@@ -66,7 +68,7 @@ from __future__ import annotations
 
 import heapq
 import hmac
-import os
+import secrets
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -90,7 +92,8 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
 
-from .binding import Binding, BindingCache, sequence_newer
+from . import bu_checks
+from .binding import BindingCache
 from .common import ba_reply, is_routable_unicast
 from .events import Action, BindingChanged, Received, Send
 
@@ -111,7 +114,7 @@ class NonceTable:
 
     def __init__(
         self,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes = secrets.token_bytes,
         *,
         lifetime: float = rfc6275.MAX_NONCE_LIFETIME,
         token_lifetime: float = rfc6275.MAX_TOKEN_LIFETIME,
@@ -150,21 +153,10 @@ class NonceTable:
             del self._nonces[self._order.popleft()]
 
 
-_DISCARD = -1
-
-
 @dataclass(slots=True)
-class _CnBu:
-    """One H=0 BU being judged, and what the checks learned about it."""
+class _CnBu(bu_checks.PendingBindingUpdate):
+    """One H=0 BU being judged, and what return routability's checks learned about it."""
 
-    ev: Received
-    bu: BindingUpdate
-    home_address: IPv6Address
-    care_of_address: IPv6Address
-    entry: Binding | None
-    now: float
-    #: lifetime 0 or care-of = home address: a binding deletion (computed once)
-    deletion: bool
     indices: NonceIndices | None = None
     kbm: bytes | None = None
 
@@ -172,26 +164,22 @@ class _CnBu:
 # --------------------------------------------------------------------------- rule table
 
 
-def _check_addresses(cn: Correspondent, c: _CnBu) -> int | None:
-    """Step 1: home address, source and alternate care-of must be routable unicast."""
-    alt = c.bu.alternate_careof_address
-    if not (is_routable_unicast(c.home_address) and is_routable_unicast(c.ev.src)):
-        return _DISCARD
-    if alt is not None and not is_routable_unicast(alt):
-        return _DISCARD
-    return None
+def _check_source(cn: Correspondent, c: _CnBu) -> int | None:
+    """Step 1b: the source must be routable unicast too, even with an Alternate Care-of
+    Address option: the BA and the Binding Refresh Requests go back to it."""
+    return None if is_routable_unicast(c.ev.src) else bu_checks.DISCARD
 
 
 def _check_policy(cn: Correspondent, c: _CnBu) -> int | None:
     """Local policy (``cn.route_optimization``, ``cn.policies``): refused BUs are dropped."""
-    return None if cn.allowed(c.home_address, c.ev.dst) else _DISCARD
+    return None if cn.allowed(c.home_address, c.ev.dst) else bu_checks.DISCARD
 
 
 def _check_options(cn: Correspondent, c: _CnBu) -> int | None:
     """Step 3: Nonce Indices and Binding Authorization Data (last) are mandatory."""
     c.indices = c.bu.nonce_indices
     if c.indices is None or c.bu.authorization_data is None:
-        return _DISCARD
+        return bu_checks.DISCARD
     return None
 
 
@@ -199,7 +187,7 @@ def _check_nonces(cn: Correspondent, c: _CnBu) -> int | None:
     """Step 4: 136 home, 137 care-of, 138 both (care-of not checked for a deletion)."""
     assert c.indices is not None
     home_ok = cn.nonces.get(c.indices.home_nonce_index, c.now) is not None
-    careof_ok = c.deletion or cn.nonces.get(c.indices.careof_nonce_index, c.now) is not None
+    careof_ok = c.deregistration or cn.nonces.get(c.indices.careof_nonce_index, c.now) is not None
     if home_ok and careof_ok:
         return None
     if not home_ok and not careof_ok:
@@ -213,7 +201,7 @@ def _check_authenticator(cn: Correspondent, c: _CnBu) -> int | None:
     home_nonce = cn.nonces.get(c.indices.home_nonce_index, c.now)
     assert home_nonce is not None
     home_token = cn.keygen.home_keygen_token(c.home_address, home_nonce)
-    if c.deletion:
+    if c.deregistration:
         kbm = rr.binding_management_key(home_token)
     else:
         careof_nonce = cn.nonces.get(c.indices.careof_nonce_index, c.now)
@@ -227,34 +215,21 @@ def _check_authenticator(cn: Correspondent, c: _CnBu) -> int | None:
         rr.authenticator(kbm, c.care_of_address, c.ev.dst, rr.mh_data(raw)),
         raw[-rr.AUTHENTICATOR_LEN :],
     ):
-        return _DISCARD
+        return bu_checks.DISCARD
     c.kbm = kbm
-    return None
-
-
-def _check_registration_type(cn: Correspondent, c: _CnBu) -> int | None:
-    """An existing home registration (H=1) may not turn into a correspondent one → 139."""
-    if c.entry is not None and c.entry.home_registration:
-        return BAStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
-    return None
-
-
-def _check_sequence(cn: Correspondent, c: _CnBu) -> int | None:
-    """Step 6: sequence window against the entry (any value without one) → 135."""
-    if c.entry is not None and not sequence_newer(c.bu.sequence, c.entry.sequence):
-        return BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
     return None
 
 
 _Check = Callable[["Correspondent", _CnBu], int | None]
 _CHECKS: tuple[_Check, ...] = (
-    _check_addresses,
+    bu_checks.check_addresses,
+    _check_source,
     _check_policy,
     _check_options,
     _check_nonces,
     _check_authenticator,
-    _check_registration_type,
-    _check_sequence,
+    bu_checks.check_registration_type,
+    bu_checks.check_sequence,
 )
 
 _BA_FIXED = struct.Struct("!BBBBHBBHH")
@@ -279,7 +254,7 @@ class Correspondent:
         now: float,
         *,
         kcn: bytes | None = None,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes = secrets.token_bytes,
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
     ) -> None:
         self.cache = cache
@@ -339,28 +314,22 @@ class Correspondent:
         """Step 2: H=1 at a node that is not a home agent → 131 (139 over an H=0 entry)."""
         if bu.nonce_indices is not None:
             return []
-        hoa = ev.home_address_option or ev.src
-        entry = self.cache.get(hoa)
+        hoa = bu_checks.home_address_of(ev)
         status = (
             BAStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
-            if entry is not None and not entry.home_registration
+            if bu_checks.registration_type_changes(self.cache.get(hoa), True)
             else BAStatus.HOME_REGISTRATION_NOT_SUPPORTED
         )
         return [ba_reply(ev, hoa, BindingAcknowledgement(int(status), bu.sequence))]
 
     def binding_update(self, ev: Received, bu: BindingUpdate, now: float) -> list[Action]:
         """A BU with H=0 (§9.5.1)."""
-        hoa = ev.home_address_option or ev.src
-        coa = bu.alternate_careof_address or ev.src
-        c = _CnBu(ev, bu, hoa, coa, self.cache.get(hoa), now, bu.lifetime == 0 or coa == hoa)
-        for check in _CHECKS:
-            verdict = check(self, c)
-            if verdict is None:
-                continue
-            if verdict == _DISCARD:
-                return []
-            return self._ack(c, verdict)
-        if c.deletion:
+        hoa = bu_checks.home_address_of(ev)
+        c = _CnBu.received(ev, bu, hoa, self.cache.get(hoa), now)
+        verdict = bu_checks.judge(_CHECKS, self, c)
+        if verdict is not None:
+            return [] if verdict == bu_checks.DISCARD else self._ack(c, verdict)
+        if c.deregistration:
             return self._delete(c)
         return self._register(c)
 
@@ -375,17 +344,7 @@ class Correspondent:
         if c.entry is None and len(self.cache) >= self.max_cache_entries:
             return self._ack(c, BAStatus.INSUFFICIENT_RESOURCES)
         granted = lifetime_units(min(c.bu.lifetime_seconds, self._max_lifetime)) * 4
-        b = Binding(
-            c.home_address,
-            c.care_of_address,
-            c.ev.dst,
-            granted,
-            c.now,
-            c.now + granted,
-            c.bu.sequence,
-            c.bu.flags,
-            False,
-        )
+        b = c.new_entry(granted)
         prev = self.cache.put(b)
         out: list[Action] = []
         if not b.same_forwarding(prev):
@@ -396,7 +355,7 @@ class Correspondent:
         """The BA if one is due, authenticated with Kbm when the BU was authenticated."""
         if not (c.bu.ack or status in _ALWAYS_ACK):
             return []
-        seq = c.entry.sequence if status == 135 and c.entry is not None else c.bu.sequence
+        seq = bu_checks.ba_sequence(c, status)
         units = granted // 4
         if c.kbm is None:
             ba = BindingAcknowledgement(int(status), seq, units)

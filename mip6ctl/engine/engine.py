@@ -26,7 +26,7 @@ bucket per node (default ``MAX_UPDATE_RATE`` per second, burst of the same).
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections.abc import Callable, Iterable
 from ipaddress import IPv6Address
 
@@ -83,7 +83,7 @@ class Engine:
         now: float,
         *,
         kcn: bytes | None = None,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes = secrets.token_bytes,
         prefix_valid_lifetime: PrefixLifetime | None = None,
         binding_error_rate: float = rfc6275.MAX_UPDATE_RATE,
         binding_error_burst: float = rfc6275.MAX_UPDATE_RATE,

@@ -9,19 +9,23 @@ kernel; every call takes ``now`` and returns a list of actions
 (:mod:`.events`) for the daemon to execute in order.
 
 A home registration BU is judged by the ordered rule table ``_CHECKS`` (one
-small function per rule, first verdict wins), which is §10.3.1 in the RFC's
-order:
+small function per rule, first verdict wins, :func:`~.bu_checks.judge`),
+which is §10.3.1 in the RFC's order. Rules marked *shared* are the
+correspondent's too (:mod:`.bu_checks`); steps 2–4a are the admission policy
+(:mod:`.admission`), which also decides the bindings a reload or a restart
+keeps:
 
 ====  =====================================================  =============
 step  rule                                                   verdict
 ====  =====================================================  =============
 1     IPsec required by configuration, packet not protected  silent discard
-1a    home / care-of address not routable unicast (§9.5.1)   silent discard
-2     home address not on a home prefix                      BA 132
-3     node not allowed (not listed and default deny)         BA 129
-4     R=1 but mobile routers not accepted / prefix checks    BA 140/141/142
-5     existing entry is a correspondent registration (H=0)   BA 139
-6     sequence number not newer than the entry's             BA 135 (last seq)
+1a    home / care-of address not routable unicast (shared)   silent discard
+2     home address not on a home prefix (admission)          BA 132
+3     node not allowed (not listed and default deny) (adm.)  BA 129
+4a    R=1 but mobile routers not accepted (admission)        BA 140
+4b    mobile network prefixes not the node's                 BA 141/142
+5     existing entry is a correspondent registration (sh.)   BA 139
+6     sequence number not newer than the entry's (shared)    BA 135 (last seq)
 7     de-registration without a home registration entry      BA 133
 ====  =====================================================  =============
 
@@ -84,8 +88,10 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import BindingRefreshAdvice, MobilityOption
 
-from .binding import Binding, BindingCache, sequence_newer
-from .common import ba_reply, is_routable_unicast
+from . import bu_checks
+from .admission import AdmissionPolicy
+from .binding import Binding, BindingCache
+from .common import ba_reply
 from .events import (
     Action,
     BindingChanged,
@@ -108,28 +114,16 @@ MAX_QUEUED_PER_HOME_ADDRESS = 8
 PrefixLifetime = Callable[[IPv6Address, float], float | None]
 """Hook: remaining valid lifetime (s) of the home prefix holding a home address, None = ∞."""
 
-_DISCARD = -1
 _LINK_LOCAL = int(IPv6Address("fe80::"))
 _IID_MASK = (1 << 64) - 1
 
 
 @dataclass(slots=True)
-class _Bu:
-    """One BU being judged: the event, its addresses and what the cache holds."""
+class _Bu(bu_checks.PendingBindingUpdate):
+    """One H=1 BU being judged, with the node's configuration entry and its granted prefixes."""
 
-    ev: Received
-    bu: BindingUpdate
-    home_address: IPv6Address
-    care_of_address: IPv6Address
-    entry: Binding | None
-    node: MobileNodeEntry | None
-    now: float
+    node: MobileNodeEntry | None = None
     prefixes: tuple[IPv6Network, ...] = ()
-
-    @property
-    def deregistration(self) -> bool:
-        """Lifetime 0 or care-of address = home address (§10.3.2)."""
-        return self.bu.lifetime == 0 or self.care_of_address == self.home_address
 
 
 @dataclass(slots=True)
@@ -153,40 +147,24 @@ def _check_ipsec(ha: HomeAgent, c: _Bu) -> int | None:
     if c.ev.ipsec_protected:
         return None
     if ha.cfg.require_ipsec or (c.node is not None and c.node.ipsec is not None):
-        return _DISCARD
+        return bu_checks.DISCARD
     return None
 
 
-def _check_addresses(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 1a (§9.5.1 generic): home and care-of address must be routable unicast."""
-    if is_routable_unicast(c.care_of_address) and is_routable_unicast(c.home_address):
-        return None
-    return _DISCARD
+def _check_admission(ha: HomeAgent, c: _Bu) -> int | None:
+    """Steps 2–4a: home subnet (132), listed or default allow (129), mobile routers (140).
+
+    The admission policy's answer, so a reload keeps exactly the bindings a BU
+    would be granted (:mod:`.admission`).
+    """
+    return ha.admission.refusal(c.home_address, mobile_router=c.bu.mobile_router)
 
 
-def _check_home_subnet(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 2: the home address must be on one of our home prefixes → else 132."""
-    n = int(c.home_address)
-    for net, mask in ha._prefix_ints:
-        if n & mask == net:
-            return None
-    return BAStatus.NOT_HOME_SUBNET
-
-
-def _check_allowed(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 3: listed in ``ha.mobile_nodes``, or ``default_action = allow`` → else 129."""
-    if c.node is None and ha.cfg.default_action != "allow":
-        return BAStatus.ADMINISTRATIVELY_PROHIBITED
-    return None
-
-
-def _check_mobile_router(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 4 (RFC 3963 §6.1): R=1 needs ``accept_mobile_routers``; prefixes must be its own."""
+def _check_mobile_network_prefixes(ha: HomeAgent, c: _Bu) -> int | None:
+    """Step 4b (RFC 3963 §6.1): a mobile router registers only its own prefixes (141/142)."""
     if not c.bu.mobile_router:
         return None
     mnps = c.bu.mobile_network_prefixes
-    if not ha.cfg.accept_mobile_routers:
-        return BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
     allowed = set(c.node.mobile_network_prefixes) if c.node is not None else set()
     nets: list[IPv6Network] = []
     for opt in mnps:
@@ -202,20 +180,6 @@ def _check_mobile_router(ha: HomeAgent, c: _Bu) -> int | None:
     return None
 
 
-def _check_registration_type(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 5 (§9.5.1): an existing correspondent (H=0) entry may not become a home one → 139."""
-    if c.entry is not None and not c.entry.home_registration:
-        return BAStatus.REGISTRATION_TYPE_CHANGE_DISALLOWED
-    return None
-
-
-def _check_sequence(ha: HomeAgent, c: _Bu) -> int | None:
-    """Step 6: ``0 < (new - last) mod 2^16 < 2^15`` against the entry, if any → else 135."""
-    if c.entry is not None and not sequence_newer(c.bu.sequence, c.entry.sequence):
-        return BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
-    return None
-
-
 def _check_deregistration_entry(ha: HomeAgent, c: _Bu) -> int | None:
     """Step 7 (§10.3.2): de-registering a home address we hold no entry for → 133."""
     if c.entry is None and c.deregistration:
@@ -226,12 +190,11 @@ def _check_deregistration_entry(ha: HomeAgent, c: _Bu) -> int | None:
 _Check = Callable[["HomeAgent", _Bu], int | None]
 _CHECKS: tuple[_Check, ...] = (
     _check_ipsec,
-    _check_addresses,
-    _check_home_subnet,
-    _check_allowed,
-    _check_mobile_router,
-    _check_registration_type,
-    _check_sequence,
+    bu_checks.check_addresses,
+    _check_admission,
+    _check_mobile_network_prefixes,
+    bu_checks.check_registration_type,
+    bu_checks.check_sequence,
     _check_deregistration_entry,
 )
 
@@ -263,16 +226,13 @@ class HomeAgent:
     def configure(self, cfg: HaSection) -> None:
         """Take a configuration generation (precomputes the lookups the hot path needs)."""
         self.cfg = cfg
-        self._nodes: dict[IPv6Address, MobileNodeEntry] = {
-            n.home_address: n for n in cfg.mobile_nodes
-        }
-        self._prefix_ints = [(int(p.network_address), int(p.netmask)) for p in cfg.home_prefixes]
+        self.admission = AdmissionPolicy(cfg)
 
     # ----------------------------------------------------------------- inputs
 
     def binding_update(self, ev: Received, bu: BindingUpdate, now: float) -> list[Action]:
         """A BU with H=1 (§10.3.1). The home address is the HAO's, else the source."""
-        hoa = ev.home_address_option or ev.src
+        hoa = bu_checks.home_address_of(ev)
         parked = self._parked.get(hoa)
         if parked is not None:
             if len(parked.queue) < MAX_QUEUED_PER_HOME_ADDRESS:
@@ -319,13 +279,7 @@ class HomeAgent:
 
     def still_allowed(self, b: Binding) -> bool:
         """Would a BU for this binding still pass the configuration checks (132/129/140)?"""
-        n = int(b.home_address)
-        if not any(n & mask == net for net, mask in self._prefix_ints):
-            return False
-        node = self._nodes.get(b.home_address)
-        if node is None and self.cfg.default_action != "allow":
-            return False
-        return not (b.mobile_network_prefixes and not self.cfg.accept_mobile_routers)
+        return self.admission.admits(b)
 
     def drop_all(self) -> list[Action]:
         """This node stopped being a home agent: remove every home registration."""
@@ -371,13 +325,11 @@ class HomeAgent:
     def _process(
         self, ev: Received, bu: BindingUpdate, hoa: IPv6Address, now: float, *, dad_done: bool
     ) -> list[Action]:
-        coa = bu.alternate_careof_address or ev.src
-        c = _Bu(ev, bu, hoa, coa, self.cache.get(hoa), self._nodes.get(hoa), now)
-        for check in _CHECKS:
-            verdict = check(self, c)
-            if verdict is None:
-                continue
-            return [] if verdict == _DISCARD else [self._ba(c, verdict)]
+        c = _Bu.received(ev, bu, hoa, self.cache.get(hoa), now)
+        c.node = self.admission.node(hoa)
+        verdict = bu_checks.judge(_CHECKS, self, c)
+        if verdict is not None:
+            return [] if verdict == bu_checks.DISCARD else [self._ba(c, verdict)]
         if c.deregistration:
             return self._deregister(c)
         if c.entry is None and self.cfg.duplicate_address_detection and not dad_done:
@@ -402,18 +354,7 @@ class HomeAgent:
         if granted <= 0:
             # configuration (or an exhausted home prefix) leaves nothing to grant
             return [self._ba(c, BAStatus.ADMINISTRATIVELY_PROHIBITED)]
-        b = Binding(
-            c.home_address,
-            c.care_of_address,
-            c.ev.dst,
-            granted,
-            c.now,
-            c.now + granted,
-            c.bu.sequence,
-            c.bu.flags,
-            True,
-            c.prefixes,
-        )
+        b = c.new_entry(granted, c.prefixes)
         prev = self.cache.put(b)
         if b.same_forwarding(prev):
             return [PersistBinding(b), self._ba(c, BAStatus.ACCEPTED, b)]
@@ -485,7 +426,7 @@ class HomeAgent:
 
     def _ba(self, c: _Bu, status: int, b: Binding | None = None) -> Send:
         """The BA for ``c`` (sequence: the entry's for 135, else the BU's)."""
-        seq = c.entry.sequence if status == 135 and c.entry is not None else c.bu.sequence
+        seq = bu_checks.ba_sequence(c, status)
         units = b.lifetime // 4 if b is not None else 0
         flags = 0
         options: tuple[MobilityOption, ...] = ()

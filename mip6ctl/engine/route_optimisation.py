@@ -24,19 +24,46 @@ and decides from the home registration when each may run:
 
 An entry's states:
 
-==============  =====================================================
-``idle``        nothing registered, nothing outstanding
-``testing``     HoTI and/or CoTI outstanding (retransmitted with backoff)
-``registering`` BU with A=1 sent, waiting for its BA
-``registered``  the correspondent has (home, care-of); data goes direct
-``leaving``     back home; waits for the home de-registration to finish
+================= =====================================================
+``idle``          nothing registered, nothing outstanding
+``testing``       HoTI and/or CoTI outstanding (retransmitted with backoff)
+``registering``   BU with A=1 sent, waiting for its BA
+``registered``    the correspondent has (home, care-of); data goes direct
+``leaving``       back home; waits for the home de-registration to finish
 ``deregistering`` lifetime-0 BU sent from home
-``fallback``    the correspondent does not do route optimisation (no
-                answer to HoTI/CoTI, ICMP Parameter Problem for the
-                Mobility Header, BE 2, a refusal) or lost the binding
-                repeatedly (BE 1): data goes through the home agent; retried
-                after :data:`FALLBACK_HOLD` seconds
-==============  =====================================================
+``fallback``      the correspondent does not do route optimisation (no
+                  answer to HoTI/CoTI, ICMP Parameter Problem for the
+                  Mobility Header, BE 2, a refusal) or lost the binding
+                  repeatedly (BE 1): data goes through the home agent; retried
+                  after :data:`FALLBACK_HOLD` seconds
+================= =====================================================
+
+Every change of state is one row of :data:`TRANSITIONS`, ``(state, event) ->
+new state`` (h11's style, like the home registration's table in
+:mod:`.mobile_node`); an event in a state the table has no row for raises
+:class:`IllegalTransition`, so a path the table does not describe fails
+loudly in tests instead of leaving an entry in a state nobody planned.
+The events:
+
+============================  ===============================================
+``moved``                     the mobile node has a new care-of address
+``test``                      return routability starts for a care-of address
+                              the correspondent has no binding for
+``bu_sent``                   BU with A=1 sent
+``bu_sent_unacknowledged``    BU with A=0 sent: it is the registration (§11.7.2)
+``accepted``                  BA < 128 for the outstanding BU
+``stale_tokens``              BA 136–138 while the correspondent keeps our
+                              previous binding: stay registered, test again
+``unbound``                   the correspondent holds no binding of ours
+                              (lifetime over; 136–138 before any binding;
+                              back home with nothing registered)
+``leave``                     back home with a binding to remove
+``deregister``                the home agent let the home address go
+``forget``                    dropped without signalling (home registration
+                              lost, correspondent no longer configured)
+``fallback``                  the correspondent does not do route optimisation
+``retry``                     :data:`FALLBACK_HOLD` passed
+============================  ===============================================
 
 Keygen tokens are used while younger than ``MAX_TOKEN_LIFETIME`` minus a
 margin (the correspondent only hands out tokens whose nonce lives that long);
@@ -54,11 +81,11 @@ the correspondent has is no longer ours (a move) or the correspondent refuses.
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mip6ctl import rfc6275
 from mip6ctl.config.model import MnSection
@@ -84,7 +111,16 @@ from .events import Action, ParameterProblemReceived, Received, RouteOptimisatio
 if TYPE_CHECKING:
     from .mobile_node import MobileNode
 
-__all__ = ["FALLBACK_HOLD", "CorrespondentEntry", "RouteOptimisation", "optimised_peers"]
+__all__ = [
+    "FALLBACK_HOLD",
+    "TRANSITIONS",
+    "CorrespondentEntry",
+    "CorrespondentEvent",
+    "CorrespondentState",
+    "IllegalTransition",
+    "RouteOptimisation",
+    "optimised_peers",
+]
 
 RandomBytes = Callable[[int], bytes]
 
@@ -100,6 +136,67 @@ FALLBACK_HOLD = float(rfc6275.MAX_RR_BINDING_LIFETIME)
 """Seconds a correspondent stays on the tunnel after it refused route optimisation."""
 COOKIE_LEN = 8
 IPPROTO_MH = 135
+
+CorrespondentState = Literal[
+    "idle", "testing", "registering", "registered", "leaving", "deregistering", "fallback"
+]
+CorrespondentEvent = Literal[
+    "moved",
+    "test",
+    "bu_sent",
+    "bu_sent_unacknowledged",
+    "accepted",
+    "stale_tokens",
+    "unbound",
+    "leave",
+    "deregister",
+    "forget",
+    "fallback",
+    "retry",
+]
+
+_EVERY_STATE: tuple[CorrespondentState, ...] = (
+    "idle", "testing", "registering", "registered", "leaving", "deregistering", "fallback"
+)
+_SENDING: tuple[CorrespondentState, ...] = ("idle", "testing", "registering", "registered")
+"""States a BU (or a new test) can go out from while away."""
+
+TRANSITIONS: dict[tuple[CorrespondentState, CorrespondentEvent], CorrespondentState] = {
+    # a new care-of address voids an outstanding BU or de-registration
+    ("idle", "moved"): "idle",
+    ("testing", "moved"): "testing",
+    ("registered", "moved"): "registered",
+    ("registering", "moved"): "idle",
+    ("leaving", "moved"): "idle",
+    ("deregistering", "moved"): "idle",
+    # tests for a care-of address the correspondent has no binding for (a
+    # refresh keeps its state: the binding stays in use meanwhile; a BU in
+    # flight always has its care-of address registered, so never from
+    # "registering")
+    ("idle", "test"): "testing",
+    ("registered", "test"): "testing",
+    # the BU, with or without a BA to wait for
+    **{(s, "bu_sent"): "registering" for s in _SENDING},
+    **{(s, "bu_sent_unacknowledged"): "registered" for s in _SENDING},
+    ("registering", "accepted"): "registered",
+    ("deregistering", "accepted"): "idle",
+    # 136-138: the correspondent still has our previous binding
+    ("registering", "stale_tokens"): "registered",
+    ("registered", "stale_tokens"): "registered",
+    **{(s, "unbound"): "idle" for s in _SENDING},
+    # home: de-register what the correspondent has, once the home agent is done
+    ("registering", "leave"): "leaving",
+    ("registered", "leave"): "leaving",
+    ("leaving", "deregister"): "deregistering",
+    **{(s, "forget"): "idle" for s in _EVERY_STATE},
+    **{(s, "fallback"): "fallback" for s in _EVERY_STATE},
+    ("fallback", "retry"): "idle",
+}
+"""Every state change of a :class:`CorrespondentEntry`; see the module docstring."""
+
+
+class IllegalTransition(RuntimeError):
+    """An event arrived in a state :data:`TRANSITIONS` has no row for (a bug)."""
 
 
 def optimised_peers(cfg: MnSection) -> tuple[IPv6Address, ...]:
@@ -133,7 +230,7 @@ class CorrespondentEntry:
         self.home_address = home_address
         self.cfg = cfg
         self._random = random_bytes
-        self.state = "idle"
+        self.state: CorrespondentState = "idle"
         self.sequence = int.from_bytes(random_bytes(2), "big")
         self.care_of_address: IPv6Address | None = None
         """The care-of address return routability / the BU runs for."""
@@ -158,6 +255,15 @@ class CorrespondentEntry:
         self._be1 = 0
         self.home_lifetime_left = 0.0
         """Seconds left of the home registration (set by RouteOptimisation.sync)."""
+
+    # ----------------------------------------------------------------- state
+
+    def _to(self, event: CorrespondentEvent) -> None:
+        """Take the transition of :data:`TRANSITIONS` for ``event`` in the current state."""
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise IllegalTransition(f"{self.peer}: {event!r} in state {self.state!r}")
+        self.state = new
 
     # ----------------------------------------------------------------- views
 
@@ -194,8 +300,8 @@ class CorrespondentEntry:
             self.care_of_address = coa
             self._careof_cookie = None
             if self.state in ("registering", "deregistering", "leaving"):
-                self.state = "idle"
                 self._retransmit_at = None
+            self._to("moved")
         if self.state == "registering" or (
             self.state == "registered" and self.registered_care_of == coa
         ):
@@ -213,7 +319,7 @@ class CorrespondentEntry:
         if self._ready(now, home_ready):
             return self._bu(now)
         if self.registered_care_of is None:  # a refresh keeps the binding in use meanwhile
-            self.state = "testing"
+            self._to("test")
         out = self._tests(now, home_ready, resend=False)
         self._retransmit_at = now + self.timeout if out else None
         return out
@@ -299,9 +405,10 @@ class CorrespondentEntry:
             return [Send(bu, self.home_address, self.peer)]
         granted = units * 4
         if ack:
-            self.state = "registering"
+            self._to("bu_sent")
             self._retransmit_at = now + self.timeout
         else:  # no BA will come: the BU is the registration (§11.7.2)
+            self._to("bu_sent_unacknowledged")
             self._registered(granted, now)
         self.registered_care_of = coa  # route-optimise from now on: the state is in place first
         self.expires_at = now + granted
@@ -312,7 +419,7 @@ class CorrespondentEntry:
         return min(self.cfg.max_cn_binding_lifetime, self.home_lifetime_left)
 
     def _registered(self, granted: int, now: float) -> None:
-        self.state = "registered"
+        """The correspondent has the binding for ``granted`` seconds: refresh at 75 %."""
         self.expires_at = now + granted
         self._refresh_at = now + granted * REFRESH_FRACTION
         self._retransmit_at = None
@@ -329,13 +436,13 @@ class CorrespondentEntry:
         self._home_cookie = self._careof_cookie = None
         if self.state == "fallback":
             return
-        self.state = "leaving" if had else "idle"
+        self._to("leave" if had else "unbound")
 
     def deregister(self, now: float) -> list[Action]:
         """At home: tell the correspondent to drop the binding (lifetime 0 from home)."""
         if self.state != "leaving":
             return []
-        self.state = "deregistering"
+        self._to("deregister")
         self.resends = 0
         self.timeout = self.cfg.timers.initial_bindack_timeout
         return self._deregistration(now)
@@ -349,16 +456,20 @@ class CorrespondentEntry:
 
     def drop(self) -> None:
         """Forget the binding without signalling (home registration lost)."""
+        self._clear()
+        self._to("forget")
+
+    def _clear(self) -> None:
+        """No binding, no care-of address, nothing outstanding (the state is the caller's)."""
         self.registered_care_of = None
         self.expires_at = None
         self.care_of_address = None
-        self.state = "idle"
         self._retransmit_at = self._refresh_at = None
         self._home_cookie = self._careof_cookie = None
 
     def _fallback(self, reason: str, now: float) -> None:
-        self.drop()
-        self.state = "fallback"
+        self._clear()
+        self._to("fallback")
         self.last_error = reason
         self._retry_at = now + FALLBACK_HOLD
 
@@ -402,9 +513,11 @@ class CorrespondentEntry:
         if ba.status < 128:
             self._be1 = 0
             if self.state == "deregistering":
-                self.drop()
+                self._clear()
+                self._to("accepted")
                 return []
             if self.state == "registering":
+                self._to("accepted")
                 self._registered(ba.lifetime_seconds, now)
             return []
         if ba.status == BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW:
@@ -417,7 +530,7 @@ class CorrespondentEntry:
                 self._careof = None
             if self.state == "deregistering":
                 return [self._new_hoti()]
-            self.state = "idle" if self.registered_care_of is None else "registered"
+            self._to("unbound" if self.registered_care_of is None else "stale_tokens")
             return self._start(now, home_ready)
         self._fallback(f"refused with status {ba.status}", now)
         return []
@@ -460,7 +573,7 @@ class CorrespondentEntry:
         if self._retry_at is not None and self._retry_at <= now:
             self._retry_at = None
             if self.state == "fallback":
-                self.state = "idle"
+                self._to("retry")
                 self._be1 = 0
         if (
             self.registered_care_of is not None
@@ -469,7 +582,7 @@ class CorrespondentEntry:
         ):
             self.registered_care_of = None
             self.expires_at = None
-            self.state = "idle"
+            self._to("unbound")
         if self._retransmit_at is not None and self._retransmit_at <= now:
             out += self._resend(now, home_ready, timer=True)
         if self._refresh_at is not None and self._refresh_at <= now:
@@ -518,7 +631,7 @@ class RouteOptimisation:
         cfg: MnSection,
         *,
         enabled: bool,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.enabled = enabled
         self._random = random_bytes

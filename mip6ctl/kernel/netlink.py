@@ -1,4 +1,10 @@
-"""Raw rtnetlink framing: constants, message/attribute packing and the socket setup.
+"""Netlink framing, written once: nlmsghdr packing, attribute packing/iteration, acks.
+
+Every netlink user in mip6ctl (rtnetlink here and in rtcodec/links, XFRM in
+xfrm_codec, nf_tables in nft, generic netlink in genl) frames its messages
+with the helpers of this module; only the family-specific bodies live in
+those modules.  The rtnetlink constants and the NETLINK_ROUTE socket setup
+are here too.
 
 Why not pyroute2 here: the writer and observer handle 100k objects, and
 pyroute2's generic message objects cost ~100x more time and memory than
@@ -100,9 +106,9 @@ def nested(kind: int, *parts: bytes) -> bytes:
     return attr(kind | NLA_F_NESTED, b"".join(parts))
 
 
-def message(kind: int, flags: int, seq: int, payload: bytes) -> bytes:
+def message(kind: int, flags: int, seq: int, payload: bytes, pid: int = 0) -> bytes:
     """One netlink message; payloads built here are always 4-byte aligned."""
-    return NLMSGHDR.pack(16 + len(payload), kind, flags, seq, 0) + payload
+    return NLMSGHDR.pack(16 + len(payload), kind, flags, seq, pid) + payload
 
 
 def iter_messages(buf: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
@@ -118,43 +124,72 @@ def iter_messages(buf: bytes | memoryview) -> Iterator[tuple[int, int, int, int,
         off += (length + 3) & ~3
 
 
+def iter_attrs(buf: bytes | memoryview, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Yield (type, data offset, data end) for each attribute in buf[off:end], in order.
+
+    Repeated attributes (XFRMA_MIGRATE, list elements) come out once each; a
+    truncated attribute ends the walk.  The type has the NLA_F_* bits cleared.
+    """
+    unpack = RTATTR.unpack_from
+    while off + 4 <= end:
+        n, kind = unpack(buf, off)
+        if n < 4 or off + n > end:
+            break
+        yield kind & NLA_TYPE_MASK, off + 4, off + n
+        off += (n + 3) & ~3
+
+
 def attrs(buf: bytes | memoryview, off: int, end: int) -> dict[int, tuple[int, int]]:
-    """Map attribute type -> (data offset, data end); slices are left to the caller."""
+    """Map attribute type -> (data offset, data end), last one wins; slices are left to
+    the caller.  (Inlined rather than built on `iter_attrs`: route dumps are hot.)"""
     out: dict[int, tuple[int, int]] = {}
     unpack = RTATTR.unpack_from
     while off + 4 <= end:
         n, kind = unpack(buf, off)
-        if n < 4:
+        if n < 4 or off + n > end:
             break
         out[kind & NLA_TYPE_MASK] = (off + 4, off + n)
         off += (n + 3) & ~3
     return out
 
 
-def parse_error(buf: bytes | memoryview, off: int, end: int, flags: int) -> tuple[int, int, str]:
-    """Decode an NLMSG_ERROR payload into (errno, acked seq, extack message)."""
+def attr_bytes(buf: bytes | memoryview, off: int, end: int) -> dict[int, bytes]:
+    """`attrs` with the data sliced out (small messages: nf_tables, generic netlink)."""
+    return {k: bytes(buf[a:b]) for k, (a, b) in attrs(buf, off, end).items()}
+
+
+def parse_error(
+    buf: bytes | memoryview, off: int, end: int, flags: int, *, strerror: bool = True
+) -> tuple[int, int, str]:
+    """Decode an NLMSG_ERROR payload into (errno, acked seq, extack message).
+
+    errno 0 is an ack.  Without an extended-ack message the text is
+    ``os.strerror(errno)``, or "" with ``strerror=False`` (callers that add the
+    strerror themselves, e.g. `XfrmError`).
+    """
     (err,) = I32.unpack_from(buf, off)
     _l, _t, _f, seq, _p = NLMSGHDR.unpack_from(buf, off + 4)
     text = ""
     if flags & NLM_F_ACK_TLVS:
         # With NETLINK_CAP_ACK only the original header is echoed; TLVs follow it.
-        tl = attrs(buf, off + 4 + 16, end)
-        if NLMSGERR_ATTR_MSG in tl:
-            a, b = tl[NLMSGERR_ATTR_MSG]
-            text = bytes(buf[a:b]).rstrip(b"\0").decode(errors="replace")
+        for kind, a, b in iter_attrs(buf, off + 4 + 16, end):
+            if kind == NLMSGERR_ATTR_MSG:
+                text = bytes(buf[a:b]).split(b"\0", 1)[0].decode(errors="replace")
     code = -err
-    if code and not text:
+    if code and not text and strerror:
         text = os.strerror(code)
     return code, seq, text
 
 
-def open_socket(*, groups: tuple[int, ...] = (), rcvbuf: int = 32 << 20) -> socket.socket:
-    """A NETLINK_ROUTE socket in the calling thread's network namespace.
+def open_socket(
+    *, groups: tuple[int, ...] = (), rcvbuf: int = 32 << 20, protocol: int = NETLINK_ROUTE
+) -> socket.socket:
+    """A netlink socket (NETLINK_ROUTE unless told) in the calling thread's network namespace.
 
     Strict checking makes the kernel honour the filters in dump requests; capped
     extended acks give error strings without echoing our whole message back.
     """
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
     try:
         for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
             s.setsockopt(SOL_NETLINK, opt, 1)
@@ -173,6 +208,27 @@ def open_socket(*, groups: tuple[int, ...] = (), rcvbuf: int = 32 << 20) -> sock
         s.close()
         raise
     return s
+
+
+def transact(sock: socket.socket, request: bytes, seq: int) -> list[bytes]:
+    """Send one request that asks for an ack (NLM_F_ACK) and collect the payloads of the
+    replies with its sequence number up to the ack; raises OSError(errno, extack) on a
+    refusal.  For small request/response exchanges (generic netlink, single GETs)."""
+    sock.send(request)
+    out: list[bytes] = []
+    while True:
+        buf = sock.recv(1 << 16)
+        for kind, flags, mseq, a, b in iter_messages(buf):
+            if mseq != seq:
+                continue
+            if kind == NLMSG_ERROR:
+                code, _s, text = parse_error(buf, a, b, flags)
+                if code:
+                    raise OSError(code, text)
+                return out
+            if kind == NLMSG_DONE:
+                return out
+            out.append(bytes(buf[a:b]))
 
 
 def dump_iter(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:

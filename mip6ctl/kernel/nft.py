@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from mip6ctl.kernel import netlink as nl
+from mip6ctl.kernel.probe import nf_tables_missing  # re-export; the probe lives in probe.py
 from mip6ctl.ownership import NFT_TABLE
 
 __all__ = [
@@ -333,7 +334,7 @@ class NftSession:
             for mkind, _f, mseq, a, b in nl.iter_messages(buf):
                 if mseq != seq or mkind in (nl.NLMSG_DONE, nl.NLMSG_ERROR):
                     continue
-                yield {k: buf[x:y] for k, (x, y) in nl.attrs(buf, a + 4, b).items()}
+                yield nl.attr_bytes(buf, a + 4, b)
 
 
 _MSG_NAMES = {
@@ -666,18 +667,13 @@ _EMPTY = NftTableInfo("")
 
 
 def _attrs(buf: bytes | memoryview) -> dict[int, bytes]:
-    return {k: bytes(buf[a:b]) for k, (a, b) in nl.attrs(buf, 0, len(buf)).items()}
+    return nl.attr_bytes(buf, 0, len(buf))
 
 
 def _iter_nested(buf: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """(start, end) of each attribute's payload in a list of same-typed attributes."""
-    off = 0
-    while off + 4 <= len(buf):
-        n, _kind = nl.RTATTR.unpack_from(buf, off)
-        if n < 4:
-            break
-        yield off + 4, off + n
-        off += (n + 3) & ~3
+    for _kind, a, b in nl.iter_attrs(buf, 0, len(buf)):
+        yield a, b
 
 
 def _str(v: bytes | memoryview | None) -> str:
@@ -732,17 +728,3 @@ def describe(table: str = NFT_TABLE, *, session: NftSession | None = None) -> Nf
     finally:
         if session is None:
             s.close()
-
-
-def nf_tables_missing() -> str | None:
-    """Why nf_tables cannot be used from this process, or None when it can."""
-    try:
-        with NftSession(timeout=2.0) as s:
-            list(s.dump(NFT_MSG_GETTABLE))
-    except OSError as e:
-        if e.errno == errno.EPERM:
-            return "nf_tables: not permitted (needs CAP_NET_ADMIN)"
-        if e.errno in (errno.EPROTONOSUPPORT, errno.EOPNOTSUPP, errno.ENOENT):
-            return f"nf_tables: not available in this kernel (CONFIG_NF_TABLES): {e.strerror}"
-        return f"nf_tables: {e.strerror or e}"
-    return None

@@ -21,6 +21,18 @@ Kernel limits handled here: proxy NDP entries raise no netlink events (Linux
 6.18), so proxies change in the cache only through `resync()` or
 `note_applied()` (the writer's own results); sysctls are read at resync through
 files opened in the observer's namespace.
+
+Besides rtnetlink the observer can watch the other kernel interfaces the
+executor writes (``sources``): ``"nft"`` -- the owned nf_tables table
+(NFNLGRP_NFTABLES events: set elements are cached from their own events,
+any change to a chain or set re-reads the table's chains and sets);
+``"xfrm"`` -- owned XFRM policies and states (XFRMNLGRP_POLICY/SA events,
+a flush re-dumps); ``"seg6-tunsrc"`` -- the seg6 tunnel source, which raises
+no event and is read by `poll()`.  `fileno()` is then an epoll descriptor
+over every event socket.  A stepped resync for callers that must not block
+(the reconcile loop's worker thread): `fill_steps(new_core())` dumps every
+source into a fresh cache, yielding between netlink buffers, and
+`install(core)` swaps it in.
 """
 
 from __future__ import annotations
@@ -28,8 +40,9 @@ from __future__ import annotations
 import errno
 import os
 import select
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Generator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mip6ctl import ownership
 from mip6ctl.kernel import netlink as nl
@@ -37,9 +50,19 @@ from mip6ctl.kernel import rtcodec as rc
 from mip6ctl.state.objects import (
     Address,
     KernelObject,
+    NftSet,
+    NftSetElement,
     ProxyNeighbour,
+    Seg6TunnelSource,
     Sysctl,
 )
+from mip6ctl.state.render import object_key
+
+#: object kinds the rtnetlink dump does not produce (kept across a stepped resync's
+#: rtnetlink part, refilled from their own sources)
+EXTRA_KINDS = ("sysctl", "nft-set", "nft-chain", "nft-element", "xfrm-policy", "xfrm-state")
+NFNLGRP_NFTABLES = 7
+XFRMNLGRP_SA, XFRMNLGRP_POLICY = 4, 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +100,16 @@ class ObserverCore:
         self.links = {}
         self.needs_resync = False
 
-    def _store(self, obj: KernelObject, present: bool, changes: list[Change] | None) -> None:
+    def _store(
+        self,
+        obj: KernelObject,
+        present: bool,
+        changes: list[Change] | None,
+        key: tuple | None = None,
+    ) -> None:
         owned = obj.owned
         view = self.owned if owned else self.foreign
-        key = obj.key
+        key = obj.key if key is None else key
         old = view.get(key)
         if present:
             if old == obj:
@@ -150,11 +179,59 @@ class ObserverCore:
         if tunnel is not None:
             self._store(tunnel, present, changes)
 
+    def replace_kinds(
+        self, kinds: Collection[str], objs: Iterable[Any], changes: list[Change] | None
+    ) -> None:
+        """Make the owned objects of `kinds` exactly `objs` (a source was re-read)."""
+        fresh = {object_key(o): o for o in objs}
+        for k in [k for k in self.owned if k[0] in kinds and k not in fresh]:
+            self._store(self.owned[k], False, changes, k)
+        for k, o in fresh.items():
+            self._store(o, True, changes, k)
+
+    def feed_nft(
+        self, messages: Iterable[tuple[int, dict[int, bytes]]]
+    ) -> tuple[list[Change], bool]:
+        """nf_tables events: elements of the owned table applied; True = chains/sets
+        changed (re-read them)."""
+        from mip6ctl.kernel import nft
+        from mip6ctl.kernel.nftwriter import elements_of
+
+        changes: list[Change] = []
+        reread = False
+        for kind, msg in messages:
+            if kind in (nft.NFT_MSG_NEWSETELEM, nft.NFT_MSG_DELSETELEM):
+                for e in elements_of(msg):
+                    if e.owned:
+                        self._store(e, kind == nft.NFT_MSG_NEWSETELEM, changes)
+            elif kind in _NFT_STRUCTURE:
+                table = msg.get(_NFT_TABLE_ATTR.get(kind, 1))
+                if table is None or nft._str(table) == ownership.NFT_TABLE:
+                    reread = True
+        return changes, reread
+
+    def feed_xfrm(self, events: Iterable[Any]) -> tuple[list[Change], bool]:
+        """XFRM events for owned objects; True = a flush or overrun (re-dump)."""
+        from mip6ctl.kernel import xfrm as x
+
+        changes: list[Change] = []
+        redump = False
+        for ev in events:
+            if isinstance(ev, x.PolicyEvent | x.StateEvent):
+                obj = ev.policy if isinstance(ev, x.PolicyEvent) else ev.state
+                if not obj.owned:
+                    continue
+                gone = ev.kind == "delete" or (ev.kind == "expire" and ev.hard)
+                self._store(obj, not gone, changes, object_key(obj))
+            elif isinstance(ev, x.PolicyFlushEvent | x.StateFlushEvent | x.EventsLost):
+                redump = True
+        return changes, redump
+
     def apply_results(self, objs: Iterable[tuple[KernelObject, bool]]) -> list[Change]:
         """Record (object, present) pairs the writer applied (for kinds without events)."""
         changes: list[Change] = []
         for obj, present in objs:
-            self._store(obj, present, changes)
+            self._store(obj, present, changes, object_key(obj))
         return changes
 
     def snapshot(self) -> tuple[dict[tuple, KernelObject], dict[tuple, KernelObject]]:
@@ -168,6 +245,25 @@ def diff_views(
     out = [Change(k, v, after.get(k), owned) for k, v in before.items() if after.get(k) != v]
     out.extend(Change(k, None, v, owned) for k, v in after.items() if k not in before)
     return out
+
+
+def _nft_structure() -> tuple[frozenset[int], dict[int, int]]:
+    from mip6ctl.kernel import nft
+
+    kinds = {
+        nft.NFT_MSG_NEWTABLE: nft.NFTA_TABLE_NAME,
+        nft.NFT_MSG_DELTABLE: nft.NFTA_TABLE_NAME,
+        nft.NFT_MSG_NEWCHAIN: nft.NFTA_CHAIN_TABLE,
+        nft.NFT_MSG_DELCHAIN: nft.NFTA_CHAIN_TABLE,
+        nft.NFT_MSG_NEWRULE: nft.NFTA_RULE_TABLE,
+        nft.NFT_MSG_DELRULE: nft.NFTA_RULE_TABLE,
+        nft.NFT_MSG_NEWSET: nft.NFTA_SET_TABLE,
+        nft.NFT_MSG_DELSET: nft.NFTA_SET_TABLE,
+    }
+    return frozenset(kinds), kinds
+
+
+_NFT_STRUCTURE, _NFT_TABLE_ATTR = _nft_structure()
 
 
 _GROUPS = (
@@ -193,8 +289,10 @@ class Observer:
         sysctls: Collection[str] = (),
         on_change: Callable[[list[Change]], None] | None = None,
         resync_now: bool = True,
+        sources: Collection[str] = (),
     ) -> None:
         self.core = ObserverCore(watch_tables=watch_tables)
+        self.sources = frozenset(sources)
         self.sysctl_paths = {Sysctl(p).path for p in sysctls}
         self.on_change = on_change
         self._events = nl.open_socket(groups=_GROUPS)
@@ -205,8 +303,56 @@ class Observer:
         self._synced = False
         self._netns = os.stat("/proc/thread-self/ns/net").st_ino
         self._sysctl_fds: dict[str, int] = {}
+        self._nft: Any = None  # NftSession for dumps
+        self._nft_events: Any = None
+        self._xfrm: Any = None  # XfrmSocket for dumps
+        self._xfrm_events: Any = None
+        self._epoll: select.epoll | None = None
+        try:
+            self._open_sources()
+        except BaseException:
+            self.close()
+            raise
         if resync_now:
             self.resync()
+
+    def _open_sources(self) -> None:
+        """Open the event and dump sockets of `sources`; one the kernel refuses is
+        dropped from `sources` (its kinds are then never seen as present)."""
+        if not self.sources - {"seg6-tunsrc"}:
+            return
+        self._epoll = select.epoll()
+        self._epoll.register(self._events.fileno(), select.EPOLLIN)
+        if "nft" in self.sources:
+            try:
+                from mip6ctl.kernel import nft
+
+                self._nft = nft.NftSession(timeout=30)
+                self._nft_events = nft.NftSession(timeout=5)
+                self._nft_events.sock.setsockopt(
+                    nl.SOL_NETLINK, nl.NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES
+                )
+                self._nft_events.sock.setblocking(False)
+                self._epoll.register(self._nft_events.sock.fileno(), select.EPOLLIN)
+            except OSError:
+                for s in (self._nft, self._nft_events):
+                    if s is not None:
+                        s.close()
+                self._nft = self._nft_events = None
+                self.sources -= {"nft"}
+        if "xfrm" in self.sources:
+            try:
+                from mip6ctl.kernel import xfrm
+
+                self._xfrm = xfrm.XfrmSocket(timeout=30)
+                self._xfrm_events = xfrm.XfrmEventSocket(groups=(XFRMNLGRP_SA, XFRMNLGRP_POLICY))
+                self._epoll.register(self._xfrm_events.fileno(), select.EPOLLIN)
+            except OSError:
+                for s in (self._xfrm, self._xfrm_events):
+                    if s is not None:
+                        s.close()
+                self._xfrm = self._xfrm_events = None
+                self.sources -= {"xfrm"}
 
     # -- views -----------------------------------------------------------------------------
 
@@ -229,12 +375,16 @@ class Observer:
     # -- I/O -------------------------------------------------------------------------------
 
     def fileno(self) -> int:
-        return self._events.fileno()
+        return self._epoll.fileno() if self._epoll is not None else self._events.fileno()
 
     def close(self) -> None:
         for fd in self._sysctl_fds.values():
             os.close(fd)
         self._sysctl_fds.clear()
+        for s in (self._nft, self._nft_events, self._xfrm, self._xfrm_events, self._epoll):
+            if s is not None:
+                s.close()
+        self._nft = self._nft_events = self._xfrm = self._xfrm_events = self._epoll = None
         self._events.close()
         self._dump.close()
 
@@ -260,39 +410,108 @@ class Observer:
         finally:
             self.core.bulk = False
 
-    def resync(self) -> list[Change]:
-        """Rebuild the cache from kernel-filtered dumps; report what differed."""
-        before_owned, before_foreign = self.core.snapshot()
+    def new_core(self) -> ObserverCore:
+        """An empty cache watching the same tables, for `fill_steps` / `install`."""
+        return ObserverCore(watch_tables=self.core.watch_tables)
+
+    def fill_steps(self, core: ObserverCore) -> Generator[None, None, bool]:
+        """Dump every source into `core` (empty), yielding between netlink buffers.
+
+        Safe in another thread while nothing else uses this observer's dump
+        sockets; the event sockets are not read.  Returns False when the kernel
+        kept interrupting the rtnetlink dump (the caller falls back to
+        `resync()`).  Sysctls are not read here (`install` does, through the
+        descriptors of the observer's namespace)."""
+        requests: list[tuple[Callable[[int], bytes], bool]] = [
+            (rc.link_dump_request, False),
+            (rc.address_dump_request, False),
+            (rc.rule_dump_request, False),
+            (rc.proxy_dump_request, False),
+            (lambda s: rc.route_dump_request(s, protocol=ownership.ROUTE_PROTOCOL), False),
+        ]
+        for t in sorted(core.watch_tables):
+            requests.append((lambda s, t=t: rc.route_dump_request(s, table=t), True))
         for _attempt in range(5):
-            self._drain()
-            self.core.clear()
+            core.clear()
             try:
-                self._dump_into(rc.link_dump_request)
-                self._dump_into(rc.address_dump_request)
-                self._dump_into(rc.rule_dump_request)
-                self._dump_into(rc.proxy_dump_request)
-                self._dump_into(
-                    lambda s: rc.route_dump_request(s, protocol=ownership.ROUTE_PROTOCOL)
-                )
-                for t in sorted(self.core.watch_tables):
-                    self._dump_into(
-                        lambda s, t=t: rc.route_dump_request(s, table=t), skip_owned_routes=True
-                    )
+                for request_for, skip in requests:
+                    seq = self._next()
+                    core.bulk = True
+                    try:
+                        for buf in nl.dump_iter(self._dump, request_for(seq), seq):
+                            core.feed(buf, skip_owned_routes=skip)
+                            yield
+                    except OSError as e:
+                        if e.errno != errno.ENOENT:  # a watched table not there yet
+                            raise
+                    finally:
+                        core.bulk = False
             except OSError as e:
                 if e.errno == errno.EINTR:
                     continue  # the kernel changed under the dump: start over
                 raise
             break
         else:
-            self.core.needs_resync = True
+            return False
+        yield from self._fill_sources(core)
+        return True
+
+    def _fill_sources(self, core: ObserverCore) -> Generator[None, None, None]:
+        if self._nft is not None:
+            from mip6ctl.kernel.nftwriter import read_table
+
+            core.replace_kinds(("nft-set", "nft-chain", "nft-element"), read_table(self._nft), None)
+            yield
+        if self._xfrm is not None:
+            objs = [*self._xfrm.dump_states(owned_only=True)]
+            yield
+            objs += self._xfrm.dump_policies(owned_only=True)
+            core.replace_kinds(("xfrm-state", "xfrm-policy"), objs, None)
+            yield
+        if "seg6-tunsrc" in self.sources:
+            tunsrc = _read_tunsrc()
+            if tunsrc is not None:
+                core.owned[tunsrc.key] = tunsrc
+
+    def install(self, core: ObserverCore, changes: list[Change] | None = None) -> list[Change]:
+        """Swap in a cache `fill_steps` filled and read the sysctls; report what differed.
+
+        `changes`: the caller already diffed the two caches (off the event loop,
+        with the old sysctls carried over); only the sysctls are compared here."""
+        first = not self._synced
+        if changes is None and not first:
+            before_owned, before_foreign = self.core.snapshot()
+        sysctls = {k: v for k, v in core.owned.items() if k[0] == "sysctl"}
+        self.core = core
         self._read_sysctls()
-        if not self._synced:
+        if first:
             self._synced = True
             return []  # the first fill is read from `owned`/`foreign`, not as 100k changes
-        changes = diff_views(before_owned, self.core.owned, True)
-        changes += diff_views(before_foreign, self.core.foreign, False)
+        if changes is None:
+            changes = diff_views(before_owned, self.core.owned, True)
+            changes += diff_views(before_foreign, self.core.foreign, False)
+        else:
+            for k, old in sysctls.items():
+                now = core.owned.get(k)
+                if now != old:
+                    changes.append(Change(k, old, now, True))
         self._notify(changes)
         return changes
+
+    def resync(self) -> list[Change]:
+        """Rebuild the cache from kernel-filtered dumps; report what differed."""
+        self._drain()
+        core = self.new_core()
+        steps = self.fill_steps(core)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as e:
+                done = e.value
+                break
+        if not done:
+            core.needs_resync = True
+        return self.install(core)
 
     def _read_sysctls(self) -> None:
         """Read watched sysctls through descriptors opened in the observer's namespace
@@ -316,14 +535,20 @@ class Observer:
 
     def _drain(self) -> None:
         """Discard queued events: the dump about to start already reflects them."""
-        while True:
-            try:
-                self._events.recv(1 << 16)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
+        socks = [self._events]
+        if self._nft_events is not None:
+            socks.append(self._nft_events.sock)
+        for sock in socks:
+            while True:
+                try:
+                    sock.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+        if self._xfrm_events is not None:
+            self._xfrm_events.read()
 
     def process_pending(self) -> list[Change]:
         """Read every queued event without blocking; resync after event loss."""
@@ -339,8 +564,66 @@ class Observer:
                 self.core.needs_resync = True
                 break
             changes.extend(self.core.feed(buf))
+        changes.extend(self._process_sources())
         if self.core.needs_resync:
             return changes + self.resync()
+        self._notify(changes)
+        return changes
+
+    def _process_sources(self) -> list[Change]:
+        changes: list[Change] = []
+        if self._nft_events is not None:
+            msgs: list[tuple[int, dict[int, bytes]]] = []
+            sock = self._nft_events.sock
+            while True:
+                try:
+                    buf = sock.recv(1 << 20)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    self.core.needs_resync = True
+                    break
+                for kind, _f, _s, a, b in nl.iter_messages(buf):
+                    if kind >> 8 == 10:  # NFNL_SUBSYS_NFTABLES
+                        at = nl.attrs(buf, a + 4, b)
+                        msgs.append((kind & 0xFF, {k: bytes(buf[x:y]) for k, (x, y) in at.items()}))
+            got, reread = self.core.feed_nft(msgs)
+            changes += got
+            if reread:
+                changes += self._reread_nft_structure()
+        if self._xfrm_events is not None:
+            got, redump = self.core.feed_xfrm(self._xfrm_events.read())
+            changes += got
+            if redump:
+                objs = [*self._xfrm.dump_states(owned_only=True)]
+                objs += self._xfrm.dump_policies(owned_only=True)
+                self.core.replace_kinds(("xfrm-state", "xfrm-policy"), objs, changes)
+        return changes
+
+    def _reread_nft_structure(self) -> list[Change]:
+        """Chains and sets of the owned table again; elements of a set that is gone go too."""
+        from mip6ctl.kernel.nftwriter import read_table
+
+        changes: list[Change] = []
+        objs = read_table(self._nft, elements=False)
+        self.core.replace_kinds(("nft-set", "nft-chain"), objs, changes)
+        sets = {o.name for o in objs if isinstance(o, NftSet)}
+        for k, o in list(self.core.owned.items()):
+            if isinstance(o, NftSetElement) and o.set not in sets:
+                self.core._store(o, False, changes, k)
+        return changes
+
+    def poll(self) -> list[Change]:
+        """Read the sources that raise no events (the seg6 tunnel source)."""
+        if "seg6-tunsrc" not in self.sources:
+            return []
+        changes: list[Change] = []
+        tunsrc = _read_tunsrc()
+        old = self.core.owned.get(("seg6-tunsrc",))
+        if tunsrc is not None and tunsrc != old:
+            self.core._store(tunsrc, True, changes)
         self._notify(changes)
         return changes
 
@@ -365,6 +648,27 @@ class Observer:
         self._notify(changes)
         return changes
 
+    def note_outcomes(self, outcomes: Iterable[Any]) -> list[Change]:
+        """Executor outcomes of objects without events (the seg6 tunnel source)."""
+        pairs = [
+            (o.change.desired, True)
+            for o in outcomes
+            if o.ok and isinstance(o.change.desired, Seg6TunnelSource)
+        ]
+        changes = self.core.apply_results(pairs)
+        self._notify(changes)
+        return changes
+
     def _notify(self, changes: list[Change]) -> None:
         if changes and self.on_change is not None:
             self.on_change(changes)
+
+
+def _read_tunsrc() -> Seg6TunnelSource | None:
+    from mip6ctl.kernel import genl
+
+    try:
+        addr = genl.get_seg6_tunsrc()
+    except OSError:
+        return None
+    return Seg6TunnelSource("::" if addr is None else str(addr))

@@ -1,20 +1,40 @@
-"""Kernel capability probe: try each feature in a throwaway network namespace.
+"""Kernel capability probing, in one module.
 
 Trying beats reading kernel configs: modules may be missing, built in,
-loadable or blocked, and only creating the object tells.  Everything runs in
-a thread that unshares into a fresh namespace (mip6ctl.kernel.netns), so the
-host is never touched and nothing is left behind.  rtnetlink features are
-tried with mip6ctl's own writer (objects carry the ownership mark); XFRM
-features are delegated to `mip6ctl.kernel.xfrm.xfrm_capabilities`.
+loadable or blocked, and only creating the object tells.
+
+* `probe()` (for `mip6ctl doctor` and the daemon's capability resolution):
+  everything runs in a thread that unshares into a fresh namespace
+  (mip6ctl.kernel.netns), so the host is never touched and nothing is left
+  behind.  rtnetlink features are tried with mip6ctl's own writer (objects
+  carry the ownership mark); XFRM features with `xfrm_capabilities`.
+* `xfrm_capabilities(target)`: XFRM policy, sub-policy, MIGRATE and
+  ESP/route2/hao states tried with throw-away owned objects in a given
+  namespace (`XfrmCapability`, `CAPABILITY_NEEDS`).
+* `nf_tables_missing()`, `kernel_mip6_missing()`, `userspace_requirements()`:
+  what a signalling transport needs from this process and kernel, asked in
+  the calling thread's namespace (a throwaway socket each, nothing sent).
+
+Imports of the kernel writers are lazy: `mip6ctl doctor` imports this module
+and must stay light.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
+from mip6ctl import ownership
 from mip6ctl.kernel import netns
+
+if TYPE_CHECKING:
+    from mip6ctl.kernel.xfrm import XfrmResult, XfrmSocket
 
 _A, _B = "2001:db8:ffff::a", "2001:db8:ffff::b"
 
@@ -146,7 +166,7 @@ def _rtnl_checks() -> dict[str, tuple[bool, str]]:
 
 def _xfrm_checks() -> dict[str, tuple[bool | None, str]]:
     try:
-        from mip6ctl.kernel.xfrm import xfrm_capabilities
+        import mip6ctl.kernel.xfrm  # noqa: F401
     except ImportError as e:
         why = f"not probed: XFRM module unavailable ({e})"
         return {k: (None, why) for k in ("mip6", "esp", "sub_policy", "migrate")}
@@ -191,3 +211,228 @@ def probe(*, timeout: float = 30.0) -> list[Capability]:
 def _missing_reason(found: dict[str, tuple[bool | None, str]]) -> str:
     errors = [d for k, (_a, d) in found.items() if k.startswith("_")]
     return "not probed: " + ("; ".join(errors) if errors else "no result")
+
+
+# --------------------------------------------------------------------------- XFRM
+
+
+@dataclass(frozen=True, slots=True)
+class XfrmCapability:
+    """Whether one XFRM feature worked when tried; why not, if not."""
+
+    ok: bool
+    errno: int = 0
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def reason(self) -> str:
+        if self.ok:
+            return ""
+        name = errno.errorcode.get(self.errno, str(self.errno))
+        return f"{name}: {os.strerror(self.errno)}" + (f" ({self.message})" if self.message else "")
+
+
+#: What each probed capability needs from the kernel configuration.
+CAPABILITY_NEEDS = {
+    "policy": "CONFIG_XFRM_USER",
+    "sub_policy": "CONFIG_XFRM_SUB_POLICY",
+    "migrate": "CONFIG_XFRM_MIGRATE",
+    "esp_state": "CONFIG_INET6_ESP",
+    "route2_state": "CONFIG_IPV6_MIP6",
+    "hao_state": "CONFIG_IPV6_MIP6",
+}
+
+_PROBE_A = ipaddress.IPv6Address("2001:db8:ffff::a")
+_PROBE_B = ipaddress.IPv6Address("2001:db8:ffff::b")
+_PROBE_C = ipaddress.IPv6Address("2001:db8:ffff::c")
+
+
+def _probe(xs: XfrmSocket) -> dict[str, XfrmCapability]:
+    from mip6ctl.kernel.xfrm import XfrmError
+    from mip6ctl.kernel.xfrm_codec import XfrmMigration
+    from mip6ctl.state.xfrm import (
+        Action,
+        Direction,
+        Mode,
+        PolicyType,
+        XfrmAlgo,
+        XfrmPolicy,
+        XfrmProto,
+        XfrmSelector,
+        XfrmState,
+        XfrmTemplate,
+    )
+
+    def cap(r: XfrmResult) -> XfrmCapability:
+        return XfrmCapability(r.ok, r.error, r.message)
+
+    prio = ownership.XFRM_PRIORITY_MAX
+    sel = XfrmSelector.between(f"{_PROBE_A}/128", f"{_PROBE_B}/128", proto=253)
+    tun = XfrmTemplate(XfrmProto.ESP, Mode.TUNNEL, dst=_PROBE_B, src=_PROBE_A, reqid=0xFFFF)
+    main = XfrmPolicy(sel, Direction.OUT, priority=prio, templates=(tun,))
+    sub = XfrmPolicy(sel, Direction.OUT, PolicyType.SUB, priority=prio, action=Action.ALLOW)
+    out: dict[str, XfrmCapability] = {}
+    made_pol: list[XfrmPolicy] = []
+    made_sa: list[XfrmState] = []
+    try:
+        r = xs.add_policies([main], replace=True)[0]
+        out["policy"] = cap(r)
+        if r.ok:
+            made_pol.append(main)
+        r = xs.add_policies([sub], replace=True)[0]
+        out["sub_policy"] = cap(r)
+        if r.ok:
+            made_pol.append(sub)
+        if out["policy"]:
+            try:
+                xs.migrate(
+                    sel,
+                    Direction.OUT,
+                    [XfrmMigration(_PROBE_B, _PROBE_A, _PROBE_B, _PROBE_C, reqid=0xFFFF)],
+                )
+                out["migrate"] = XfrmCapability(True)
+            except XfrmError as e:
+                out["migrate"] = XfrmCapability(False, e.errno or 0, e.kernel_message)
+        else:
+            out["migrate"] = out["policy"]
+        esp = XfrmState(
+            dst=_PROBE_B,
+            src=_PROBE_A,
+            proto=XfrmProto.ESP,
+            spi=0x6D36FFFF,
+            mode=Mode.TRANSPORT,
+            reqid=0xFFFF,
+            algorithms=(
+                XfrmAlgo.from_config("aes-cbc", os.urandom(16)),
+                XfrmAlgo.from_config("hmac-sha256", os.urandom(32)),
+            ),
+        )
+        ro = {
+            name: XfrmState(
+                dst=_PROBE_B,
+                src=_PROBE_A,
+                proto=proto,
+                mode=Mode.RO,
+                coaddr=_PROBE_C,
+                selector=XfrmSelector.between(f"{_PROBE_A}/128", f"{_PROBE_B}/128"),
+            )
+            for name, proto in (("route2_state", XfrmProto.ROUTE2), ("hao_state", XfrmProto.HAO))
+        }
+        for name, st in (("esp_state", esp), *ro.items()):
+            r = xs.add_states([st], replace=True)[0]
+            out[name] = cap(r)
+            if r.ok:
+                made_sa.append(st)
+    finally:
+        xs.delete_policies(made_pol)
+        xs.delete_states(made_sa)
+    return out
+
+
+def xfrm_capabilities(
+    target: XfrmSocket | Callable[[], AbstractContextManager[Any]] | None = None,
+) -> dict[str, XfrmCapability]:
+    """Try each XFRM feature with throw-away owned objects and say what worked.
+
+    `target` is an open `XfrmSocket`, or a callable returning a context
+    manager that switches this thread into the namespace to probe (e.g.
+    ``lambda: nsutil.inside(name)``), or None for the current namespace.
+    Keys: policy, sub_policy, migrate, esp_state, route2_state, hao_state
+    (`CAPABILITY_NEEDS` names the kernel option each one needs).  The probe
+    objects use documentation addresses and the owned mark, and are deleted
+    before returning.
+    """
+    from mip6ctl.kernel.xfrm import XfrmSocket
+
+    if isinstance(target, XfrmSocket):
+        return _probe(target)
+    if target is None:
+        with XfrmSocket(timeout=5.0) as xs:
+            return _probe(xs)
+    with target():
+        xs = XfrmSocket(timeout=5.0)
+    with xs:
+        return _probe(xs)
+
+
+# --------------------------------------------------------------------------- transports
+
+
+def nf_tables_missing() -> str | None:
+    """Why nf_tables cannot be used from this process, or None when it can."""
+    from mip6ctl.kernel.nft import NFT_MSG_GETTABLE, NftSession
+
+    try:
+        with NftSession(timeout=2.0) as s:
+            list(s.dump(NFT_MSG_GETTABLE))
+    except OSError as e:
+        if e.errno == errno.EPERM:
+            return "nf_tables: not permitted (needs CAP_NET_ADMIN)"
+        if e.errno in (errno.EPROTONOSUPPORT, errno.EOPNOTSUPP, errno.ENOENT):
+            return f"nf_tables: not available in this kernel (CONFIG_NF_TABLES): {e.strerror}"
+        return f"nf_tables: {e.strerror or e}"
+    return None
+
+
+IPPROTO_MH = 135
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+
+
+def kernel_mip6_missing() -> str | None:
+    """Why the kernel transport cannot run here (None: it can).
+
+    The check is the one thing the transport needs: a raw IPPROTO_MH socket
+    accepting a type 2 routing header, which only a CONFIG_IPV6_MIP6 kernel
+    does (EINVAL otherwise).  A throwaway socket, nothing is sent.
+    """
+    from mip6ctl.wire.exthdr import encode_type2_routing_header
+
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
+    except PermissionError:
+        return "CAP_NET_RAW: a raw IPPROTO_MH socket needs it"
+    with s:
+        try:
+            s.setsockopt(
+                socket.IPPROTO_IPV6,
+                socket.IPV6_RTHDR,
+                encode_type2_routing_header(ipaddress.IPv6Address("2001:db8::1"), 59),
+            )
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return (
+                    "CONFIG_IPV6_MIP6 (capability 'mip6'): this kernel refuses a type 2 "
+                    "routing header on a raw IPPROTO_MH socket (EINVAL)"
+                )
+            return f"CONFIG_IPV6_MIP6 (capability 'mip6'): IPV6_RTHDR type 2: {e.strerror}"
+    return None
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return (1 << 64) - 1 if os.geteuid() == 0 else 0
+
+
+def userspace_requirements() -> list[str]:
+    """What the userspace transport needs and this process/kernel lacks (empty: all there)."""
+    caps = _effective_caps()
+    missing = []
+    if not caps & (1 << CAP_NET_RAW):
+        missing.append("CAP_NET_RAW: AF_PACKET capture and IPPROTO_RAW send")
+    if not caps & (1 << CAP_NET_ADMIN):
+        missing.append("CAP_NET_ADMIN: installing the nf_tables drop table")
+    else:
+        why = nf_tables_missing()
+        if why:
+            missing.append(why)
+    return missing

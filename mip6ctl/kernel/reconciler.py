@@ -1,7 +1,7 @@
 """Execute plans against the kernel and verify the result (the nmstate half of apply).
 
 `Reconciler` ties the observer (what is there), `plan()` (what to change) and
-the writers (rtnetlink and XFRM) together, synchronously.  The daemon drives
+the plan executor (`kernel.executor`, the one writer) together, synchronously.  The daemon drives
 it per key from its asyncio loop; `mip6ctl apply` uses it once.
 
 Apply is level-triggered and idempotent: every change is computed from
@@ -13,45 +13,18 @@ the desired one is reported per object (verification).
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mip6ctl.kernel.executor import Executor, Outcome
 from mip6ctl.kernel.observer import Observer
-from mip6ctl.kernel.writer import Op, Result, Writer
-from mip6ctl.state.objects import RT_TABLE_LOCAL, Rule, Sysctl
+from mip6ctl.kernel.writer import Result, Writer
+from mip6ctl.state.objects import RT_TABLE_LOCAL, SETTINGS, Rule
 from mip6ctl.state.plan import Change, Origin, Plan, plan
-from mip6ctl.state.render import DEFAULT_LOCAL_RULE, Desired, object_key
-from mip6ctl.state.xfrm import XfrmPolicy, XfrmState
+from mip6ctl.state.render import DEFAULT_LOCAL_RULE, Desired
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one planned change."""
-
-    change: Change
-    status: str  # ok | exists | absent | conflict | refused | error
-    message: str = ""
-    errno: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("ok", "exists", "absent")
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying with backoff (the kernel or an interface may come around)."""
-        return self.status == "error" and self.errno in (
-            errno.ENODEV,
-            errno.ENETDOWN,
-            errno.EBUSY,
-            errno.EAGAIN,
-            errno.ENOBUFS,
-            errno.ETIMEDOUT,
-            errno.EINTR,
-            errno.ENETUNREACH,
-        )
+__all__ = ["ApplyReport", "Mismatch", "Outcome", "Reconciler", "converge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +51,6 @@ class ApplyReport:
         return any(o.status == "ok" for o in self.outcomes)
 
 
-_XFRM_KINDS = ("xfrm-policy", "xfrm-state")
-
-
 def _is_moved_local_rule(obj: Any) -> bool:
     return (
         isinstance(obj, Rule)
@@ -92,7 +62,11 @@ def _is_moved_local_rule(obj: Any) -> bool:
 
 
 class Reconciler:
-    """Plans and applies desired state in the namespace it was created in."""
+    """Plans and applies desired state in the namespace it was created in.
+
+    Every kind the executor writes is read back from the observer's cache
+    (which must watch the sources the plans touch: ``sources=("nft", "xfrm")``
+    where those kinds are desired)."""
 
     def __init__(
         self,
@@ -100,45 +74,37 @@ class Reconciler:
         observer: Observer,
         writer: Writer,
         xfrm: Any | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.observer = observer
         self.writer = writer
-        self.xfrm = xfrm  # kernel.xfrm.XfrmSocket, opened lazily by the caller
+        self.executor = executor or Executor(writer, xfrm=xfrm)
+        self.executor.on_applied = self._applied
+
+    @property
+    def xfrm(self) -> Any:
+        return self.executor.xfrm
+
+    def _applied(self, results: list[Result], outcomes: list[Outcome]) -> None:
+        if results:
+            self.observer.note_applied(results)
+        if outcomes:
+            self.observer.note_outcomes(outcomes)
 
     # -- reading ---------------------------------------------------------------------------
 
     def observed(self) -> dict[tuple, Any]:
-        out: dict[tuple, Any] = dict(self.observer.owned)
-        if self.xfrm is not None:
-            out.update(self.observed_xfrm())
-        return out
-
-    def observed_xfrm(self) -> dict[tuple, Any]:
-        out: dict[tuple, Any] = {}
-        for p in self.xfrm.dump_policies(owned_only=True):
-            out[object_key(p)] = p
-        for s in self.xfrm.dump_states(owned_only=True):
-            out[object_key(s)] = s
-        return out
+        return dict(self.observer.owned)
 
     def observed_subset(self, keys: Iterable[tuple]) -> dict[tuple, Any]:
         """The owned objects under `keys` only: an incremental reconcile looks up
-        its few keys in the cache instead of copying 100k entries (invariant 4),
-        and dumps XFRM only when one of the keys is an XFRM object."""
+        its few keys in the cache instead of copying 100k entries (invariant 4)."""
         owned = self.observer.owned
         out: dict[tuple, Any] = {}
-        xfrm_keys = []
         for k in keys:
             v = owned.get(k)
             if v is not None:
                 out[k] = v
-            elif k[0] in _XFRM_KINDS:
-                xfrm_keys.append(k)
-        if xfrm_keys and self.xfrm is not None:
-            dumped = self.observed_xfrm()
-            for k in xfrm_keys:
-                if k in dumped:
-                    out[k] = dumped[k]
         return out
 
     def plan(
@@ -164,8 +130,9 @@ class Reconciler:
         else:
             seen = self.observed()
         wanted = desired.objects
-        # Sysctls carry no mark: we never "delete" one, only set the values we want.
-        drop = [k for k, v in seen.items() if k not in wanted and isinstance(v, Sysctl)]
+        # Sysctls (and the tunnel source) carry no mark: we never "delete" one, only
+        # set the values we want.
+        drop = [k for k, v in seen.items() if k not in wanted and isinstance(v, SETTINGS)]
         if keep is not None:
             drop += [k for k, v in seen.items() if k not in wanted and keep(k, v)]
         for k in drop:
@@ -206,65 +173,19 @@ class Reconciler:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def apply(self, p: Plan, desired: Desired | None = None) -> ApplyReport:
+    def apply(
+        self,
+        p: Plan,
+        desired: Desired | None = None,
+        *,
+        group: Callable[[tuple], Hashable] | None = None,
+    ) -> ApplyReport:
+        """Execute `p` make-before-break (see kernel/executor.py); verify when `desired`."""
         report = ApplyReport(p)
-        rtnl: list[tuple[Change, Op]] = []
-        xfrm: list[Change] = []
-        for change in p.changes:
-            obj = change.desired if change.desired is not None else change.observed
-            if isinstance(obj, XfrmPolicy | XfrmState):
-                xfrm.append(change)
-                continue
-            takeover = not obj.owned  # the documented local-rule takeover and its undo
-            action = {"create": "create", "update": "replace", "delete": "delete"}[change.action]
-            rtnl.append((change, Op(action, obj, allow_foreign=takeover)))  # type: ignore[arg-type]
-        # Make-before-break across the two sockets: rtnetlink creates/updates, XFRM,
-        # then rtnetlink deletes (the plan is already ordered within each).
-        first = [(c, o) for c, o in rtnl if c.action != "delete"]
-        last = [(c, o) for c, o in rtnl if c.action == "delete"]
-        report.outcomes += self._rtnl(first)
-        report.outcomes += self._xfrm(xfrm)
-        report.outcomes += self._rtnl(last)
+        report.outcomes = self.executor.apply(p.changes, group=group)
         if desired is not None:
             report.mismatches = self.verify(desired, [c.key for c in p.changes])
         return report
-
-    def _rtnl(self, pairs: list[tuple[Change, Op]]) -> list[Outcome]:
-        if not pairs:
-            return []
-        results: list[Result] = self.writer.apply(op for _, op in pairs)
-        self.observer.note_applied(results)
-        out = []
-        for (change, _), r in zip(pairs, results, strict=True):
-            msg = r.message
-            if r.status == "conflict" and r.foreign is not None:
-                msg = f"held by a foreign object: {r.foreign!r}"
-            out.append(Outcome(change, r.status, msg, r.errno))
-        return out
-
-    def _xfrm(self, changes: list[Change]) -> list[Outcome]:
-        if not changes:
-            return []
-        if self.xfrm is None:
-            return [Outcome(c, "error", "no XFRM socket", errno.ENOTSUP) for c in changes]
-        out = []
-        for c in changes:
-            obj = c.desired if c.desired is not None else c.observed
-            is_policy = isinstance(obj, XfrmPolicy)
-            fn = {
-                ("create", True): self.xfrm.add_policies,
-                ("update", True): self.xfrm.update_policies,
-                ("delete", True): self.xfrm.delete_policies,
-                ("create", False): self.xfrm.add_states,
-                ("update", False): self.xfrm.update_states,
-                ("delete", False): self.xfrm.delete_states,
-            }[(c.action, is_policy)]
-            (r,) = fn([obj])
-            if r.error:
-                out.append(Outcome(c, "error", r.message, r.error))
-            else:
-                out.append(Outcome(c, "exists" if r.noop else "ok"))
-        return out
 
     # -- verification ----------------------------------------------------------------------
 
@@ -281,6 +202,25 @@ class Reconciler:
                 if self.observer.conflict(key) is not None:
                     out.append(Mismatch(key, None, self.observer.conflict(key)))
                 continue
-            if want != have and not (want is None and isinstance(have, Sysctl)):
+            if want != have and not (want is None and isinstance(have, SETTINGS)):
                 out.append(Mismatch(key, want, have))
         return out
+
+
+def converge(
+    desired: Desired,
+    *,
+    present: bool = True,
+    sources: tuple[str, ...] = ("nft", "xfrm"),
+) -> ApplyReport:
+    """Make the kernel hold `desired` (``present=False``: hold none of its objects), once,
+    in the calling thread's namespace, through the executor: for tools and tests outside
+    the daemon."""
+    with Observer(sources=sources) as obs, Writer() as writer:
+        rec = Reconciler(observer=obs, writer=writer, executor=Executor.in_namespace(writer))
+        try:
+            scope = set(desired.objects)
+            plan = rec.plan(desired if present else Desired(), scope=scope)
+            return rec.apply(plan, desired if present else Desired())
+        finally:
+            rec.executor.close()

@@ -281,21 +281,18 @@ def address_payload(a: Address, resolve: Resolve, *, delete: bool = False) -> by
 
 
 def decode_address(buf: bytes, off: int, end: int, names: Mapping[int, str]) -> Address | None:
-    fam, plen, flags8, _scope, index = nl.IFADDRMSG.unpack_from(buf, off)
-    if fam != _AF6:
+    """An owned-or-foreign `Address` from an ifaddrmsg (the one decoder: kernel/links.py)."""
+    from mip6ctl.kernel.links import decode_ifaddr
+
+    ia = decode_ifaddr(buf, off, end)
+    if ia is None:
         return None
-    at = nl.attrs(buf, off + 8, end)
-    loc = at.get(IFA_LOCAL) or at.get(IFA_ADDRESS)
-    if loc is None:
-        return None
-    flags = _U32(buf, at[IFA_FLAGS][0])[0] if IFA_FLAGS in at else flags8
-    proto = buf[at[IFA_PROTO][0]] if IFA_PROTO in at else 0
     return Address(
-        ifname=names.get(index, f"if{index}"),
-        address=_ntop(_AF6, buf[loc[0] : loc[0] + 16]),
-        prefixlen=plen,
-        flags=flags & MANAGED_ADDR_FLAGS,
-        protocol=proto,
+        ifname=names.get(ia.ifindex, f"if{ia.ifindex}"),
+        address=_ntop(_AF6, ia.address.packed),
+        prefixlen=ia.prefixlen,
+        flags=ia.flags & MANAGED_ADDR_FLAGS,
+        protocol=ia.protocol,
     )
 
 

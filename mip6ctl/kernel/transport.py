@@ -8,9 +8,9 @@ Two implementations behind one interface (:class:`Transport`), chosen by
   type 2 routing header before any socket sees it, so the transport captures
   at the link layer (AF_PACKET, SOCK_DGRAM, ETH_P_IPV6) behind a classic BPF
   filter that passes only Mobility Headers (and the ICMPv6 types asked for),
-  keeps the kernel from answering with an nf_tables table
-  (:mod:`mip6ctl.kernel.nft`), and sends whole IPv6 packets it builds itself
-  (IPPROTO_RAW).
+  relies on the owned nf_tables chains (rendered static state, written by the
+  plan executor, see ``state.render._signalling_drop``) to keep the kernel from
+  answering, and sends whole IPv6 packets it builds itself (IPPROTO_RAW).
 * :class:`KernelTransport`, for kernels with CONFIG_IPV6_MIP6: a raw
   IPPROTO_MH socket; the kernel processes the Home Address option and the type
   2 routing header (given matching XFRM hao/route2 states and inbound policies,
@@ -41,12 +41,13 @@ import os
 import select
 import socket
 import struct
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Literal
 
+from mip6ctl.kernel.links import LocalAddresses
+from mip6ctl.kernel.probe import kernel_mip6_missing
 from mip6ctl.wire.checksum import NEXT_HEADER_ICMPV6, NEXT_HEADER_MH
 from mip6ctl.wire.datagram import (
     Dropped,
@@ -69,16 +70,13 @@ from mip6ctl.wire.packet import build_mh_packet, parse_ipv6
 __all__ = [
     "DHAAD_TYPES",
     "KernelTransport",
-    "LocalAddresses",
     "Transport",
     "TransportStats",
     "TransportUnavailable",
     "UserspaceTransport",
-    "kernel_mip6_missing",
     "mh_filter",
     "open_transport",
     "select_transport",
-    "userspace_requirements",
 ]
 
 IPPROTO_MH = 135
@@ -297,64 +295,6 @@ def attach_filter(sock: socket.socket, program: Sequence[Insn]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(prog))
 
 
-# --------------------------------------------------------------------------- local addresses
-
-
-class LocalAddresses:
-    """Is an address one of this node's?  Netlink address dump, cached for ``max_age`` s.
-
-    The default destination check of the userspace transport (the packet
-    socket sees everything the link delivers, including packets this node
-    only forwards).  A miss re-dumps at most every ``min_refresh`` seconds, so
-    a newly added care-of address is seen at once and a flood of foreign
-    destinations costs one dump per ``min_refresh``.  Opened in the calling
-    thread's network namespace.
-    """
-
-    def __init__(self, *, max_age: float = 2.0, min_refresh: float = 0.2) -> None:
-        self.max_age = max_age
-        self.min_refresh = min_refresh
-        self._addrs: frozenset[IPv6Address] = frozenset()
-        self._at = -1e9
-        from mip6ctl.kernel import netlink as nl
-
-        self._nl = nl
-        self._sock = nl.open_socket(rcvbuf=1 << 20)
-        self._seq = 0
-
-    def refresh(self) -> frozenset[IPv6Address]:
-        nl = self._nl
-        self._seq += 1
-        req = nl.message(
-            nl.RTM_GETADDR,
-            nl.NLM_F_REQUEST | nl.NLM_F_DUMP,
-            self._seq,
-            nl.IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0),
-        )
-        found = set()
-        for buf in nl.dump(self._sock, req, self._seq):
-            for kind, _f, _s, a, b in nl.iter_messages(buf):
-                if kind != nl.RTM_NEWADDR:
-                    continue
-                at = nl.attrs(buf, a + nl.IFADDRMSG.size, b)
-                for key in (1, 2):  # IFA_ADDRESS, IFA_LOCAL
-                    if key in at:
-                        x, y = at[key]
-                        found.add(IPv6Address(bytes(buf[x:y])))
-        self._addrs = frozenset(found)
-        self._at = time.monotonic()
-        return self._addrs
-
-    def __call__(self, address: IPv6Address) -> bool:
-        age = time.monotonic() - self._at
-        if age > self.max_age or (address not in self._addrs and age > self.min_refresh):
-            self.refresh()
-        return address in self._addrs
-
-    def close(self) -> None:
-        self._sock.close()
-
-
 # --------------------------------------------------------------------------- interface
 
 
@@ -433,14 +373,15 @@ def _bind_packet_all(sock: socket.socket, proto: int, ifindex: int = 0) -> None:
 
 
 class UserspaceTransport(Transport):
-    """AF_PACKET capture + in-kernel BPF filter + nf_tables drop + IPPROTO_RAW send.
+    """AF_PACKET capture + in-kernel BPF filter + IPPROTO_RAW send.
 
     ``interfaces`` restricts capture (all interfaces when empty); ``is_local``
     decides which destinations are ours (default: :class:`LocalAddresses`);
-    ``icmp_types`` adds ICMPv6 types to the capture; ``nft`` installs the
-    owned nf_tables drop chains (and removes them on close) -- turn it off
-    only when something else keeps the kernel from answering.  Sockets and
-    the table live in the calling thread's network namespace.
+    ``icmp_types`` adds ICMPv6 types to the capture.  The nf_tables chains
+    that keep the kernel from answering what was captured are not this
+    class's business: they are rendered static state (the daemon has them in
+    place before it opens the transport; `reconciler.converge` for others).
+    Sockets live in the calling thread's network namespace.
     """
 
     kind: TransportKind = "userspace"
@@ -453,23 +394,14 @@ class UserspaceTransport(Transport):
         icmp_types: Collection[int] = (),
         home_address_packets: bool = False,
         decapsulate: bool = True,
-        nft: bool = True,
-        nft_table: str | None = None,
         batch: int = 64,
         rcvbuf: int = 4 << 20,
     ) -> None:
-        from mip6ctl.kernel import nft as nftmod
-        from mip6ctl.ownership import NFT_TABLE
-
         self.stats = TransportStats()
         self.icmp_types = frozenset(icmp_types)
         self.home_address_packets = home_address_packets
         self.decapsulate = decapsulate
         self.batch = batch
-        self._nft = nftmod
-        self._table = nft_table or NFT_TABLE
-        self._nft_installed = False
-        self._nft_session: nftmod.NftSession | None = None
         self._own_local = is_local is None
         self._rx: socket.socket | None = None
         self._tx: socket.socket | None = None
@@ -503,19 +435,6 @@ class UserspaceTransport(Transport):
             attach_filter(self._rx, self._program())
             _bind_packet_all(self._rx, ETH_P_IPV6)
             self._rx.setblocking(False)
-            if nft:
-                try:
-                    # Kept open: close() must remove the table in *this* namespace,
-                    # whatever namespace the closing thread is in.
-                    self._nft_session = nftmod.NftSession()
-                    nftmod.install_signalling_drop(self._table, session=self._nft_session)
-                except OSError as e:
-                    raise TransportUnavailable(
-                        e.errno,
-                        f"cannot install the nf_tables table {self._table!r} that keeps "
-                        f"the kernel from answering Mobile IPv6 packets: {e}",
-                    ) from e
-                self._nft_installed = True
         except BaseException:
             self.close()
             raise
@@ -601,45 +520,9 @@ class UserspaceTransport(Transport):
         if self._own_local and isinstance(self.is_local, LocalAddresses):
             self.is_local.close()
             self.is_local = _all_local
-        session, self._nft_session = self._nft_session, None
-        if session is not None:
-            try:
-                if self._nft_installed:
-                    self._nft.remove_signalling_drop(self._table, session=session)
-            finally:
-                self._nft_installed = False
-                session.close()
 
 
 # --------------------------------------------------------------------------- kernel transport
-
-
-def _type2_probe() -> bytes:
-    return encode_type2_routing_header(IPv6Address("2001:db8::1"), 59)
-
-
-def kernel_mip6_missing() -> str | None:
-    """Why the kernel transport cannot run here (None: it can).
-
-    The check is the one thing the transport needs: a raw IPPROTO_MH socket
-    accepting a type 2 routing header, which only a CONFIG_IPV6_MIP6 kernel
-    does (EINVAL otherwise).  A throwaway socket, nothing is sent.
-    """
-    try:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
-    except PermissionError:
-        return "CAP_NET_RAW: a raw IPPROTO_MH socket needs it"
-    with s:
-        try:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, _type2_probe())
-        except OSError as e:
-            if e.errno == errno.EINVAL:
-                return (
-                    "CONFIG_IPV6_MIP6 (capability 'mip6'): this kernel refuses a type 2 "
-                    "routing header on a raw IPPROTO_MH socket (EINVAL)"
-                )
-            return f"CONFIG_IPV6_MIP6 (capability 'mip6'): IPV6_RTHDR type 2: {e.strerror}"
-    return None
 
 
 def _pktinfo(src: IPv6Address, ifindex: int = 0) -> tuple[int, int, bytes]:
@@ -652,10 +535,6 @@ def _icmp6_filter(types: Collection[int]) -> bytes:
     for t in types:
         words[t >> 5] &= ~(1 << (t & 31))
     return struct.pack("=8I", *words)
-
-
-#: xfrm.h: a state that may match any address (the wildcard hao/route2 states)
-XFRM_STATE_WILDRECV = 8
 
 
 class KernelTransport(Transport):
@@ -675,22 +554,12 @@ class KernelTransport(Transport):
     uses a raw ICMPv6 socket.  ``fileno()`` is an epoll descriptor over the
     receiving sockets.
 
-    With ``xfrm_wildcards`` (the default) the transport installs what UMIP's
-    ``xfrm_cn_init`` does, so that signalling with a HAO or type 2 RH reaches
-    the socket at all: wildcard route-optimisation states (hao and route2,
-    ``:: -> ::``, care-of address ``::``, flag ``wildrecv`` -- xfrm6_input_addr
-    falls back to a wildcard state only with XFRM_STATE_WILDRECV) and one
-    inbound policy for the Mobility Header with both as optional templates
-    (without a policy the kernel rejects a packet whose security path holds a
-    non-transport state).  They
-    carry no mip6ctl mark (the reconciler never sees them); the ones this
-    transport created are removed on ``close()``, ones already there are left.
+    The kernel accepts a HAO / type 2 RH only with UMIP's wildcard hao/route2
+    states and an inbound MH policy: rendered static state
+    (``state.render._kernel_transport_wildcards``), not this class's business.
     """
 
     kind: TransportKind = "kernel"
-    #: priority of the wildcard MH policy: behind mip6ctl's owned band (RFC 3776
-    #: policies for BU/BA are more specific and win)
-    WILDCARD_POLICY_PRIORITY = 0x7000
 
     def __init__(
         self,
@@ -698,14 +567,12 @@ class KernelTransport(Transport):
         *,
         icmp_types: Collection[int] = (),
         batch: int = 64,
-        xfrm_wildcards: bool = True,
     ) -> None:
         self.stats = TransportStats()
         self.batch = batch
         self.icmp_types = frozenset(icmp_types)
         self._socks: list[socket.socket] = []
         self._epoll: select.epoll | None = None
-        self._xfrm_created: list[object] = []
         try:
             missing = kernel_mip6_missing()
             if missing:
@@ -732,81 +599,9 @@ class KernelTransport(Transport):
             self._epoll.register(self._rx.fileno(), select.EPOLLIN)
             if self.icmp_types:
                 self._epoll.register(self._icmp.fileno(), select.EPOLLIN)
-            if xfrm_wildcards:
-                self._install_wildcards()
         except BaseException:
             self.close()
             raise
-
-    @classmethod
-    def wildcard_objects(cls) -> list[object]:
-        """The wildcard hao/route2 states and the inbound MH policy (states first)."""
-        from ipaddress import IPv6Network
-
-        from mip6ctl.state.xfrm import (
-            Direction,
-            Level,
-            Mark,
-            Mode,
-            XfrmPolicy,
-            XfrmProto,
-            XfrmSelector,
-            XfrmState,
-            XfrmTemplate,
-        )
-
-        anyaddr, anynet = IPv6Address("::"), IPv6Network("::/0")
-        states: list[object] = [
-            XfrmState(
-                anyaddr,
-                anyaddr,
-                proto,
-                mode=Mode.RO,
-                mark=Mark(),
-                coaddr=anyaddr,
-                flags=XFRM_STATE_WILDRECV,
-            )
-            for proto in (XfrmProto.HAO, XfrmProto.ROUTE2)
-        ]
-        policy = XfrmPolicy(
-            XfrmSelector.mobility(anynet, anynet),
-            Direction.IN,
-            priority=cls.WILDCARD_POLICY_PRIORITY,
-            mark=Mark(),
-            templates=tuple(
-                XfrmTemplate(proto, Mode.RO, level=Level.USE)
-                for proto in (XfrmProto.HAO, XfrmProto.ROUTE2)
-            ),
-        )
-        return [*states, policy]
-
-    def _install_wildcards(self) -> None:
-        from mip6ctl.kernel.xfrm import XfrmSocket
-        from mip6ctl.state.xfrm import XfrmPolicy
-
-        objs = self.wildcard_objects()
-        with XfrmSocket(timeout=5.0) as xs:
-            states = [o for o in objs if not isinstance(o, XfrmPolicy)]
-            policies = [o for o in objs if isinstance(o, XfrmPolicy)]
-            results = xs.add_states(states) + xs.add_policies(policies)  # type: ignore[arg-type]
-        for r in results:
-            if not r.ok:
-                raise TransportUnavailable(
-                    r.error, f"kernel signalling transport: {r.op} {r.target}: {r.message}"
-                )
-            if not r.noop:
-                self._xfrm_created.append(r.target)
-
-    def _remove_wildcards(self) -> None:
-        created, self._xfrm_created = self._xfrm_created, []
-        if not created:
-            return
-        from mip6ctl.kernel.xfrm import XfrmSocket
-        from mip6ctl.state.xfrm import XfrmPolicy
-
-        with contextlib.suppress(OSError), XfrmSocket(timeout=5.0) as xs:
-            xs.delete_policies([o for o in created if isinstance(o, XfrmPolicy)])
-            xs.delete_states([o for o in created if not isinstance(o, XfrmPolicy)])  # type: ignore[misc]
 
     def _open(self, proto: int) -> socket.socket:
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
@@ -939,7 +734,6 @@ class KernelTransport(Transport):
         for s in self._socks:
             s.close()
         self._socks = []
-        self._remove_wildcards()
 
 
 # --------------------------------------------------------------------------- selection
@@ -984,37 +778,3 @@ def open_transport(
     if kind == "kernel":
         return KernelTransport(interfaces, **options)  # type: ignore[arg-type]
     return UserspaceTransport(interfaces, **options)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- requirements
-
-CAP_NET_ADMIN = 12
-CAP_NET_RAW = 13
-
-
-def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return (1 << 64) - 1 if os.geteuid() == 0 else 0
-
-
-def userspace_requirements() -> list[str]:
-    """What the userspace transport needs and this process/kernel lacks (empty: all there)."""
-    caps = _effective_caps()
-    missing = []
-    if not caps & (1 << CAP_NET_RAW):
-        missing.append("CAP_NET_RAW: AF_PACKET capture and IPPROTO_RAW send")
-    if not caps & (1 << CAP_NET_ADMIN):
-        missing.append("CAP_NET_ADMIN: installing the nf_tables drop table")
-    else:
-        from mip6ctl.kernel.nft import nf_tables_missing
-
-        why = nf_tables_missing()
-        if why:
-            missing.append(why)
-    return missing

@@ -275,7 +275,117 @@ class Sysctl:
         return self.path.startswith(SYSCTL_OWNED_PREFIXES) and ".." not in self.path
 
 
-KernelObject: TypeAlias = Address | Route | Rule | ProxyNeighbour | Tunnel | Sysctl
+# --- nf_tables (owned table ``ownership.NFT_TABLE``) and the seg6 tunnel source --------------
+#
+# nf_tables has no per-object mark: the table's name is the mark, so every
+# object below lives in the owned table and is ``owned`` by construction;
+# foreign tables are never read or written.
+
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    """A named set of the owned table (the reverse-tunnel check's (care-of, home) pairs)."""
+
+    name: str
+    #: nft datatype id of the key (a concatenation is ``(t1 << 6) | t2``) and its length
+    key_type: int
+    key_len: int
+    table: str = ownership.NFT_TABLE
+
+    @property
+    def key(self) -> tuple:
+        return ("nft-set", self.table, self.name)
+
+    @property
+    def owned(self) -> bool:
+        return self.table == ownership.NFT_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    """A base chain of the owned table with its rules, written as one atomic batch.
+
+    Rules are compared by their comments (each names what it matches, e.g.
+    "mip6ctl: reverse tunnel to 2001:db8:1::1 from a non-binding"): the
+    kernel reports expressions in its own normal form, the comment comes
+    back as written.  ``exprs`` holds the encoded expressions per rule for
+    the writer; it is not compared (the observer cannot fill it)."""
+
+    name: str
+    hook: int
+    priority: int
+    rules: tuple[str, ...] = ()
+    table: str = ownership.NFT_TABLE
+    exprs: tuple[tuple[bytes, ...], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple:
+        return ("nft-chain", self.table, self.name)
+
+    @property
+    def owned(self) -> bool:
+        return self.table == ownership.NFT_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class NftSetElement:
+    """One (care-of address, home address) pair in a set of the owned table."""
+
+    care_of: str
+    home: str
+    set: str
+    table: str = ownership.NFT_TABLE
+
+    def __post_init__(self) -> None:
+        _set(self, "care_of", canon_addr(self.care_of))
+        _set(self, "home", canon_addr(self.home))
+
+    @property
+    def key(self) -> tuple:
+        return ("nft-element", self.table, self.set, self.care_of, self.home)
+
+    @property
+    def owned(self) -> bool:
+        return self.table == ownership.NFT_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Seg6TunnelSource:
+    """The namespace's seg6 tunnel source (``ip sr tunsrc``); ``::`` = source selection.
+
+    One per namespace and unmarkable, so, like a sysctl, it is only ever set to
+    a value mip6ctl declares (a mobile node away: its care-of address; at
+    home: ``::``) and never "deleted"."""
+
+    address: str = ANY
+
+    def __post_init__(self) -> None:
+        _set(self, "address", canon_addr(self.address))
+
+    @property
+    def key(self) -> tuple:
+        return ("seg6-tunsrc",)
+
+    @property
+    def owned(self) -> bool:
+        return True
+
+
+KernelObject: TypeAlias = (
+    Address
+    | Route
+    | Rule
+    | ProxyNeighbour
+    | Tunnel
+    | Sysctl
+    | NftSet
+    | NftChain
+    | NftSetElement
+    | Seg6TunnelSource
+)
+
+#: kinds without an ownership mark that mip6ctl only ever sets, never deletes
+SETTINGS = (Sysctl, Seg6TunnelSource)
 
 _SETTERS: dict[type, list] = {}
 

@@ -8,8 +8,10 @@ foreign object holds the key, a conflict that is reported and never
 overwritten (DESIGN.md invariant 3).
 
 Ordering is make-before-break:
-1. creates, in dependency order (sysctl, tunnel, address, route, rule,
-   proxy neighbour, XFRM state, XFRM policy): a binding moving to a new
+1. creates, in dependency order (sysctl, tunnel, address, seg6 tunnel
+   source, route, rule, proxy neighbour, XFRM state, XFRM policy, nf_tables
+   set, set element, chain -- a chain is created after the set its rules
+   look up and, deleted first, goes before it): a binding moving to a new
    care-of address gets its new objects before anything of the old goes;
 2. updates (in-place replaces are atomic for the kernel);
 3. deletes, in reverse dependency order.
@@ -30,11 +32,15 @@ KIND_ORDER: dict[str, int] = {
     "sysctl": 0,
     "tunnel": 1,
     "address": 2,
-    "route": 3,
-    "rule": 4,
-    "proxy": 5,
-    "xfrm-state": 6,
-    "xfrm-policy": 7,
+    "seg6-tunsrc": 3,
+    "route": 4,
+    "rule": 5,
+    "proxy": 6,
+    "xfrm-state": 7,
+    "xfrm-policy": 8,
+    "nft-set": 9,
+    "nft-element": 10,
+    "nft-chain": 11,
 }
 _PHASE = {"create": 0, "update": 1, "delete": 2}
 

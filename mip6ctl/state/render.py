@@ -14,15 +14,26 @@ home agent, static (origin: config)
     decapsulation rule and route for tunnelled packets sent to the HA address
     (`to HA ipproto 41 lookup T+1` + `HA encap seg6local End.DT6 table main`),
     with the kernel's local rule moved behind them (see kernel/seg6.py); XFRM
-    transport-mode policies for mobile nodes whose BU/BA are IPsec-protected.
+    transport-mode policies for mobile nodes whose BU/BA are IPsec-protected;
+    on the seg6 backend the RFC 6275 §10.4.5 reverse-tunnel check (an owned
+    nf_tables set of (care-of, home) pairs and a chain dropping IPv6-in-IPv6
+    to the HA address whose pair is not in it).
 home agent, per binding (origin: binding HoA)
-    `HoA/128 encap seg6 encap.red segs CoA` in T (the tunnel), and a proxy
-    neighbour for HoA on its home link (the defence of the home address).
+    `HoA/128 encap seg6 encap.red segs CoA` in T (the tunnel), a proxy
+    neighbour for HoA on its home link (the defence of the home address), and
+    the (CoA, HoA) element of the reverse-tunnel set (seg6 backend).
+every role, by signalling transport (origin: config kernel.signalling)
+    userspace: nf_tables chains that keep the kernel from answering the
+    Mobility Headers the transport captured; kernel: UMIP's wildcard hao /
+    route2 XFRM states and inbound Mobility Header policy, without which a
+    MIP6 kernel drops every BU with a Home Address option.
 mobile node, away from home (origin: binding HoA)
     the home address on the current interface (IFA_F_HOMEADDRESS, no DAD), a
     rule `from HoA lookup T` and `::/0 encap seg6 segs HA` in T (reverse
-    tunnel), and the decapsulation rule/route for packets tunnelled to the
-    care-of address (End.DT6 into the local table).
+    tunnel), the decapsulation rule/route for packets tunnelled to the
+    care-of address (End.DT6 into the local table), the seg6 tunnel source
+    (the care-of address; `::` at home) and a host route to the home agent
+    through the router the move was detected from.
 correspondent node, per binding (origin: binding HoA; kernels with route2/hao)
     XFRM route optimisation (see `render_correspondent_binding`): packets to
     the home address leave for the care-of address with a type 2 routing
@@ -54,16 +65,21 @@ from mip6ctl.state.objects import (
     RT_TABLE_MAIN,
     RTPROT_KERNEL,
     Address,
+    NftChain,
+    NftSet,
+    NftSetElement,
     ProxyNeighbour,
     Route,
     Rule,
     Seg6Encap,
     Seg6LocalDecap,
+    Seg6TunnelSource,
     Sysctl,
     Tunnel,
 )
 from mip6ctl.state.plan import Origin
 from mip6ctl.state.xfrm import (
+    OWNED_MARK,
     Direction,
     Level,
     Mode,
@@ -101,6 +117,9 @@ class MobileNodeView:
     ifname: str | None = None
     #: (correspondent address, care-of address registered with it): route-optimised peers
     correspondents: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
+    #: the router the move was detected from: the home agent is reached through it at
+    #: once, instead of after neighbour unreachability detection gives up on the old one
+    router: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +130,10 @@ class Capabilities:
     route_optimization: bool = False
     esp: bool = False
     proxy_ndp: bool = True
+    #: the signalling transport's kernel objects to render (None: none, e.g. unit tests)
+    signalling: Literal["kernel", "userspace"] | None = None
+    #: nf_tables objects may be rendered (the §10.4.5 reverse-tunnel check)
+    nftables: bool = False
 
     @classmethod
     def resolve(cls, available: Mapping[str, bool | None], kernel: KernelSection) -> Capabilities:
@@ -121,7 +144,15 @@ class Capabilities:
             "ip6tnl" if want == "ip6tnl" or (want == "auto" and has_ip6tnl) else "seg6"
         )
         defence = kernel.home_address_defence
+        mip6 = bool(available.get("mip6"))
+        signalling: Literal["kernel", "userspace"] = (
+            "kernel"
+            if kernel.signalling == "kernel" or (kernel.signalling == "auto" and mip6)
+            else "userspace"
+        )
         return cls(
+            signalling=signalling,
+            nftables=available.get("nftables", True) is not False,
             tunnel=tunnel,
             route_optimization=bool(available.get("mip6")),
             esp=bool(available.get("esp")),
@@ -257,7 +288,109 @@ def render_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts) -> Desi
         _ha_static(cfg, caps, facts, out)
     elif cfg.node.role == Role.MN and cfg.mn is not None:
         _ipsec_policies_mn(cfg, out)
+    if caps.signalling == "userspace":
+        _signalling_drop(out)
+    elif caps.signalling == "kernel":
+        _kernel_transport_wildcards(out)
     return out
+
+
+# --------------------------------------------------------------------------- signalling transport
+#
+# nf_tables rules are named by (kind, argument); the kernel layer
+# (kernel/nftwriter.py) knows their expressions and the comment each carries.
+
+NFT_HOOK_PREROUTING, NFT_HOOK_INPUT = 0, 1
+NFT_PRIORITY_RAW = -300
+CHAIN_SIGNALLING_PRE = "signalling_pre"
+CHAIN_SIGNALLING_IN = "signalling_in"
+CHAIN_REVERSE_TUNNEL = "reverse_tunnel"
+REVERSE_TUNNEL_SET = "reverse_tunnel_bindings"
+#: nft datatype of (ipv6_addr . ipv6_addr): (TYPE_IPV6ADDR << 6) | TYPE_IPV6ADDR
+NFT_TYPE_IPV6_PAIR = (8 << 6) | 8
+#: priority of the kernel transport's wildcard MH policy: the end of the owned band,
+#: behind every more specific owned policy (RFC 3776 BU/BA, route optimisation)
+WILDCARD_POLICY_PRIORITY = ownership.XFRM_PRIORITY_MAX - 0xF
+#: xfrm.h: a state that may match any address (the wildcard hao/route2 states)
+XFRM_STATE_WILDRECV = 8
+
+
+def render_signalling(kind: Literal["kernel", "userspace"]) -> Desired:
+    """Only the objects a signalling transport of `kind` needs (tests, benchmarks)."""
+    out = Desired()
+    (_signalling_drop if kind == "userspace" else _kernel_transport_wildcards)(out)
+    return out
+
+
+def _signalling_drop(out: Desired) -> None:
+    """The userspace transport captured these at the link layer: the kernel must not
+    answer them with a Parameter Problem (see kernel/nft.py for the rules)."""
+    origin = Origin("config", "kernel.signalling")
+    out.add(
+        NftChain(
+            CHAIN_SIGNALLING_PRE,
+            NFT_HOOK_PREROUTING,
+            NFT_PRIORITY_RAW,
+            (("mh-to-local", ""), ("hao-to-local", ""), ("rh2-to-local", "")),
+        ),
+        origin,
+    )
+    out.add(
+        NftChain(
+            CHAIN_SIGNALLING_IN, NFT_HOOK_INPUT, NFT_PRIORITY_RAW, (("mh-decapsulated", ""),)
+        ),
+        origin,
+    )
+
+
+def _kernel_transport_wildcards(out: Desired) -> None:
+    """UMIP's xfrm_cn_init: wildcard route-optimisation states (flag wildrecv, the only
+    way xfrm6_input_addr falls back to a wildcard) and an inbound MH policy with both as
+    optional templates, so that signalling with a HAO or type 2 RH reaches the socket."""
+    origin = Origin("config", "kernel.signalling")
+    anyaddr, anynet = IPv6Address("::"), IPv6Network("::/0")
+    for proto in (XfrmProto.HAO, XfrmProto.ROUTE2):
+        out.add(
+            XfrmState(
+                anyaddr,
+                anyaddr,
+                proto,
+                mode=Mode.RO,
+                mark=OWNED_MARK,
+                coaddr=anyaddr,
+                flags=XFRM_STATE_WILDRECV,
+            ),
+            origin,
+        )
+    out.add(
+        XfrmPolicy(
+            XfrmSelector.mobility(anynet, anynet),
+            Direction.IN,
+            priority=WILDCARD_POLICY_PRIORITY,
+            templates=tuple(
+                XfrmTemplate(proto, Mode.RO, level=Level.USE)
+                for proto in (XfrmProto.HAO, XfrmProto.ROUTE2)
+            ),
+        ),
+        origin,
+    )
+
+
+def _reverse_tunnel_check(ha_address: IPv6Address, out: Desired) -> None:
+    """RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
+    tunnelled to the HA address, so packets whose (outer source, inner source) is not
+    (care-of, home address) of a binding are dropped before it."""
+    origin = Origin("config", "ha.address")
+    out.add(NftSet(REVERSE_TUNNEL_SET, NFT_TYPE_IPV6_PAIR, 32), origin)
+    out.add(
+        NftChain(
+            CHAIN_REVERSE_TUNNEL,
+            NFT_HOOK_PREROUTING,
+            NFT_PRIORITY_RAW,
+            (("reverse-tunnel", _text(ha_address)),),
+        ),
+        origin,
+    )
 
 
 def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desired) -> None:
@@ -283,6 +416,8 @@ def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desir
         )
     elif caps.tunnel == "seg6":
         _seg6_decap(cfg, addr, ha.interfaces[0], RT_TABLE_MAIN, out, Origin("config", "ha.address"))
+        if caps.nftables:
+            _reverse_tunnel_check(addr, out)
     _ipsec_policies_ha(cfg, addr, out)
 
 
@@ -333,6 +468,8 @@ def render_binding(
             ),
             origin,
         )
+        if caps.nftables and home_agent_address(cfg, facts) is not None:  # render_static's check
+            out.add(NftSetElement(care_of, home, REVERSE_TUNNEL_SET), origin)
     else:
         name = tunnel_name(b.care_of_address)
         local = home_agent_address(cfg, facts) or IPv6Address("::")
@@ -372,6 +509,7 @@ def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities
             if caps.tunnel == "seg6":
                 out.add(_moved_local_rule(cfg), Origin("config", "kernel.tunnel"))
                 out.takeovers[DEFAULT_LOCAL_RULE.key] = DEFAULT_LOCAL_RULE
+                out.add(Seg6TunnelSource(), origin)  # source address selection again
         return out
     if view.ifname is None:
         return out
@@ -391,10 +529,24 @@ def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities
             origin,
         )
         _seg6_decap(cfg, view.care_of_address, view.ifname, RT_TABLE_LOCAL, out, origin)
+        # With one segment the encap's outer source is `seg6 tunsrc`, else source
+        # selection towards the HA, which (no CONFIG_IPV6_MIP6) picks the home address;
+        # the HA's §10.4.5 check wants (care-of, home address).
+        out.add(Seg6TunnelSource(_text(view.care_of_address)), origin)
     else:
         name = tunnel_name(view.home_agent)
         out.add(Tunnel(name, local=str(view.care_of_address), remote=str(view.home_agent)), origin)
         out.add(Route("::/0", table=binding_table(cfg), oif=name), origin)
+    if view.router is not None:
+        out.add(
+            Route(
+                f"{_text(view.home_agent)}/128",
+                table=RT_TABLE_MAIN,
+                oif=view.ifname,
+                gateway=_text(view.router),
+            ),
+            origin,
+        )
     if caps.route_optimization:
         for cn, care_of in view.correspondents:
             _mn_route_optimisation(view.home_address.ip, cn, care_of, out)
@@ -597,4 +749,6 @@ def classify(obj: Any, cfg: Mip6Config) -> Origin | None:
         return Origin("binding", obj.dst[:-4])
     if isinstance(obj, ProxyNeighbour):
         return Origin("binding", obj.address)
+    if isinstance(obj, NftSetElement):
+        return Origin("binding", obj.home)
     return None

@@ -465,7 +465,7 @@ def test_no_route_optimisation_state_on_a_kernel_without_route2_hao(bed: Bed) ->
     correspondent binding renders nothing and the CN's kernel holds no XFRM object;
     the CN keeps sending to the home address (through the home agent).  The vm tier
     (tests/vm/test_route_optimisation.py) covers the kernel that has them."""
-    from mip6ctl.kernel.transport import kernel_mip6_missing
+    from mip6ctl.kernel.probe import kernel_mip6_missing
 
     if kernel_mip6_missing() is None:
         pytest.skip("this kernel has CONFIG_IPV6_MIP6: the vm tier tests route optimisation")

@@ -24,12 +24,14 @@ import pytest
 
 from mip6ctl.engine.events import Malformed, Received, Send, SendParameterProblem
 from mip6ctl.kernel import nft
+from mip6ctl.kernel.probe import kernel_mip6_missing
+from mip6ctl.kernel.reconciler import converge
 from mip6ctl.kernel.transport import (
     KernelTransport,
     TransportUnavailable,
     UserspaceTransport,
-    kernel_mip6_missing,
 )
+from mip6ctl.state.render import render_signalling
 from mip6ctl.wire.checksum import verify_upper_layer_checksum
 from mip6ctl.wire.datagram import ICMPv6Received
 from mip6ctl.wire.errors import BadPayloadProto
@@ -76,13 +78,21 @@ def link(netns) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def transport(ns: str, **options: object) -> Iterator[UserspaceTransport]:
+def transport(ns: str, *, nft: bool = True, **options: object) -> Iterator[UserspaceTransport]:
+    """The transport, with the nf_tables drop chains the daemon renders for it (`nft`),
+    written through the plan executor as the daemon does, and removed afterwards."""
+    chains = render_signalling("userspace")
     with nsutil.inside(ns):
+        if nft:
+            assert converge(chains).ok
         t = UserspaceTransport(["ha0"], **options)  # type: ignore[arg-type]
     try:
         yield t
     finally:
         t.close()
+        if nft:
+            with nsutil.inside(ns):
+                converge(chains, present=False)
 
 
 class Mn:
@@ -329,7 +339,7 @@ def test_parameter_problem_is_sent(link, mn) -> None:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def test_close_removes_only_the_owned_table(link) -> None:
+def test_removing_the_rendered_chains_removes_only_the_owned_table(link) -> None:
     _, ha = link
     if shutil.which("nft") is None:
         pytest.skip("needs the nft binary to create a foreign table")

@@ -16,17 +16,9 @@ from dataclasses import replace
 import pytest
 
 from mip6ctl import ownership
-from mip6ctl.kernel.xfrm import (
-    CAPABILITY_NEEDS,
-    KmAddress,
-    MigrateEvent,
-    PolicyEvent,
-    XfrmError,
-    XfrmEventSocket,
-    XfrmMigration,
-    XfrmSocket,
-    xfrm_capabilities,
-)
+from mip6ctl.kernel.probe import CAPABILITY_NEEDS, xfrm_capabilities
+from mip6ctl.kernel.xfrm import XfrmError, XfrmEventSocket, XfrmSocket
+from mip6ctl.kernel.xfrm_codec import KmAddress, MigrateEvent, PolicyEvent, XfrmMigration
 from mip6ctl.state.xfrm import (
     Action,
     Direction,

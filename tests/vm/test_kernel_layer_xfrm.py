@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from mip6ctl.kernel.probe import xfrm_capabilities
+from tests import nsutil
 from tests.netns.test_xfrm import *  # noqa: F403  (re-collect tests and fixtures)
 
 pytestmark = pytest.mark.usefixtures("mip6_modules")
@@ -18,5 +20,5 @@ pytestmark = pytest.mark.usefixtures("mip6_modules")
 def test_every_xfrm_capability_is_present_in_the_full_kernel(netns) -> None:
     """The netns version accepts "missing, with a reason"; this kernel has them all."""
     ns = netns("caps")
-    caps = xfrm_capabilities(lambda: nsutil.inside(ns))  # noqa: F405
+    caps = xfrm_capabilities(lambda: nsutil.inside(ns))
     assert {name: cap.reason for name, cap in caps.items() if not cap} == {}

@@ -19,7 +19,8 @@ from ipaddress import IPv6Address
 import pytest
 
 from mip6ctl.engine.events import Received, Send
-from mip6ctl.kernel.transport import KernelTransport, kernel_mip6_missing
+from mip6ctl.kernel.probe import kernel_mip6_missing
+from mip6ctl.kernel.transport import KernelTransport
 from mip6ctl.wire.mh import BindingAcknowledgement, BindingUpdate
 from tests import nsutil
 

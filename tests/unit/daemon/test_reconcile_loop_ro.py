@@ -28,17 +28,22 @@ class CB:
 
 
 class FakeXfrm:
-    """An in-memory SPD/SAD with XfrmSocket's batch interface."""
+    """An in-memory SPD/SAD with XfrmSocket's batch interface; the observer's cache
+    (the one view the loop reads) follows it, as the real observer's XFRM events do."""
 
-    def __init__(self) -> None:
+    def __init__(self, obs: FakeObserver) -> None:
+        self.obs = obs
         self.objs: dict[tuple, Any] = {}
         self.writes = 0
+
+    def drift(self, key: tuple, obj: Any) -> None:
+        self.objs[key] = self.obs.owned[key] = obj
 
     def _put(self, objs: Any) -> list[XfrmResult]:
         out = []
         for o in objs:
             self.writes += 1
-            self.objs[object_key(o)] = o
+            self.objs[object_key(o)] = self.obs.owned[object_key(o)] = o
             out.append(XfrmResult("add", o))
         return out
 
@@ -47,6 +52,7 @@ class FakeXfrm:
         for o in objs:
             self.writes += 1
             self.objs.pop(object_key(o), None)
+            self.obs.owned.pop(object_key(o), None)
             out.append(XfrmResult("delete", o))
         return out
 
@@ -62,7 +68,7 @@ class FakeXfrm:
 
 def make(caps: Capabilities = RO) -> tuple[ReconcileLoop, FakeXfrm]:
     obs = FakeObserver()
-    x = FakeXfrm()
+    x = FakeXfrm(obs)
     loop = ReconcileLoop(CFG, caps, HostFacts(), obs, FakeWriter(obs), x)
     drain(loop)
     return loop, x
@@ -98,7 +104,7 @@ def test_static_reconcile_never_deletes_correspondent_objects():
     assert len(x.objs) == 5
     # an owned leftover nobody renders is still static's to delete
     stray = XfrmPolicy(XfrmSelector.between("2001:db8:9::/64", "2001:db8:8::/64"), Direction.OUT)
-    x.objs[object_key(stray)] = stray
+    x.drift(object_key(stray), stray)
     loop.enqueue(STATIC)
     drain(loop)
     assert object_key(stray) not in x.objs and len(x.objs) == 5
@@ -121,7 +127,7 @@ def test_xfrm_drift_is_found_by_resync():
     loop.set_correspondent(CB(HOA, COA))
     drain(loop)
     (k,) = [k for k, o in x.objs.items() if isinstance(o, XfrmState) and o.proto.name == "HAO"]
-    x.objs[k] = replace(x.objs[k], coaddr=COA2)
+    x.drift(k, replace(x.objs[k], coaddr=COA2))
     assert correspondent_key(HOA) in loop.out_of_sync()
     loop.resync()
     drain(loop)
@@ -130,7 +136,7 @@ def test_xfrm_drift_is_found_by_resync():
 
 def test_nothing_rendered_or_queued_without_route_optimisation():
     loop, x = make(Capabilities())
-    assert loop.xfrm is x
+    assert loop.reconciler.xfrm is x
     assert not loop.set_correspondent(CB(HOA, COA))
     assert loop.step(0.0) == 0
     loop.remove_correspondent(HOA)
@@ -142,4 +148,4 @@ def test_no_xfrm_socket_is_opened_without_route_optimisation():
     obs = FakeObserver()
     loop = ReconcileLoop(CFG, Capabilities(), HostFacts(), obs, FakeWriter(obs))
     loop.set_correspondent(CB(HOA, COA))
-    assert loop.xfrm is None and loop.reconciler.xfrm is None
+    assert loop.reconciler.xfrm is None

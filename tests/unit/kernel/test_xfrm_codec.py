@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from mip6ctl import ownership
-from mip6ctl.kernel import xfrm as K
+from mip6ctl.kernel import netlink as nl
+from mip6ctl.kernel import xfrm_codec as K
 from mip6ctl.state.xfrm import (
     IPPROTO_MH,
     OWNED_MARK,
@@ -122,7 +123,7 @@ def test_userpolicy_info_literal() -> None:
 
 
 def _attrs(raw: bytes, off: int) -> dict[int, bytes]:
-    return {k: raw[a:b] for k, a, b in K.iter_attrs(raw, off, len(raw))}
+    return {k: raw[a:b] for k, a, b in nl.iter_attrs(raw, off, len(raw))}
 
 
 def test_policy_message_attributes_and_round_trip() -> None:
@@ -133,7 +134,7 @@ def test_policy_message_attributes_and_round_trip() -> None:
     assert attrs[K.XFRMA_POLICY_TYPE] == bytes.fromhex("010000000000")
     assert attrs[K.XFRMA_MARK] == struct.pack("=II", OWNED_MARK.value, OWNED_MARK.mask)
     assert K.decode_policy(body) == pol
-    msg = K.nlmsg(K.XFRM_MSG_NEWPOLICY, K.NLM_F_REQUEST | K.NLM_F_ACK, 42, body)
+    msg = nl.message(K.XFRM_MSG_NEWPOLICY, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 42, body)
     assert msg[:16] == struct.pack("=IHHII", 16 + len(body), 0x13, 5, 42, 0)
 
 
@@ -270,10 +271,10 @@ def test_decode_migrate_event_one_attribute_per_entry() -> None:
     km = K.KmAddress(A("2001:db8::9"), HA_OUTER)
     body = MH_SEL_BYTES + bytes.fromhex("00000000 01000000")  # index, dir out
     kmraw = km.local.packed + km.remote.packed + struct.pack("=IH2x", 0, 10)
-    body += K._attr(K.XFRMA_KMADDRESS, kmraw)
-    body += K._attr(K.XFRMA_POLICY_TYPE, bytes(6))
-    body += K._attr(K.XFRMA_MIGRATE, MIG_BYTES) + K._attr(K.XFRMA_MIGRATE, MIG_BYTES)
-    (ev,) = K.decode_events(K.nlmsg(K.XFRM_MSG_MIGRATE, 0, 0, body))
+    body += nl.attr(K.XFRMA_KMADDRESS, kmraw)
+    body += nl.attr(K.XFRMA_POLICY_TYPE, bytes(6))
+    body += nl.attr(K.XFRMA_MIGRATE, MIG_BYTES) + nl.attr(K.XFRMA_MIGRATE, MIG_BYTES)
+    (ev,) = K.decode_events(nl.message(K.XFRM_MSG_MIGRATE, 0, 0, body))
     assert isinstance(ev, K.MigrateEvent)
     assert ev.selector == MH_SEL and ev.direction == Direction.OUT
     assert ev.migrations == (MIG, MIG) and ev.kmaddress == km
@@ -281,14 +282,16 @@ def test_decode_migrate_event_one_attribute_per_entry() -> None:
 
 def test_decode_policy_events() -> None:
     pol = XfrmPolicy(MH_SEL, Direction.OUT, templates=(TUN,), index=17)
-    new = K.nlmsg(K.XFRM_MSG_NEWPOLICY, 0, 0, K.encode_policy(pol))
-    upd = K.nlmsg(K.XFRM_MSG_UPDPOLICY, 0, 0, K.encode_policy(pol))
+    new = nl.message(K.XFRM_MSG_NEWPOLICY, 0, 0, K.encode_policy(pol))
+    upd = nl.message(K.XFRM_MSG_UPDPOLICY, 0, 0, K.encode_policy(pol))
     # DELPOLICY notifications: userpolicy_id + XFRMA_POLICY + tmpl/type/mark
     delbody = K.encode_selector(MH_SEL) + struct.pack("=IB3x", 0, 1)
-    delbody += K._attr(K.XFRMA_POLICY, K.encode_userpolicy_info(pol))
+    delbody += nl.attr(K.XFRMA_POLICY, K.encode_userpolicy_info(pol))
     delbody += K.encode_policy(pol)[168:]
-    dele = K.nlmsg(K.XFRM_MSG_DELPOLICY, 0, 0, delbody)
-    flush = K.nlmsg(K.XFRM_MSG_FLUSHPOLICY, 0, 0, K._attr(K.XFRMA_POLICY_TYPE, b"\x01" + bytes(5)))
+    dele = nl.message(K.XFRM_MSG_DELPOLICY, 0, 0, delbody)
+    flush = nl.message(
+        K.XFRM_MSG_FLUSHPOLICY, 0, 0, nl.attr(K.XFRMA_POLICY_TYPE, b"\x01" + bytes(5))
+    )
     evs = K.decode_events(new + upd + dele + flush)
     assert [type(e).__name__ for e in evs] == [
         "PolicyEvent",
@@ -303,11 +306,11 @@ def test_decode_policy_events() -> None:
 
 def test_decode_state_events() -> None:
     st = _esp_state()
-    new = K.nlmsg(K.XFRM_MSG_NEWSA, 0, 0, K.encode_state(st))
-    delbody = K.encode_state_id(st)[:24] + K._attr(K.XFRMA_SA, K.encode_usersa_info(st))
+    new = nl.message(K.XFRM_MSG_NEWSA, 0, 0, K.encode_state(st))
+    delbody = K.encode_state_id(st)[:24] + nl.attr(K.XFRMA_SA, K.encode_usersa_info(st))
     delbody += K.encode_state(st)[224:]
-    dele = K.nlmsg(K.XFRM_MSG_DELSA, 0, 0, delbody)
-    exp = K.nlmsg(K.XFRM_MSG_EXPIRE, 0, 0, K.encode_usersa_info(st) + b"\x01" + bytes(7))
+    dele = nl.message(K.XFRM_MSG_DELSA, 0, 0, delbody)
+    exp = nl.message(K.XFRM_MSG_EXPIRE, 0, 0, K.encode_usersa_info(st) + b"\x01" + bytes(7))
     evs = K.decode_events(new + dele + exp)
     assert [(e.kind, e.state.key) for e in evs] == [  # type: ignore[union-attr]
         ("new", st.key),
@@ -323,27 +326,27 @@ def test_decode_acquire_and_report() -> None:
     body = struct.pack("=16sIB3x", HA_OUTER.packed, 0, 50) + COA.packed + MH_SEL_BYTES
     body += K.encode_userpolicy_info(pol) + struct.pack("=IIII", 0, 0, 0, 99)
     body += K.encode_policy(pol)[168:]
-    (acq,) = K.decode_events(K.nlmsg(K.XFRM_MSG_ACQUIRE, 0, 0, body))
+    (acq,) = K.decode_events(nl.message(K.XFRM_MSG_ACQUIRE, 0, 0, body))
     assert acq == K.AcquireEvent(HA_OUTER, COA, XfrmProto.ESP, MH_SEL, pol, 99)
 
-    rep = bytes([43, 0, 0, 0]) + MH_SEL_BYTES + K._attr(K.XFRMA_COADDR, COA.packed)
-    (ev,) = K.decode_events(K.nlmsg(K.XFRM_MSG_REPORT, 0, 0, rep))
+    rep = bytes([43, 0, 0, 0]) + MH_SEL_BYTES + nl.attr(K.XFRMA_COADDR, COA.packed)
+    (ev,) = K.decode_events(nl.message(K.XFRM_MSG_REPORT, 0, 0, rep))
     assert ev == K.ReportEvent(43, MH_SEL, COA)
 
 
 def test_unknown_and_truncated_messages_are_skipped() -> None:
-    good = K.nlmsg(K.XFRM_MSG_FLUSHSA, 0, 0, b"\x32\x00\x00\x00")
-    junk = K.nlmsg(0x7F, 0, 0, b"\x00" * 8)
+    good = nl.message(K.XFRM_MSG_FLUSHSA, 0, 0, b"\x32\x00\x00\x00")
+    junk = nl.message(0x7F, 0, 0, b"\x00" * 8)
     assert K.decode_events(junk + good + good[:10]) == [K.StateFlushEvent(50)]
 
 
 def test_error_ack_with_extended_message() -> None:
     orig = struct.pack("=IHHII", 300, 0x13, 5, 7, 0)
-    tlv = K._attr(K.NLMSGERR_ATTR_MSG, b"Requested type not found\0")
-    msg = K.nlmsg(K.NLMSG_ERROR, K.NLM_F_ACK_TLVS, 7, struct.pack("=i", -93) + orig + tlv)
-    ((kind, flags, seq, a, b),) = list(K.decode_messages(msg))
-    assert (kind, seq) == (K.NLMSG_ERROR, 7)
-    assert K._parse_error(msg, a, b, flags) == (93, "Requested type not found")
+    tlv = nl.attr(nl.NLMSGERR_ATTR_MSG, b"Requested type not found\0")
+    msg = nl.message(nl.NLMSG_ERROR, nl.NLM_F_ACK_TLVS, 7, struct.pack("=i", -93) + orig + tlv)
+    ((kind, flags, seq, a, b),) = list(nl.iter_messages(msg))
+    assert (kind, seq) == (nl.NLMSG_ERROR, 7)
+    assert nl.parse_error(msg, a, b, flags) == (93, 7, "Requested type not found")
 
 
 def test_policy_selector_uses_ipproto_mh() -> None:

@@ -1,0 +1,293 @@
+"""The plan executor: the one place that writes kernel state (DESIGN.md invariant 1).
+
+Theory of operation
+-------------------
+A plan (`state.plan.Plan`) is an ordered list of creates, updates and
+deletes of typed objects.  The executor dispatches each change by object
+type to the writer that speaks its kernel interface, batching consecutive
+changes of one writer into one call:
+
+==========================  ==================================================
+objects                     writer
+==========================  ==================================================
+route, rule, address,       `kernel.writer.Writer` (rtnetlink, batched, marked
+proxy, tunnel, sysctl       deletes, EEXIST read back)
+XFRM state / policy         `kernel.xfrm.XfrmSocket` (one netlink batch per
+                            action and kind)
+nf_tables set, chain,       `kernel.nftwriter` (nfnetlink batches, atomic;
+set element                 per-object retry to name the culprit)
+seg6 tunnel source          `kernel.genl` (SEG6 generic netlink)
+==========================  ==================================================
+
+Make-before-break, across writers: every create and update of the plan runs
+before any delete (the plan is already ordered within each phase), and a
+delete is *skipped* when a create or update of the same group failed -- a
+group being what the caller says belongs together (the reconcile loop
+passes its reconcile key: one binding's new tunnel failing never costs that
+binding its old one).  Without a grouping the whole plan is one group.  A
+skipped delete reports ``skipped`` (not ok, retried with the key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import Any
+
+from mip6ctl.kernel.writer import Op, Result, Writer
+from mip6ctl.state.objects import (
+    NftChain,
+    NftSet,
+    NftSetElement,
+    Seg6TunnelSource,
+)
+from mip6ctl.state.plan import Change
+from mip6ctl.state.xfrm import XfrmPolicy, XfrmState
+
+_TRANSIENT = (
+    errno.ENODEV,
+    errno.ENETDOWN,
+    errno.EBUSY,
+    errno.EAGAIN,
+    errno.ENOBUFS,
+    errno.ETIMEDOUT,
+    errno.EINTR,
+    errno.ENETUNREACH,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one planned change."""
+
+    change: Change
+    status: str  # ok | exists | absent | conflict | refused | skipped | error
+    message: str = ""
+    errno: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "exists", "absent")
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying with backoff (the kernel or an interface may come around)."""
+        return self.status == "skipped" or (self.status == "error" and self.errno in _TRANSIENT)
+
+
+def _obj(change: Change) -> Any:
+    return change.desired if change.desired is not None else change.observed
+
+
+def writer_of(obj: Any) -> str:
+    """Which writer handles `obj`: rtnl | xfrm | nft | genl."""
+    if isinstance(obj, XfrmPolicy | XfrmState):
+        return "xfrm"
+    if isinstance(obj, NftSet | NftChain | NftSetElement):
+        return "nft"
+    if isinstance(obj, Seg6TunnelSource):
+        return "genl"
+    return "rtnl"
+
+
+class Executor:
+    """Applies plan changes in the namespace its sockets were opened in.
+
+    `writer` (rtnetlink) is given, and so are the other writers: a change of a
+    kind whose writer is missing fails ("no ... writer") instead of reaching for
+    a socket of its own -- `in_namespace()` opens them all.  `on_applied` is
+    called with the rtnetlink results and the outcomes of objects the kernel
+    announces no events for, so the observer's cache need not wait for a resync.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        xfrm: Any | None = None,
+        nft_session: Any | None = None,
+        set_tunsrc: Callable[[IPv6Address | None], None] | None = None,
+        on_applied: Callable[[list[Result], list[Outcome]], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.xfrm = xfrm
+        self._nft_session = nft_session
+        self.set_tunsrc = set_tunsrc
+        self.on_applied = on_applied
+
+    @classmethod
+    def in_namespace(cls, writer: Writer) -> Executor:
+        """Every writer, opened in the calling thread's namespace (a refused one is left
+        out: its kinds then fail with a clear message)."""
+        from mip6ctl.kernel import genl
+        from mip6ctl.kernel.nft import NftSession
+        from mip6ctl.kernel.xfrm import XfrmSocket
+
+        xfrm: Any = None
+        session: Any = None
+        with contextlib.suppress(OSError):
+            xfrm = XfrmSocket(timeout=5.0)
+        with contextlib.suppress(OSError):
+            session = NftSession()
+        return cls(writer, xfrm=xfrm, nft_session=session, set_tunsrc=genl.set_seg6_tunsrc)
+
+    def close(self) -> None:
+        if self._nft_session is not None:
+            self._nft_session.close()
+            self._nft_session = None
+        if self.xfrm is not None:
+            self.xfrm.close()
+            self.xfrm = None
+
+    # ----------------------------------------------------------------- public
+
+    def apply(
+        self,
+        changes: Sequence[Change],
+        *,
+        group: Callable[[tuple], Hashable] | None = None,
+    ) -> list[Outcome]:
+        """Apply `changes` (plan order), creates/updates of every writer before deletes."""
+        group = group or (lambda _k: None)
+        first = [c for c in changes if c.action != "delete"]
+        last = [c for c in changes if c.action == "delete"]
+        out = self._run(first)
+        failed = {group(o.change.key) for o in out if not o.ok}
+        runnable = [c for c in last if group(c.key) not in failed]
+        out += [
+            Outcome(c, "skipped", "kept: a change it makes way for failed", 0)
+            for c in last
+            if group(c.key) in failed
+        ]
+        out += self._run(runnable)
+        return out
+
+    # ----------------------------------------------------------------- dispatch
+
+    def _run(self, changes: Sequence[Change]) -> list[Outcome]:
+        out: list[Outcome] = []
+        i = 0
+        while i < len(changes):
+            kind = writer_of(_obj(changes[i]))
+            j = i
+            while j < len(changes) and writer_of(_obj(changes[j])) == kind:
+                j += 1
+            run = list(changes[i:j])
+            out += getattr(self, f"_{kind}")(run)
+            i = j
+        return out
+
+    def _rtnl(self, changes: list[Change]) -> list[Outcome]:
+        ops = []
+        for c in changes:
+            obj = _obj(c)
+            action = {"create": "create", "update": "replace", "delete": "delete"}[c.action]
+            # the documented local-rule takeover and its undo are the only foreign writes
+            ops.append(Op(action, obj, allow_foreign=not obj.owned))  # type: ignore[arg-type]
+        results = self.writer.apply(ops)
+        out = []
+        for c, r in zip(changes, results, strict=True):
+            msg = r.message
+            if r.status == "conflict" and r.foreign is not None:
+                msg = f"held by a foreign object: {r.foreign!r}"
+            out.append(Outcome(c, r.status, msg, r.errno))
+        if self.on_applied is not None:
+            self.on_applied(results, [])
+        return out
+
+    def _xfrm(self, changes: list[Change]) -> list[Outcome]:
+        if self.xfrm is None:
+            return [Outcome(c, "error", "no XFRM writer", errno.ENOTSUP) for c in changes]
+        out: list[Outcome] = []
+        i = 0
+        while i < len(changes):  # one batch per run of (action, kind)
+            key = (changes[i].action, isinstance(_obj(changes[i]), XfrmPolicy))
+            j = i
+            while j < len(changes) and (
+                changes[j].action,
+                isinstance(_obj(changes[j]), XfrmPolicy),
+            ) == key:
+                j += 1
+            run = changes[i:j]
+            fn = {
+                ("create", True): self.xfrm.add_policies,
+                ("update", True): self.xfrm.update_policies,
+                ("delete", True): self.xfrm.delete_policies,
+                ("create", False): self.xfrm.add_states,
+                ("update", False): self.xfrm.update_states,
+                ("delete", False): self.xfrm.delete_states,
+            }[key]
+            for c, r in zip(run, fn([_obj(c) for c in run]), strict=True):
+                if r.error:
+                    out.append(Outcome(c, "error", r.message, r.error))
+                else:
+                    out.append(Outcome(c, "exists" if r.noop else "ok"))
+            i = j
+        return out
+
+    def _nft(self, changes: list[Change]) -> list[Outcome]:
+        from mip6ctl.kernel import nftwriter as nw
+
+        s = self._nft_session
+        if s is None:
+            return [Outcome(c, "error", "no nf_tables writer", errno.ENOTSUP) for c in changes]
+
+        def requests(c: Change) -> list[tuple[int, int, bytes]]:
+            obj = _obj(c)
+            return nw.delete_requests(obj) if c.action == "delete" else nw.create_requests(obj)
+
+        deleting = all(c.action == "delete" for c in changes)
+        ignore = (errno.ENOENT,) if deleting else ()
+        out: list[Outcome] = []
+        try:
+            s.batch(
+                [r for c in changes for r in requests(c)],
+                ignore=ignore if len(changes) == 1 else (),
+            )
+            out = [Outcome(c, "ok") for c in changes]
+        except OSError:
+            # the kernel aborted the whole batch: one batch each, to name the culprit
+            for c in changes:
+                try:
+                    s.batch(requests(c), ignore=(errno.ENOENT,) if c.action == "delete" else ())
+                    out.append(Outcome(c, "ok"))
+                except OSError as e:
+                    code = e.errno or errno.EIO
+                    if c.action == "delete" and code == errno.ENOENT:
+                        out.append(Outcome(c, "absent"))
+                    else:
+                        out.append(Outcome(c, "error", str(e), code))
+        if deleting and any(not isinstance(_obj(c), NftSetElement) for c in changes):
+            try:  # the owned table goes with its last chain or set
+                if nw.table_is_empty(s) is True:
+                    from mip6ctl.kernel import nft
+
+                    nft.remove_table(session=s)
+            except OSError:
+                pass
+        return out
+
+    def _genl(self, changes: list[Change]) -> list[Outcome]:
+        out = []
+        for c in changes:
+            obj = _obj(c)
+            assert isinstance(obj, Seg6TunnelSource)
+            if c.action == "delete":
+                out.append(Outcome(c, "absent", "the tunnel source is left as it is"))
+                continue
+            addr = IPv6Address(obj.address)
+            if self.set_tunsrc is None:
+                out.append(Outcome(c, "error", "no seg6 tunnel source writer", errno.ENOTSUP))
+                continue
+            try:
+                self.set_tunsrc(None if addr.is_unspecified else addr)
+                out.append(Outcome(c, "ok"))
+            except OSError as e:
+                out.append(Outcome(c, "error", f"seg6 tunnel source: {e}", e.errno or errno.EIO))
+        if self.on_applied is not None:
+            self.on_applied([], out)
+        return out
+
