@@ -35,14 +35,14 @@ repaired by the next trigger of the same key (level-triggered).
   a full compare of the cached desired state against the cache, which
   requeues every key whose state differs.
 
-*Work queue* (client-go's): a FIFO of keys plus a ``dirty`` set and a
-``processing`` set.  A key queued twice before it is picked is reconciled
-once; a key triggered while being reconciled is not handed out again until
-that reconcile is done, then exactly once more.  Failed keys go to a delay
-heap with per-key exponential backoff (5 ms doubling to 30 s, reset on
-success).  controller-runtime caps at 1000 s; 30 s here because the things we
-wait for (an interface, a foreign route going away) change on human time
-scales and the periodic resync (60 s) would catch them anyway.
+*Work queue* (`daemon/workqueue.py`, the machinery: client-go's queue,
+backoff, key results, conditions): a key queued twice before it is picked
+is reconciled once; a key triggered while being reconciled is reconciled
+exactly once more after it.  Failed keys retry with per-key exponential
+backoff (5 ms doubling to 30 s, reset on success).  controller-runtime
+caps at 1000 s; 30 s here because the things we wait for (an interface, a
+foreign route going away) change on human time scales and the periodic
+resync (60 s) would catch them anyway.
 
 *Batches.*  The single worker takes up to `max_batch` ready keys, renders
 each (cached per binding: a binding is rendered when it changes, not on
@@ -124,21 +124,17 @@ import contextlib
 import dataclasses
 import errno as errno_mod
 import gc
-import heapq
-import itertools
 import logging
 import os
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Hashable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Generator, Iterable
 from ipaddress import IPv6Address
 from typing import Any, Literal
 
 from mip6ctl.config.model import Mip6Config, Role
+from mip6ctl.daemon.workqueue import OK, Backoff, Condition, KeyResult, WorkQueue
 from mip6ctl.kernel.reconciler import ApplyReport, Outcome, Reconciler
 from mip6ctl.state.objects import SETTINGS, Sysctl
 from mip6ctl.state.plan import Origin, Plan
@@ -188,157 +184,7 @@ def key_text(key: Key) -> str:
     return " ".join(key)
 
 
-# --------------------------------------------------------------------------- pure parts
-
-
-@dataclass(frozen=True, slots=True)
-class KeyResult:
-    """What the last reconcile of a key did.  Truthy when the key is in sync."""
-
-    ok: bool
-    reason: str = "Reconciled"
-    message: str = ""
-    #: the loop retries this key with backoff (transient error, conflict, mismatch)
-    retry: bool = False
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    @property
-    def definitive(self) -> bool:
-        """Worth telling a waiter now: success, a terminal failure, or a conflict
-        (a foreign object rarely goes away within a Binding Update's patience)."""
-        return self.ok or not self.retry or self.reason == "Conflict"
-
-
-OK = KeyResult(True)
-
-
-class Backoff:
-    """Per-key exponential backoff: base * factor**failures, capped (client-go's
-    ItemExponentialFailureRateLimiter).  `forget` on success resets the key."""
-
-    def __init__(self, base: float = 0.005, cap: float = 30.0, factor: float = 2.0) -> None:
-        self.base, self.cap, self.factor = base, cap, factor
-        self._failures: dict[Hashable, int] = {}
-
-    def next_delay(self, key: Hashable) -> float:
-        n = self._failures.get(key, 0)
-        self._failures[key] = n + 1
-        return min(self.cap, self.base * self.factor ** min(n, 64))
-
-    def failures(self, key: Hashable) -> int:
-        return self._failures.get(key, 0)
-
-    def forget(self, key: Hashable) -> None:
-        self._failures.pop(key, None)
-
-
-class WorkQueue:
-    """client-go's workqueue without threads: FIFO + dirty + processing + delay heap.
-
-    Invariants: a key is in the FIFO at most once (iff dirty and not processing);
-    a key being processed is never handed out again before `done`.  Times are
-    passed in (`now`), so backoff is testable with a fake clock.
-    """
-
-    def __init__(self) -> None:
-        self._fifo: deque[Hashable] = deque()
-        self._dirty: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._delayed: list[tuple[float, int, Hashable]] = []
-        self._due: dict[Hashable, float] = {}
-        self._tie = itertools.count()
-
-    def add(self, key: Hashable) -> bool:
-        """Queue `key` now; False when it was already waiting (coalesced)."""
-        self._due.pop(key, None)  # an immediate add supersedes a pending retry
-        if key in self._dirty:
-            return False
-        self._dirty.add(key)
-        if key not in self._processing:
-            self._fifo.append(key)
-        return True
-
-    def add_at(self, key: Hashable, due: float) -> None:
-        """Queue `key` at time `due` (a retry); an earlier pending time wins."""
-        if key in self._dirty:
-            return
-        current = self._due.get(key)
-        if current is not None and current <= due:
-            return
-        self._due[key] = due
-        heapq.heappush(self._delayed, (due, next(self._tie), key))
-
-    def pop_ready(self, now: float, limit: int) -> list[Hashable]:
-        """Hand out up to `limit` keys due by `now`; they are processing until `done`."""
-        delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            due, _tie, key = heapq.heappop(delayed)
-            if self._due.get(key) == due:  # else superseded (lazy deletion)
-                del self._due[key]
-                self.add(key)
-        out = []
-        fifo = self._fifo
-        while fifo and len(out) < limit:
-            key = fifo.popleft()
-            self._dirty.discard(key)
-            self._processing.add(key)
-            out.append(key)
-        return out
-
-    def done(self, key: Hashable) -> None:
-        """Processing of `key` ended; if it was triggered meanwhile, queue it again."""
-        self._processing.discard(key)
-        if key in self._dirty:
-            self._fifo.append(key)
-
-    def forget(self, key: Hashable) -> None:
-        """Drop a pending retry of `key`."""
-        self._due.pop(key, None)
-
-    def next_due(self) -> float | None:
-        """Earliest pending retry time (stale heap items only make it early)."""
-        while self._delayed and self._due.get(self._delayed[0][2]) != self._delayed[0][0]:
-            heapq.heappop(self._delayed)
-        return self._delayed[0][0] if self._delayed else None
-
-    def due_at(self, key: Hashable) -> float | None:
-        return self._due.get(key)
-
-    def ready(self) -> int:
-        return len(self._fifo)
-
-    def waiting(self) -> int:
-        return len(self._due)
-
-    def processing(self, key: Hashable) -> bool:
-        return key in self._processing
-
-    def pending(self, key: Hashable) -> bool:
-        """Queued, being processed, or waiting for a retry."""
-        return key in self._dirty or key in self._processing or key in self._due
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A Kubernetes-style status condition."""
-
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str
-    last_transition_time: float  # wall clock, seconds since the epoch
-
-    def as_dict(self) -> dict[str, str]:
-        when = datetime.fromtimestamp(self.last_transition_time, UTC)
-        return {
-            "type": self.type,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
-            "last_transition_time": when.isoformat(timespec="milliseconds"),
-        }
+# --------------------------------------------------------------------------- key kinds
 
 
 class _Entry:
@@ -798,8 +644,12 @@ class ReconcileLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _polling(self) -> bool:
-        """Some desired object raises no kernel events (the seg6 tunnel source)."""
-        return ("seg6-tunsrc",) in self._mobile_desired.objects and hasattr(self.observer, "poll")
+        """Some object raises no kernel events: the seg6 tunnel source, proxy
+        neighbours (while few enough to dump twice a second, `Observer.poll`)."""
+        obs = self.observer
+        if not hasattr(obs, "poll"):
+            return False
+        return ("seg6-tunsrc",) in self._mobile_desired.objects or obs.proxies() > 0
 
     async def wait_reconciled(self, key: Key, timeout: float) -> KeyResult:
         """Wait for a reconcile of `key` that started after its latest trigger.
@@ -847,9 +697,8 @@ class ReconcileLoop:
         self._check_links()
 
     def _link_names(self) -> frozenset[str]:
-        core = getattr(self.observer, "core", None)
-        links = getattr(core, "links", None)
-        return frozenset(links.values()) if links is not None else frozenset()
+        names = getattr(self.observer, "link_names", None)
+        return names() if names is not None else frozenset()
 
     def _check_links(self) -> None:
         """An interface appeared: retry now the keys waiting out an ENODEV backoff."""
@@ -983,12 +832,12 @@ class ReconcileLoop:
         stepped dump (test fakes) resync in place.
         """
         obs = self.observer
-        if not (hasattr(obs, "fill_steps") and getattr(obs, "_synced", False)):
+        if not (hasattr(obs, "fill_steps") and obs.synced):
             return self.resync()
         loop = asyncio.get_running_loop()
         fd = obs.fileno()
         self._on_readable()  # what happened before the dump, applied the usual way
-        if obs.core.needs_resync:
+        if obs.needs_resync:
             return self.resync()
         loop.remove_reader(fd)
         collecting = gc.isenabled()
@@ -1082,17 +931,17 @@ class ReconcileLoop:
     ) -> Generator[None, None, tuple[Any, list, set[Key]]]:
         """The dump, the diff and the compare, yielding every few hundred objects (a
         netlink buffer, a slice of a walk) so that the thread can step aside."""
-        old = obs.core
+        old_owned, old_foreign = obs.owned, obs.foreign
         new = obs.new_core()
         if not (yield from obs.fill_steps(new)):
             return None, [], set()
         # sysctls are read on the loop by install(): carry the current ones over
-        for k, obj in list(old.owned.items()):
+        for k, obj in list(old_owned.items()):
             if isinstance(obj, Sysctl):
                 new.owned[k] = obj
         yield
-        changes = yield from _diff_steps(old.owned, new.owned, True)
-        changes += yield from _diff_steps(old.foreign, new.foreign, False)
+        changes = yield from _diff_steps(old_owned, new.owned, True)
+        changes += yield from _diff_steps(old_foreign, new.foreign, False)
         out = yield from self._out_of_sync_steps(new.owned, new.foreign.get)
         return new, changes, out
 
@@ -1574,14 +1423,9 @@ class ReconcileLoop:
 __all__ = [
     "CONDITION",
     "MOBILE",
-    "OK",
     "STATIC",
-    "Backoff",
-    "Condition",
     "Key",
-    "KeyResult",
     "ReconcileLoop",
-    "WorkQueue",
     "binding_key",
     "correspondent_key",
     "key_text",

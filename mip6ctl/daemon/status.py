@@ -71,6 +71,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from mip6ctl import __version__
+from mip6ctl.daemon.workqueue import Condition, _status_text, rfc3339, set_condition
 
 __all__ = [
     "CONDITION_TYPES",
@@ -99,7 +100,6 @@ COUNTERS = (
     "drift_repairs",
     "reconcile_failures",
 )
-_STATUSES = ("True", "False", "Unknown")
 # BU flag bits, most significant first (RFC 6275 §6.1.7; M RFC 5380, R RFC 3963).
 _FLAG_LETTERS = ((0x8000, "A"), (0x4000, "H"), (0x2000, "L"), (0x1000, "K"), (0x0800, "M"),
                  (0x0400, "R"))  # fmt: skip
@@ -115,65 +115,6 @@ class GenerationInfo:
     """Counter bumped on each generation loaded."""
     observed: int | None = None
     """The ``number`` the kernel state / conditions were last computed for."""
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One Kubernetes-style condition; ``last_transition_time`` is wall-clock Unix seconds."""
-
-    type: str
-    status: str
-    reason: str
-    message: str = ""
-    last_transition_time: float | None = None
-
-
-def set_condition(
-    conditions: Iterable[Condition],
-    type: str,
-    status: str | bool | None,
-    reason: str,
-    message: str = "",
-    now_wall: float | None = None,
-) -> list[Condition]:
-    """Conditions with ``type`` set; ``last_transition_time`` moves only when ``status`` changes.
-
-    ``status`` may be a bool (True/False) or None (Unknown). Pure: returns a new list.
-    """
-    st = _status_text(status)
-    out: list[Condition] = []
-    found = False
-    for c in conditions:
-        if c.type != type:
-            out.append(c)
-            continue
-        found = True
-        when = c.last_transition_time if c.status == st else _wall(now_wall)
-        out.append(Condition(type, st, reason, message, when))
-    if not found:
-        out.append(Condition(type, st, reason, message, _wall(now_wall)))
-    return out
-
-
-def _wall(now_wall: float | None) -> float:
-    return time.time() if now_wall is None else now_wall
-
-
-def _status_text(status: str | bool | None) -> str:
-    if status is None:
-        return "Unknown"
-    if isinstance(status, bool):
-        return "True" if status else "False"
-    if status not in _STATUSES:
-        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
-    return status
-
-
-def rfc3339(wall: float | None) -> str | None:
-    """Unix seconds → ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), None stays None."""
-    if wall is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
 def flag_letters(flags: int) -> str:

@@ -157,7 +157,7 @@ def _check_admission(ha: HomeAgent, c: _Bu) -> int | None:
     The admission policy's answer, so a reload keeps exactly the bindings a BU
     would be granted (:mod:`.admission`).
     """
-    return ha.admission.refusal(c.home_address, mobile_router=c.bu.mobile_router)
+    return ha.admission.refusal(c.home_address, c.node, mobile_router=c.bu.mobile_router)
 
 
 def _check_mobile_network_prefixes(ha: HomeAgent, c: _Bu) -> int | None:

@@ -14,7 +14,7 @@ route, rule, address,       `kernel.writer.Writer` (rtnetlink, batched, marked
 proxy, tunnel, sysctl       deletes, EEXIST read back)
 XFRM state / policy         `kernel.xfrm.XfrmSocket` (one netlink batch per
                             action and kind)
-nf_tables set, chain,       `kernel.nftwriter` (nfnetlink batches, atomic;
+nf_tables set, chain,       `kernel.nft_state` (nfnetlink batches, atomic;
 set element                 per-object retry to name the culprit)
 seg6 tunnel source          `kernel.genl` (SEG6 generic netlink)
 ==========================  ==================================================
@@ -229,7 +229,7 @@ class Executor:
         return out
 
     def _nft(self, changes: list[Change]) -> list[Outcome]:
-        from mip6ctl.kernel import nftwriter as nw
+        from mip6ctl.kernel import nft_state as nw
 
         s = self._nft_session
         if s is None:

@@ -1,4 +1,8 @@
-"""nf_tables glue, spoken over netlink (no `nft` binary): signalling drop + reverse-tunnel check.
+"""nf_tables over netlink (no `nft` binary): the session, expressions, requests, listing.
+
+The typed objects (`state.objects.NftChain` / `NftSet` / `NftSetElement`)
+are mapped to these requests and read back in `kernel/nft_state.py`; the
+plan executor is the only writer.  What the owned table holds:
 
 Why it exists: on a kernel without CONFIG_IPV6_MIP6 (DESIGN.md, "Kernel facts")
 a packet carrying a Home Address option, a type 2 routing header, or simply a
@@ -34,9 +38,9 @@ IPv6-in-IPv6 (next header 41) to a home agent address whose (outer source,
 inner source at ``@nh,384,128``) pair is not a binding in the set.
 
 Everything lives in one table whose name is the ownership mark
-(``ownership.NFT_TABLE``); foreign tables are never touched.  Installing is
-idempotent and atomic (one nfnetlink batch: create-if-absent table and chain,
-flush the chain, add its rules), so it also repairs drift.
+(``ownership.NFT_TABLE``); foreign tables are never touched.  Writing a chain
+is idempotent and atomic (one nfnetlink batch: create-if-absent table and
+chain, flush the chain, add its rules), so it also repairs drift.
 """
 
 from __future__ import annotations
@@ -52,6 +56,12 @@ from ipaddress import IPv6Address
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.kernel.probe import nf_tables_missing  # re-export; the probe lives in probe.py
 from mip6ctl.ownership import NFT_TABLE
+from mip6ctl.state.render import (
+    CHAIN_REVERSE_TUNNEL,
+    CHAIN_SIGNALLING_IN,
+    CHAIN_SIGNALLING_PRE,
+    REVERSE_TUNNEL_SET,
+)
 
 __all__ = [
     "CHAIN_INPUT",
@@ -62,11 +72,8 @@ __all__ = [
     "NftRule",
     "NftSession",
     "NftTableInfo",
-    "ReverseTunnelCheck",
     "describe",
-    "install_signalling_drop",
     "nf_tables_missing",
-    "remove_signalling_drop",
     "remove_table",
 ]
 
@@ -128,10 +135,8 @@ NFTNL_UDATA_RULE_COMMENT = 0
 TYPE_IPV6ADDR = 8  # nft's datatype id; a concatenation is (t1 << 6) | t2
 TYPE_CONCAT_IPV6_PAIR = (TYPE_IPV6ADDR << 6) | TYPE_IPV6ADDR
 
-CHAIN_PREROUTING = "signalling_pre"
-CHAIN_INPUT = "signalling_in"
-CHAIN_REVERSE_TUNNEL = "reverse_tunnel"
-REVERSE_TUNNEL_SET = "reverse_tunnel_bindings"
+CHAIN_PREROUTING = CHAIN_SIGNALLING_PRE  # the names render() gives them
+CHAIN_INPUT = CHAIN_SIGNALLING_IN
 _SET_ID = 0x6D36  # batch-local id of the set, so a rule in the same batch can refer to it
 
 _NFGEN = struct.Struct("!BBH")
@@ -397,80 +402,8 @@ def _delchain_req(table: str, chain: str) -> tuple[int, int, bytes]:
     )
 
 
-def signalling_rules() -> list[tuple[str, str, list[bytes]]]:
-    """(chain, comment, expressions) of the signalling drop rules (see the module docstring)."""
-    drop = [_counter(), _verdict(NF_DROP)]
-    return [
-        (
-            CHAIN_PREROUTING,
-            "mip6ctl: Mobility Header to this node (userspace transport)",
-            [*_l4proto_is(135), *_daddr_is_local(), *drop],
-        ),
-        (
-            CHAIN_PREROUTING,
-            "mip6ctl: Home Address option to this node",
-            [
-                _exthdr(NFT_REG_1, 60, 6, 2),
-                _cmp_eq(NFT_REG_1, b"\xc9\x10"),
-                *_daddr_is_local(),
-                *drop,
-            ],
-        ),
-        (
-            CHAIN_PREROUTING,
-            "mip6ctl: type 2 routing header to this node",
-            [_exthdr(NFT_REG_1, 43, 2, 1), _cmp_eq(NFT_REG_1, b"\x02"), *_daddr_is_local(), *drop],
-        ),
-        (
-            CHAIN_INPUT,
-            "mip6ctl: decapsulated Mobility Header (userspace transport)",
-            [*_l4proto_is(135), *drop],
-        ),
-    ]
-
-
 def _session(session: NftSession | None) -> NftSession:
     return session if session is not None else NftSession()
-
-
-def install_signalling_drop(table: str = NFT_TABLE, *, session: NftSession | None = None) -> None:
-    """Create or repair the signalling drop chains, atomically; other chains are untouched."""
-    s = _session(session)
-    try:
-        reqs = [
-            _table_req(table),
-            _chain_req(table, CHAIN_PREROUTING, NF_INET_PRE_ROUTING, NF_IP6_PRI_RAW),
-            _chain_req(table, CHAIN_INPUT, NF_INET_LOCAL_IN, NF_IP6_PRI_RAW),
-            _flush_req(table, CHAIN_PREROUTING),
-            _flush_req(table, CHAIN_INPUT),
-        ]
-        reqs += [_rule_req(table, c, text, ex) for c, text, ex in signalling_rules()]
-        s.batch(reqs)
-    finally:
-        if session is None:
-            s.close()
-
-
-def remove_signalling_drop(table: str = NFT_TABLE, *, session: NftSession | None = None) -> bool:
-    """Delete the signalling chains; delete the table too when nothing else is left in it.
-
-    Returns True when the table is gone afterwards.
-    """
-    s = _session(session)
-    try:
-        info = describe(table, session=s)
-        if info is None:
-            return True
-        ours = {CHAIN_PREROUTING, CHAIN_INPUT}
-        if set(info.chains) <= ours and not info.sets:
-            return remove_table(table, session=s)
-        reqs = [_delchain_req(table, c) for c in info.chains if c in ours]
-        if reqs:
-            s.batch([_flush_req(table, c) for c in info.chains if c in ours] + reqs)
-        return False
-    finally:
-        if session is None:
-            s.close()
 
 
 def remove_table(table: str = NFT_TABLE, *, session: NftSession | None = None) -> bool:
@@ -484,135 +417,6 @@ def remove_table(table: str = NFT_TABLE, *, session: NftSession | None = None) -
     finally:
         if session is None:
             s.close()
-
-
-# --- reverse-tunnel source check (seg6 backend, RFC 6275 §10.4.5) ----------------------------
-
-
-def _pair(care_of: IPv6Address | str, home: IPv6Address | str) -> bytes:
-    return IPv6Address(care_of).packed + IPv6Address(home).packed
-
-
-def _elements_attr(
-    table: str, pairs: Iterable[tuple[IPv6Address | str, IPv6Address | str]]
-) -> bytes:
-    elems = [
-        nl.nested(
-            NFTA_LIST_ELEM, nl.nested(NFTA_SET_ELEM_KEY, nl.attr(NFTA_DATA_VALUE, _pair(c, h)))
-        )
-        for c, h in pairs
-    ]
-    return (
-        nl.attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
-        + nl.attr_str(NFTA_SET_ELEM_LIST_SET, REVERSE_TUNNEL_SET)
-        + nl.nested(NFTA_SET_ELEM_LIST_ELEMENTS, *elems)
-    )
-
-
-class ReverseTunnelCheck:
-    """The set of (care-of address, home address) bindings and the rule that enforces it.
-
-    ``ensure(home_agent_addresses)`` creates or repairs the set and the chain
-    (keeping the set's elements); ``add``/``remove`` change one binding each,
-    so a binding change costs one netlink round trip and no rule rewrite.
-    """
-
-    def __init__(self, table: str = NFT_TABLE, *, session: NftSession | None = None) -> None:
-        self.table = table
-        self._own = session is None
-        self.session = _session(session)
-
-    def close(self) -> None:
-        if self._own:
-            self.session.close()
-
-    def __enter__(self) -> ReverseTunnelCheck:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def ensure(self, home_agent_addresses: Iterable[IPv6Address | str]) -> None:
-        t = self.table
-        set_attrs = (
-            nl.attr_str(NFTA_SET_TABLE, t)
-            + nl.attr_str(NFTA_SET_NAME, REVERSE_TUNNEL_SET)
-            + _be32(NFTA_SET_FLAGS, 0)
-            + _be32(NFTA_SET_KEY_TYPE, TYPE_CONCAT_IPV6_PAIR)
-            + _be32(NFTA_SET_KEY_LEN, 32)
-            + _be32(NFTA_SET_ID, _SET_ID)
-        )
-        reqs = [
-            _table_req(t),
-            (NFT_MSG_NEWSET, nl.NLM_F_CREATE, set_attrs),
-            _chain_req(t, CHAIN_REVERSE_TUNNEL, NF_INET_PRE_ROUTING, NF_IP6_PRI_RAW),
-            _flush_req(t, CHAIN_REVERSE_TUNNEL),
-        ]
-        for ha in home_agent_addresses:
-            exprs = [
-                _payload(NFT_REG_1, 6, 1),
-                _cmp_eq(NFT_REG_1, b"\x29"),  # ip6 nexthdr 41
-                _payload(NFT_REG_1, 24, 16),
-                _cmp_eq(NFT_REG_1, IPv6Address(ha).packed),
-                _payload(NFT_REG_1, 8, 16),  # outer source: the care-of address ...
-                _payload(NFT_REG_2, 48, 16),  # ... and inner source (@nh,384,128): home address
-                _expr(
-                    "lookup",
-                    nl.attr_str(NFTA_LOOKUP_SET, REVERSE_TUNNEL_SET),
-                    _be32(NFTA_LOOKUP_SET_ID, _SET_ID),
-                    _be32(NFTA_LOOKUP_SREG, NFT_REG_1),
-                    _be32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV),
-                ),
-                _counter(),
-                _verdict(NF_DROP),
-            ]
-            reqs.append(
-                _rule_req(
-                    t,
-                    CHAIN_REVERSE_TUNNEL,
-                    f"mip6ctl: reverse tunnel to {ha} from a non-binding",
-                    exprs,
-                )
-            )
-        self.session.batch(reqs)
-
-    def add(self, care_of: IPv6Address | str, home: IPv6Address | str) -> None:
-        """Allow tunnelled packets from ``care_of`` with inner source ``home`` (idempotent)."""
-        self.session.batch(
-            [(NFT_MSG_NEWSETELEM, nl.NLM_F_CREATE, _elements_attr(self.table, [(care_of, home)]))]
-        )
-
-    def remove(self, care_of: IPv6Address | str, home: IPv6Address | str) -> None:
-        """Forbid that pair again; an absent pair is fine."""
-        self.session.batch(
-            [(NFT_MSG_DELSETELEM, 0, _elements_attr(self.table, [(care_of, home)]))],
-            ignore=(errno.ENOENT,),
-        )
-
-    def elements(self) -> set[tuple[IPv6Address, IPv6Address]]:
-        """The (care-of, home) pairs in the set (empty when it does not exist)."""
-        return _set_elements(self.session, self.table, REVERSE_TUNNEL_SET)
-
-    def remove_all(self) -> None:
-        """Delete the chain and the set (the table stays for other chains)."""
-        names = {c for c in (describe(self.table, session=self.session) or _EMPTY).chains}
-        reqs = []
-        if CHAIN_REVERSE_TUNNEL in names:
-            reqs += [
-                _flush_req(self.table, CHAIN_REVERSE_TUNNEL),
-                _delchain_req(self.table, CHAIN_REVERSE_TUNNEL),
-            ]
-        if REVERSE_TUNNEL_SET in (describe(self.table, session=self.session) or _EMPTY).sets:
-            reqs.append(
-                (
-                    NFT_MSG_DELSET,
-                    0,
-                    nl.attr_str(NFTA_SET_TABLE, self.table)
-                    + nl.attr_str(NFTA_SET_NAME, REVERSE_TUNNEL_SET),
-                )
-            )
-        if reqs:
-            self.session.batch(reqs)
 
 
 def _set_elements(s: NftSession, table: str, name: str) -> set[tuple[IPv6Address, IPv6Address]]:

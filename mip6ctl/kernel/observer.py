@@ -18,7 +18,7 @@ ENOBUFS on the event socket means events were lost: the next
 `process_pending()` does a full `resync()` and reports the differences.
 
 Kernel limits handled here: proxy NDP entries raise no netlink events (Linux
-6.18), so proxies change in the cache only through `resync()` or
+6.18), so proxies change in the cache only through `resync()`, `poll()` or
 `note_applied()` (the writer's own results); sysctls are read at resync through
 files opened in the observer's namespace.
 
@@ -62,6 +62,8 @@ from mip6ctl.state.render import object_key
 #: rtnetlink part, refilled from their own sources)
 EXTRA_KINDS = ("sysctl", "nft-set", "nft-chain", "nft-element", "xfrm-policy", "xfrm-state")
 NFNLGRP_NFTABLES = 7
+#: proxy neighbours raise no events: polled while there are at most this many
+PROXY_POLL_LIMIT = 4096
 XFRMNLGRP_SA, XFRMNLGRP_POLICY = 4, 5
 
 
@@ -93,12 +95,15 @@ class ObserverCore:
         self.needs_resync = False
         #: True while a dump fills an empty cache: changes are not computed
         self.bulk = False
+        #: proxy neighbours in both views (they are polled while few)
+        self.proxies = 0
 
     def clear(self) -> None:
         self.owned = {}
         self.foreign = {}
         self.links = {}
         self.needs_resync = False
+        self.proxies = 0
 
     def _store(
         self,
@@ -114,11 +119,15 @@ class ObserverCore:
         if present:
             if old == obj:
                 return
+            if old is None and key[0] == "proxy":
+                self.proxies += 1
             view[key] = obj
             if changes is not None:
                 changes.append(Change(key, old, obj, owned))
         elif old is not None:
             del view[key]
+            if key[0] == "proxy":
+                self.proxies -= 1
             if changes is not None:
                 changes.append(Change(key, old, None, owned))
 
@@ -195,7 +204,7 @@ class ObserverCore:
         """nf_tables events: elements of the owned table applied; True = chains/sets
         changed (re-read them)."""
         from mip6ctl.kernel import nft
-        from mip6ctl.kernel.nftwriter import elements_of
+        from mip6ctl.kernel.nft_state import elements_of
 
         changes: list[Change] = []
         reread = False
@@ -364,6 +373,20 @@ class Observer:
     def foreign(self) -> dict[tuple, KernelObject]:
         return self.core.foreign
 
+    @property
+    def synced(self) -> bool:
+        """The cache has been filled from a dump at least once."""
+        return self._synced
+
+    @property
+    def needs_resync(self) -> bool:
+        """Events were lost or cannot be applied exactly: only a full dump is right."""
+        return self.core.needs_resync
+
+    def link_names(self) -> frozenset[str]:
+        """The interfaces the cache knows of."""
+        return frozenset(self.core.links.values())
+
     def get(self, key: tuple) -> KernelObject | None:
         """The owned object under `key`, if any."""
         return self.core.owned.get(key)
@@ -458,7 +481,7 @@ class Observer:
 
     def _fill_sources(self, core: ObserverCore) -> Generator[None, None, None]:
         if self._nft is not None:
-            from mip6ctl.kernel.nftwriter import read_table
+            from mip6ctl.kernel.nft_state import read_table
 
             core.replace_kinds(("nft-set", "nft-chain", "nft-element"), read_table(self._nft), None)
             yield
@@ -604,7 +627,7 @@ class Observer:
 
     def _reread_nft_structure(self) -> list[Change]:
         """Chains and sets of the owned table again; elements of a set that is gone go too."""
-        from mip6ctl.kernel.nftwriter import read_table
+        from mip6ctl.kernel.nft_state import read_table
 
         changes: list[Change] = []
         objs = read_table(self._nft, elements=False)
@@ -616,15 +639,41 @@ class Observer:
         return changes
 
     def poll(self) -> list[Change]:
-        """Read the sources that raise no events (the seg6 tunnel source)."""
-        if "seg6-tunsrc" not in self.sources:
-            return []
+        """Read what raises no events: the seg6 tunnel source, and proxy neighbours
+        while there are at most `PROXY_POLL_LIMIT` of them (a kernel-filtered dump;
+        more are left to the periodic resync, as the dump grows with them)."""
         changes: list[Change] = []
-        tunsrc = _read_tunsrc()
-        old = self.core.owned.get(("seg6-tunsrc",))
-        if tunsrc is not None and tunsrc != old:
-            self.core._store(tunsrc, True, changes)
+        if "seg6-tunsrc" in self.sources:
+            tunsrc = _read_tunsrc()
+            old = self.core.owned.get(("seg6-tunsrc",))
+            if tunsrc is not None and tunsrc != old:
+                self.core._store(tunsrc, True, changes)
+        if 0 < self.proxies() <= PROXY_POLL_LIMIT:
+            changes += self._poll_proxies()
         self._notify(changes)
+        return changes
+
+    def proxies(self) -> int:
+        """How many proxy neighbours the cache holds (owned and foreign)."""
+        return self.core.proxies
+
+    def _poll_proxies(self) -> list[Change]:
+        fresh = ObserverCore(watch_tables=self.core.watch_tables)
+        fresh.links = dict(self.core.links)
+        seq = self._next()
+        try:
+            for buf in nl.dump_iter(self._dump, rc.proxy_dump_request(seq), seq):
+                fresh.feed(buf)
+        except OSError:
+            return []  # the next resync reads them
+        changes: list[Change] = []
+        for view, now in ((self.core.owned, fresh.owned), (self.core.foreign, fresh.foreign)):
+            for k, o in list(view.items()):
+                if k[0] == "proxy" and k not in now:
+                    self.core._store(o, False, changes, k)
+            for k, o in now.items():
+                if k[0] == "proxy":
+                    self.core._store(o, True, changes, k)
         return changes
 
     def wait(self, timeout: float) -> list[Change]:

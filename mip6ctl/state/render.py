@@ -298,7 +298,7 @@ def render_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts) -> Desi
 # --------------------------------------------------------------------------- signalling transport
 #
 # nf_tables rules are named by (kind, argument); the kernel layer
-# (kernel/nftwriter.py) knows their expressions and the comment each carries.
+# (kernel/nft_state.py) knows their expressions and the comment each carries.
 
 NFT_HOOK_PREROUTING, NFT_HOOK_INPUT = 0, 1
 NFT_PRIORITY_RAW = -300

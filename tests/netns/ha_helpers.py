@@ -437,12 +437,16 @@ def routes_of(tb: Testbed) -> list[str]:
 
 def reverse_tunnel_pairs(tb: Testbed) -> set[tuple[IPv6Address, IPv6Address]]:
     """(care-of, home) pairs in the HA's §10.4.5 nf_tables set."""
-    from mip6ctl.kernel import nft
+    from mip6ctl.kernel import nft, nft_state
 
     with tb.inside("ha"):
         session = nft.NftSession()
-    with session, nft.ReverseTunnelCheck(session=session) as rt:
-        return rt.elements()
+    with session:
+        return {
+            (IPv6Address(o.care_of), IPv6Address(o.home))
+            for o in nft_state.read_table(session)
+            if o.key[0] == "nft-element"
+        }
 
 
 def kernel_snapshot(tb: Testbed) -> tuple[list[str], ...]:

@@ -1,4 +1,4 @@
-"""mip6ctl.kernel.nft against this kernel: the owned table, spoken over netlink.
+"""The owned nf_tables table against this kernel: typed objects through the plan executor.
 
 `nft` (when installed) is only used to look at the result and to make foreign
 objects; the product code never runs it.  Everything happens in namespaces.
@@ -13,8 +13,20 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from mip6ctl.kernel import nft, seg6
+from mip6ctl.kernel import nft, nft_state, seg6
+from mip6ctl.kernel.reconciler import converge
 from mip6ctl.kernel.writer import Writer, create
+from mip6ctl.state.objects import NftChain, NftSet, NftSetElement
+from mip6ctl.state.plan import Origin
+from mip6ctl.state.render import (
+    CHAIN_REVERSE_TUNNEL,
+    NFT_HOOK_PREROUTING,
+    NFT_PRIORITY_RAW,
+    NFT_TYPE_IPV6_PAIR,
+    REVERSE_TUNNEL_SET,
+    Desired,
+    render_signalling,
+)
 from tests import nsutil
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
@@ -40,33 +52,64 @@ def nft_cli(ns: str, *args: str) -> str:
     return nsutil.run("nft", *args, ns=ns).stdout
 
 
-@needs_nft
-def test_install_is_idempotent_and_repairs_drift(netns) -> None:
-    ns = netns("nft")
+def converge_in(ns: str, desired: Desired, *, present: bool = True) -> None:
+    """Through the plan executor, as the daemon writes them."""
+    with nsutil.inside(ns):
+        report = converge(desired, present=present)
+    assert report.ok, (report.outcomes, report.mismatches)
+
+
+def reverse_check(*pairs: tuple[IPv6Address, IPv6Address]) -> Desired:
+    d = Desired()
+    origin = Origin("config", "test")
+    d.add(NftSet(REVERSE_TUNNEL_SET, NFT_TYPE_IPV6_PAIR, 32), origin)
+    d.add(
+        NftChain(
+            CHAIN_REVERSE_TUNNEL,
+            NFT_HOOK_PREROUTING,
+            NFT_PRIORITY_RAW,
+            (("reverse-tunnel", str(HA)),),
+        ),
+        origin,
+    )
+    for coa, hoa in pairs:
+        d.add(NftSetElement(str(coa), str(hoa), REVERSE_TUNNEL_SET), origin)
+    return d
+
+
+def read(ns: str) -> dict[tuple, object]:
     with session(ns) as s:
-        nft.install_signalling_drop(session=s)
-        first = nft.describe(session=s)
-        nft.install_signalling_drop(session=s)
-        again = nft.describe(session=s)
-        assert first is not None and again is not None
-        assert again.chains == first.chains == (nft.CHAIN_PREROUTING, nft.CHAIN_INPUT)
-        assert [r.comment for r in again.rules] == [r.comment for r in first.rules]
-        assert len(again.rules) == 4
-        listing = nft_cli(ns, "list", "table", "ip6", "mip6ctl")
-        assert "type filter hook prerouting priority raw" in listing
-        assert "meta l4proto mobility-header fib daddr type local counter" in listing
-        assert "rt type 2 fib daddr type local counter" in listing
-        # drift: someone deletes a rule and adds one of their own to our chain
-        handle = next(r.handle for r in again.rules if "type 2" in r.comment)
-        nft_cli(ns, "delete", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING,
-                "handle", str(handle))  # fmt: skip
-        nft_cli(ns, "add", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING, "accept")
-        nft.install_signalling_drop(session=s)
-        repaired = nft.describe(session=s)
-        assert repaired is not None
-        assert [r.comment for r in repaired.rules] == [r.comment for r in first.rules]
-        assert nft.remove_signalling_drop(session=s) is True
-        assert nft.describe(session=s) is None
+        return {o.key: o for o in nft_state.read_table(s)}
+
+
+@needs_nft
+def test_chains_are_written_idempotently_and_drift_is_repaired(netns) -> None:
+    ns = netns("nft")
+    chains = render_signalling("userspace")
+    converge_in(ns, chains)
+    first = read(ns)
+    assert first == chains.objects  # read back exactly as rendered (rules by comment)
+    converge_in(ns, chains)
+    assert read(ns) == first
+    with session(ns) as s:
+        info = nft.describe(session=s)
+    assert info is not None and len(info.rules) == 4
+    listing = nft_cli(ns, "list", "table", "ip6", "mip6ctl")
+    assert "type filter hook prerouting priority raw" in listing
+    assert "meta l4proto mobility-header fib daddr type local counter" in listing
+    assert "rt type 2 fib daddr type local counter" in listing
+    # drift: someone deletes a rule and adds one of their own to our chain
+    handle = next(r.handle for r in info.rules if "type 2" in r.comment)
+    nft_cli(ns, "delete", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING,
+            "handle", str(handle))  # fmt: skip
+    nft_cli(ns, "add", "rule", "ip6", "mip6ctl", nft.CHAIN_PREROUTING, "accept")
+    drifted = read(ns)
+    assert drifted != first  # the observer's reading sees both the loss and the stranger
+    converge_in(ns, chains)
+    assert read(ns) == first
+    converge_in(ns, chains, present=False)
+    with session(ns) as s:
+        assert nft.describe(session=s) is None  # the table goes with its last chain
 
 
 @needs_nft
@@ -77,33 +120,34 @@ def test_foreign_tables_are_never_touched(netns) -> None:
         ns, "add", "chain", "ip6", "foreign", "c", "{ type filter hook prerouting priority 0; }"
     )
     nft_cli(ns, "add", "table", "inet", "mip6ctl")  # same name, other family: not ours either
+    before = nft_cli(ns, "list", "table", "ip6", "foreign")
+    converge_in(ns, render_signalling("userspace"))
+    assert all(o.table == "mip6ctl" for o in read(ns).values())
+    converge_in(ns, render_signalling("userspace"), present=False)
     with session(ns) as s:
-        nft.install_signalling_drop(session=s)
-        nft.remove_table(session=s)
         nft.remove_table(session=s)  # absent is fine
     tables = nft_cli(ns, "list", "tables")
     assert "table ip6 foreign" in tables and "table inet mip6ctl" in tables
     assert "table ip6 mip6ctl" not in tables
+    assert nft_cli(ns, "list", "table", "ip6", "foreign") == before
 
 
-def test_signalling_removal_keeps_the_reverse_tunnel_check(netns) -> None:
+def test_removing_the_signalling_chains_keeps_the_reverse_tunnel_check(netns) -> None:
     ns = netns("nft")
+    converge_in(ns, render_signalling("userspace"))
+    converge_in(ns, reverse_check((COA, HOA)))
+    converge_in(ns, render_signalling("userspace"), present=False)
     with session(ns) as s:
-        nft.install_signalling_drop(session=s)
-        rt = nft.ReverseTunnelCheck(session=s)
-        rt.ensure([HA])
-        rt.add(COA, HOA)
-        assert nft.remove_signalling_drop(session=s) is False
         info = nft.describe(session=s)
-        assert info is not None
-        assert info.chains == (nft.CHAIN_REVERSE_TUNNEL,)
-        assert info.elements == {nft.REVERSE_TUNNEL_SET: 1}
-        rt.ensure([HA])  # re-ensuring keeps the bindings
-        assert rt.elements() == {(COA, HOA)}
-        rt.remove_all()
-        info = nft.describe(session=s)
-        assert info is not None and info.chains == () and info.sets == ()
-        nft.remove_table(session=s)
+    assert info is not None
+    assert info.chains == (nft.CHAIN_REVERSE_TUNNEL,)
+    assert info.elements == {nft.REVERSE_TUNNEL_SET: 1}
+    converge_in(ns, reverse_check((COA, HOA)))  # re-writing the chain keeps the bindings
+    got = read(ns)
+    assert NftSetElement(str(COA), str(HOA), REVERSE_TUNNEL_SET).key in got
+    converge_in(ns, reverse_check((COA, HOA)), present=False)
+    with session(ns) as s:
+        assert nft.describe(session=s) is None
 
 
 def test_nf_tables_is_available_here() -> None:
@@ -154,17 +198,19 @@ def test_reverse_tunnel_source_check(netns) -> None:
         except TimeoutError:
             return False
 
-    with sink, tx, s, nft.ReverseTunnelCheck(session=s) as rt:
+    with sink, tx, s:
         assert tunnelled(HOA, b"no check yet")  # the decap path works at all
-        rt.ensure([HA])
+        converge_in(ha, reverse_check())
         assert not tunnelled(HOA, b"no binding")
-        rt.add(COA, HOA)
+        converge_in(ha, reverse_check((COA, HOA)))
         assert tunnelled(HOA, b"binding")
         assert not tunnelled(OTHER_HOA, b"spoofed inner source")
-        rt.remove(COA, HOA)
-        rt.remove(COA, HOA)  # absent is fine
+        element = Desired()
+        element.add(NftSetElement(str(COA), str(HOA), REVERSE_TUNNEL_SET), Origin("config", "t"))
+        converge_in(ha, element, present=False)  # the element goes, the check stays
+        converge_in(ha, element, present=False)  # absent is fine
         assert not tunnelled(HOA, b"binding gone")
-        assert rt.elements() == set()
+        assert not [k for k in read(ha) if k[0] == "nft-element"]
         info = nft.describe(session=s)
         assert info is not None and info.dropped(nft.CHAIN_REVERSE_TUNNEL) == 3
         nft.remove_table(session=s)

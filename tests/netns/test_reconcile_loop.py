@@ -21,7 +21,8 @@ from typing import Any
 
 from mip6ctl.config.loader import load_directory
 from mip6ctl.config.model import Mip6Config
-from mip6ctl.daemon.reconcile_loop import STATIC, Backoff, ReconcileLoop, binding_key
+from mip6ctl.daemon.reconcile_loop import STATIC, ReconcileLoop, binding_key
+from mip6ctl.daemon.workqueue import Backoff
 from mip6ctl.kernel.observer import Observer
 from mip6ctl.kernel.writer import Writer
 from mip6ctl.state.render import Capabilities, HostFacts

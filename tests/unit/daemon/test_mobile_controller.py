@@ -9,7 +9,8 @@ from typing import Any
 
 from mip6ctl.config.loader import load_directory
 from mip6ctl.daemon.mobile import MobileNodeController
-from mip6ctl.daemon.reconcile_loop import MOBILE, KeyResult
+from mip6ctl.daemon.reconcile_loop import MOBILE
+from mip6ctl.daemon.workqueue import KeyResult
 from mip6ctl.engine.events import AtHome as EngineAtHome
 from mip6ctl.engine.events import CareOfAddressChanged
 from mip6ctl.engine.movement import AtHome, Moved

@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 
 from mip6ctl.config.loader import load_directory
-from mip6ctl.daemon.reconcile_loop import (
-    STATIC,
-    Backoff,
-    ReconcileLoop,
-    WorkQueue,
-    binding_key,
-)
+from mip6ctl.daemon.reconcile_loop import STATIC, ReconcileLoop, binding_key
+from mip6ctl.daemon.workqueue import Backoff, WorkQueue
 from mip6ctl.kernel.observer import Change
 from mip6ctl.kernel.writer import Op, Result
 from mip6ctl.state.objects import ProxyNeighbour, Route, Rule, Seg6Encap

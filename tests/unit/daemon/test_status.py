@@ -216,10 +216,10 @@ def test_bul_mapping_rows() -> None:
 
 
 def test_reconcile_loop_condition_objects_are_accepted() -> None:
-    """The reconcile loop's own Condition type (same attributes) goes straight in."""
-    from mip6ctl.daemon import reconcile_loop
+    """The reconcile loop's conditions (the one Condition type) go straight in."""
+    from mip6ctl.daemon import workqueue
 
-    c = reconcile_loop.Condition("KernelInSync", "True", "Reconciled", "ok", WALL - 1)
+    c = workqueue.Condition("KernelInSync", "True", "Reconciled", "ok", WALL - 1)
     doc = ha_doc(conditions=[c], reconcile={"queue": {"ready": 0}})
     assert doc["conditions"][1]["reason"] == "Reconciled"
     assert doc["reconcile"] == {"queue": {"ready": 0}}

@@ -47,29 +47,36 @@ def binding(
 # --------------------------------------------------------------------------- the rule
 
 
+def refusal(p: AdmissionPolicy, hoa: IPv6Address, *, mobile_router: bool = False) -> Any:
+    return p.refusal(hoa, p.node(hoa), mobile_router=mobile_router)
+
+
 def test_listed_node_on_a_home_prefix_is_admitted() -> None:
-    assert policy().refusal(HOA) is None
+    assert refusal(policy(), HOA) is None
     assert policy().node(HOA) is not None and policy().node(UNLISTED) is None
+    assert policy().permits(HOA) and not policy().permits(UNLISTED)
 
 
 def test_unlisted_node_needs_default_allow() -> None:
-    assert policy().refusal(UNLISTED) == BAStatus.ADMINISTRATIVELY_PROHIBITED
-    assert policy(default_action="allow").refusal(UNLISTED) is None
+    assert refusal(policy(), UNLISTED) == BAStatus.ADMINISTRATIVELY_PROHIBITED
+    assert refusal(policy(default_action="allow"), UNLISTED) is None
+    assert policy(default_action="allow").permits(UNLISTED)
 
 
 def test_home_subnet_is_checked_first_even_for_listed_nodes_and_default_allow() -> None:
     listed_outside = policy(mobile_nodes=[{"home_address": str(FOREIGN_HOA)}])
-    assert listed_outside.refusal(FOREIGN_HOA) == BAStatus.NOT_HOME_SUBNET
-    assert policy(default_action="allow").refusal(FOREIGN_HOA) == BAStatus.NOT_HOME_SUBNET
+    assert refusal(listed_outside, FOREIGN_HOA) == BAStatus.NOT_HOME_SUBNET
+    assert refusal(policy(default_action="allow"), FOREIGN_HOA) == BAStatus.NOT_HOME_SUBNET
+    assert not listed_outside.on_home_subnet(FOREIGN_HOA)
 
 
 def test_mobile_router_needs_accept_mobile_routers() -> None:
-    assert policy().refusal(HOA, mobile_router=True) == (
+    assert refusal(policy(), HOA, mobile_router=True) == (
         BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
     )
-    assert policy(accept_mobile_routers=True).refusal(HOA, mobile_router=True) is None
+    assert refusal(policy(accept_mobile_routers=True), HOA, mobile_router=True) is None
     # refusals in §10.3.1 order: 129 before 140
-    assert policy().refusal(UNLISTED, mobile_router=True) == (
+    assert refusal(policy(), UNLISTED, mobile_router=True) == (
         BAStatus.ADMINISTRATIVELY_PROHIBITED
     )
 

@@ -1,4 +1,4 @@
-"""Typed nf_tables objects (`NftSet`, `NftChain`, `NftSetElement`) ↔ nfnetlink.
+"""Typed nf_tables objects (`NftSet`, `NftChain`, `NftSetElement`) ↔ nfnetlink requests and dumps.
 
 The plan executor writes them here and the observer reads them back from
 here, so rule expressions live in one table, `RULES`: a rule kind (what the
