@@ -76,6 +76,8 @@ ICMP6_PARAMETER_PROBLEM = 4
 
 #: How long the engine may wait for the kernel before a BA fails (130).
 RECONCILE_WAIT = 5.0
+#: How long a reload waits for its static state before it is rolled back.
+RELOAD_APPLY_WAIT = 5.0
 
 
 _GC_THRESHOLD = (10_000, 10, 1000)
@@ -365,32 +367,43 @@ class Daemon:
 
     async def _reload(self) -> dict[str, Any]:
         try:
-            gen = load_directory(self.config_dir)
+            # Off the event loop: a large directory must not stall signalling.
+            gen = await asyncio.to_thread(load_directory, self.config_dir)
         except ConfigError as e:
-            msg = "; ".join(str(p) for p in e.problems[:5])
-            self._set_condition("ConfigValid", False, "InvalidConfig", msg)
-            log.error("reload refused, keeping generation %d: %s", self.generation_number, msg)
-            return {"applied": False, "errors": [p.as_dict() for p in e.problems]}
+            return self._refuse("InvalidConfig", e.problems)
         # The key files count too: rotating a key with the TOML unchanged is a change.
         if self.gen is not None and gen.digest == self.gen.digest and gen.keys == self.gen.keys:
             self._set_condition("ConfigValid", True, "Unchanged", "")
             return {"applied": False, "generation": gen.digest, "unchanged": True}
+        missing = self._missing_interfaces(gen.config)
+        if missing:
+            return self._refuse("MissingInterface", missing)
         from mip6ctl.config.restart import restart_only_changes
         from mip6ctl.daemon.logsetup import configure_logging
+        from mip6ctl.daemon.reconcile_loop import STATIC
 
         pending_restart = restart_only_changes(self.cfg, gen.config)
         if pending_restart:
             log.warning(
                 "read only at start, takes effect after a restart: %s", ", ".join(pending_restart)
             )
+        # The kernel first: a generation whose static state the kernel refuses is
+        # rolled back before the engine (and the binding cache) ever sees it.
+        old_cfg, number = self.cfg, self.generation_number + 1
+        self.loop.set_generation(gen.config, number)
+        static = await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
+        if not static:
+            self.loop.set_generation(old_cfg, number + 1)
+            await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
+            self.generation_number = number + 1
+            return self._refuse("ApplyFailed", [f"{static.reason}: {static.message}"])
         lg = gen.config.log
         if lg != self.cfg.log:
             configure_logging(lg.level, lg.format, str(lg.file) if lg.file else None)
         self.gen = gen
-        self.generation_number += 1
+        self.generation_number = number
         assert self.engine is not None
         actions = self.engine.load_config(gen.config, self.clock())
-        self.loop.set_generation(gen.config, self.generation_number)
         await self._execute(actions)
         self._set_condition("ConfigValid", True, "Loaded", f"generation {gen.digest[:19]}")
         log.info(
@@ -402,6 +415,29 @@ class Daemon:
             "generation_number": self.generation_number,
             "restart_required": pending_restart,
         }
+
+    def _refuse(self, reason: str, problems: list[Any]) -> dict[str, Any]:
+        """Keep the running generation; say why the new one was refused."""
+        msg = "; ".join(str(p) for p in problems[:5])
+        self._set_condition("ConfigValid", False, reason, msg)
+        log.error(
+            "reload refused (%s), keeping generation %d: %s", reason, self.generation_number, msg
+        )
+        errors = [
+            p.as_dict() if hasattr(p, "as_dict") else {"kind": reason, "message": str(p)}
+            for p in problems
+        ]
+        return {"applied": False, "reason": reason, "errors": errors}
+
+    def _missing_interfaces(self, cfg: Any) -> list[str]:
+        """Interfaces a candidate configuration names that this host does not have
+        (the daemon's own reload: an error; `mip6ctl validate` off-box only warns)."""
+        have = self.loop.observer.link_names() if self.loop is not None else frozenset()
+        return [
+            f"{where}: no interface {name!r} on this host"
+            for where, name in _named_interfaces(cfg)
+            if name not in have
+        ]
 
     # ------------------------------------------------------------------ packets and timers
 
@@ -761,6 +797,16 @@ class Daemon:
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
+
+
+def _named_interfaces(cfg: Any) -> list[tuple[str, str]]:
+    """(configuration key, interface name) of every interface a configuration names."""
+    out: list[tuple[str, str]] = []
+    if cfg.ha is not None:
+        out += [(f"ha.interfaces[{i}]", n) for i, n in enumerate(cfg.ha.interfaces)]
+    if cfg.mn is not None:
+        out += [(f"mn.interfaces[{i}]", m.name) for i, m in enumerate(cfg.mn.interfaces)]
+    return out
 
 
 def _parameter_problem(ev: Any) -> ParameterProblemReceived | None:

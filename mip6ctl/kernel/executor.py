@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -43,6 +44,7 @@ from mip6ctl.state.objects import (
     NftSet,
     NftSetElement,
     Seg6TunnelSource,
+    Tunnel,
 )
 from mip6ctl.state.plan import Change
 from mip6ctl.state.xfrm import XfrmPolicy, XfrmState
@@ -117,6 +119,7 @@ class Executor:
         self._nft_session = nft_session
         self.set_tunsrc = set_tunsrc
         self.on_applied = on_applied
+        self._genl: Any = None
 
     @classmethod
     def in_namespace(cls, writer: Writer) -> Executor:
@@ -128,11 +131,17 @@ class Executor:
 
         xfrm: Any = None
         session: Any = None
+        tunsrc: Any = None
         with contextlib.suppress(OSError):
             xfrm = XfrmSocket(timeout=5.0)
         with contextlib.suppress(OSError):
             session = NftSession()
-        return cls(writer, xfrm=xfrm, nft_session=session, set_tunsrc=genl.set_seg6_tunsrc)
+        with contextlib.suppress(OSError):
+            sock = genl.GenlSocket()
+            tunsrc = functools.partial(genl.set_seg6_tunsrc, sock=sock)
+        ex = cls(writer, xfrm=xfrm, nft_session=session, set_tunsrc=tunsrc)
+        ex._genl = sock if tunsrc is not None else None
+        return ex
 
     def close(self) -> None:
         if self._nft_session is not None:
@@ -141,6 +150,10 @@ class Executor:
         if self.xfrm is not None:
             self.xfrm.close()
             self.xfrm = None
+        if self._genl is not None:
+            self._genl.close()
+            self._genl = None
+            self.set_tunsrc = None
 
     # ----------------------------------------------------------------- public
 
@@ -176,17 +189,29 @@ class Executor:
             while j < len(changes) and writer_of(_obj(changes[j])) == kind:
                 j += 1
             run = list(changes[i:j])
-            out += getattr(self, f"_{kind}")(run)
+            out += getattr(self, f"_write_{kind}")(run)
             i = j
         return out
 
-    def _rtnl(self, changes: list[Change]) -> list[Outcome]:
+    def _write_rtnl(self, changes: list[Change]) -> list[Outcome]:
+        # ip6tnl devices created or changed first, in a call of their own: the
+        # writer maps interface names to indexes once per call, so a route through
+        # a device created in the same call would fail ENODEV until the next pass.
+        def device(c: Change) -> bool:
+            return c.action != "delete" and isinstance(_obj(c), Tunnel)
+
+        devices = [c for c in changes if device(c)]
+        if devices and len(devices) < len(changes):
+            rest = [c for c in changes if not device(c)]
+            return self._write_rtnl(devices) + self._write_rtnl(rest)
         ops = []
         for c in changes:
             obj = _obj(c)
             action = {"create": "create", "update": "replace", "delete": "delete"}[c.action]
-            # the documented local-rule takeover and its undo are the only foreign writes
-            ops.append(Op(action, obj, allow_foreign=not obj.owned))  # type: ignore[arg-type]
+            # the documented local-rule takeover and its undo are the only foreign writes;
+            # an update replaces in place what the observer saw as ours
+            replaces = c.observed if c.action == "update" else None
+            ops.append(Op(action, obj, allow_foreign=not obj.owned, replaces=replaces))  # type: ignore[arg-type]
         results = self.writer.apply(ops)
         out = []
         for c, r in zip(changes, results, strict=True):
@@ -198,7 +223,7 @@ class Executor:
             self.on_applied(results, [])
         return out
 
-    def _xfrm(self, changes: list[Change]) -> list[Outcome]:
+    def _write_xfrm(self, changes: list[Change]) -> list[Outcome]:
         if self.xfrm is None:
             return [Outcome(c, "error", "no XFRM writer", errno.ENOTSUP) for c in changes]
         out: list[Outcome] = []
@@ -228,7 +253,7 @@ class Executor:
             i = j
         return out
 
-    def _nft(self, changes: list[Change]) -> list[Outcome]:
+    def _write_nft(self, changes: list[Change]) -> list[Outcome]:
         from mip6ctl.kernel import nft_state as nw
 
         s = self._nft_session
@@ -270,7 +295,7 @@ class Executor:
                 pass
         return out
 
-    def _genl(self, changes: list[Change]) -> list[Outcome]:
+    def _write_genl(self, changes: list[Change]) -> list[Outcome]:
         out = []
         for c in changes:
             obj = _obj(c)

@@ -16,6 +16,7 @@ and ``::`` both clear it, and reading ``::`` back gives None.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
 from ipaddress import IPv6Address
@@ -111,9 +112,12 @@ def _seg6(s: GenlSocket) -> int:
         raise
 
 
-def get_seg6_tunsrc() -> IPv6Address | None:
-    """``ip sr tunsrc show``: the namespace's seg6 tunnel source, None when unset (``::``)."""
-    with GenlSocket() as s:
+def get_seg6_tunsrc(sock: GenlSocket | None = None) -> IPv6Address | None:
+    """``ip sr tunsrc show``: the namespace's seg6 tunnel source, None when unset (``::``).
+
+    `sock`: a socket opened in the namespace to read (default: a new one, in the
+    calling thread's namespace)."""
+    with contextlib.nullcontext(sock) if sock is not None else GenlSocket() as s:
         replies = s.request(_seg6(s), SEG6_CMD_GET_TUNSRC, version=SEG6_GENL_VERSION)
     for _cmd, at in replies:
         raw = at.get(SEG6_ATTR_DST)
@@ -123,10 +127,12 @@ def get_seg6_tunsrc() -> IPv6Address | None:
     return None
 
 
-def set_seg6_tunsrc(address: IPv6Address | str | None) -> None:
-    """``ip sr tunsrc set ADDRESS``; None or ``::`` clears it (source address selection)."""
+def set_seg6_tunsrc(address: IPv6Address | str | None, sock: GenlSocket | None = None) -> None:
+    """``ip sr tunsrc set ADDRESS``; None or ``::`` clears it (source address selection).
+
+    `sock` as for `get_seg6_tunsrc`."""
     addr = _UNSPECIFIED if address is None else IPv6Address(address)
-    with GenlSocket() as s:
+    with contextlib.nullcontext(sock) if sock is not None else GenlSocket() as s:
         s.request(
             _seg6(s),
             SEG6_CMD_SET_TUNSRC,

@@ -221,7 +221,7 @@ class ObserverCore:
 
     def feed_xfrm(self, events: Iterable[Any]) -> tuple[list[Change], bool]:
         """XFRM events for owned objects; True = a flush or overrun (re-dump)."""
-        from mip6ctl.kernel import xfrm as x
+        from mip6ctl.kernel import xfrm_codec as x
 
         changes: list[Change] = []
         redump = False
@@ -317,6 +317,7 @@ class Observer:
         self._xfrm: Any = None  # XfrmSocket for dumps
         self._xfrm_events: Any = None
         self._epoll: select.epoll | None = None
+        self._genl: Any = None  # GenlSocket, for the seg6 tunnel source
         try:
             self._open_sources()
         except BaseException:
@@ -328,6 +329,13 @@ class Observer:
     def _open_sources(self) -> None:
         """Open the event and dump sockets of `sources`; one the kernel refuses is
         dropped from `sources` (its kinds are then never seen as present)."""
+        if "seg6-tunsrc" in self.sources:
+            from mip6ctl.kernel import genl
+
+            try:
+                self._genl = genl.GenlSocket()
+            except OSError:
+                self.sources -= {"seg6-tunsrc"}
         if not self.sources - {"seg6-tunsrc"}:
             return
         self._epoll = select.epoll()
@@ -404,10 +412,13 @@ class Observer:
         for fd in self._sysctl_fds.values():
             os.close(fd)
         self._sysctl_fds.clear()
-        for s in (self._nft, self._nft_events, self._xfrm, self._xfrm_events, self._epoll):
+        for s in (
+            self._nft, self._nft_events, self._xfrm, self._xfrm_events, self._epoll, self._genl
+        ):  # fmt: skip
             if s is not None:
                 s.close()
         self._nft = self._nft_events = self._xfrm = self._xfrm_events = self._epoll = None
+        self._genl = None
         self._events.close()
         self._dump.close()
 
@@ -492,7 +503,7 @@ class Observer:
             core.replace_kinds(("xfrm-state", "xfrm-policy"), objs, None)
             yield
         if "seg6-tunsrc" in self.sources:
-            tunsrc = _read_tunsrc()
+            tunsrc = _read_tunsrc(self._genl)
             if tunsrc is not None:
                 core.owned[tunsrc.key] = tunsrc
 
@@ -644,7 +655,7 @@ class Observer:
         more are left to the periodic resync, as the dump grows with them)."""
         changes: list[Change] = []
         if "seg6-tunsrc" in self.sources:
-            tunsrc = _read_tunsrc()
+            tunsrc = _read_tunsrc(self._genl)
             old = self.core.owned.get(("seg6-tunsrc",))
             if tunsrc is not None and tunsrc != old:
                 self.core._store(tunsrc, True, changes)
@@ -678,7 +689,7 @@ class Observer:
 
     def wait(self, timeout: float) -> list[Change]:
         """Block up to `timeout` seconds for events, then process them (tests, simple loops)."""
-        ready, _w, _x = select.select([self._events], [], [], timeout)
+        ready, _w, _x = select.select([self.fileno()], [], [], timeout)
         return self.process_pending() if ready else []
 
     def note_applied(self, results: Iterable[object]) -> list[Change]:
@@ -713,11 +724,11 @@ class Observer:
             self.on_change(changes)
 
 
-def _read_tunsrc() -> Seg6TunnelSource | None:
+def _read_tunsrc(sock: Any) -> Seg6TunnelSource | None:
     from mip6ctl.kernel import genl
 
     try:
-        addr = genl.get_seg6_tunsrc()
+        addr = genl.get_seg6_tunsrc(sock)
     except OSError:
         return None
     return Seg6TunnelSource("::" if addr is None else str(addr))

@@ -12,9 +12,12 @@ Ownership (DESIGN.md invariant 3) is enforced here, not trusted to callers:
 * an operation on an object that does not carry the mark is *refused*;
 * routes and rules are deleted with the mark in the request (rtm_protocol /
   FRA_PROTOCOL), so the kernel itself skips an equal-shaped foreign object
-  (ESRCH/ENOENT): a route "replace" is a marked delete followed by an
-  exclusive create in the same batch, never NLM_F_REPLACE, which would
-  overwrite a foreign route with the same key;
+  (ESRCH/ENOENT).  A route "replace" of an object the observer saw as ours
+  (`Op.replaces`, what the plan executor passes) is one NLM_F_REPLACE, so a
+  refused new route leaves the old one working (make-before-break); without
+  that knowledge it is a marked delete followed by an exclusive create in the
+  same batch, because NLM_F_REPLACE would overwrite a foreign route with the
+  same key;
 * EEXIST on an exclusive create is resolved by reading the object back
   (a table-filtered dump for routes): ours -> "exists", foreign -> "conflict";
 * addresses and proxy neighbours have no marked delete and proxy creation
@@ -54,17 +57,22 @@ Status = Literal["ok", "exists", "absent", "conflict", "refused", "error"]
 
 _NEW = nl.NLM_F_REQUEST | nl.NLM_F_ACK | nl.NLM_F_CREATE | nl.NLM_F_EXCL
 _DEL = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+_REPLACE = nl.NLM_F_REQUEST | nl.NLM_F_ACK | nl.NLM_F_CREATE | nl.NLM_F_REPLACE
 _ABSENT = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
     """One planned change.  `allow_foreign` lifts the ownership guard for the rare,
-    documented takeovers (e.g. moving the default local-table rule, see seg6.py)."""
+    documented takeovers (e.g. moving the default local-table rule, see seg6.py).
+    `replaces`: for a replace, the owned object the observer saw under the key --
+    a route is then replaced in place (NLM_F_REPLACE: the old one stays if the
+    kernel refuses the new one) instead of deleted and re-created."""
 
     action: Action
     obj: KernelObject
     allow_foreign: bool = False
+    replaces: KernelObject | None = None
 
 
 def create(obj: KernelObject) -> Op:
@@ -272,6 +280,9 @@ class Writer:
             msgs.append(_Msg(i, role, s, nl.message(del_type, _DEL, s, payload)))
 
         if isinstance(obj, Route):
+            if op.action == "replace" and op.replaces is not None and op.replaces.owned:
+                new(_REPLACE)
+                return
             if op.action != "create":
                 dele(obj)
             if op.action != "delete":

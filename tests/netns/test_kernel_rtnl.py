@@ -346,3 +346,28 @@ def test_writer_batches_many_messages_per_send(home: Home, monkeypatch: pytest.M
     monkeypatch.setattr(home.writer, "_sock", Spy())
     _all_ok(home.apply(*[create(Route(f"2001:db8:4::{i:x}", oif="h0")) for i in range(1, 2001)]))
     assert max(sends) == home.writer.batch_size and len(sends) <= 4
+
+
+def test_a_replace_the_kernel_refuses_keeps_the_old_route(home: Home) -> None:
+    """Make-before-break (issue 21): replacing our route in place with one through an
+    interface that does not exist fails, and the working route stays."""
+    old = Route("2001:db8:1::150", oif="h0", encap=Seg6Encap(("2001:db8:a::5",)))
+    _all_ok(home.apply(create(old)))
+    home.until(lambda: home.obs.get(old.key) == old)
+    new = Route("2001:db8:1::150", oif="nosuchdev", encap=Seg6Encap(("2001:db8:b::5",)))
+    (r,) = home.apply(Op("replace", new, replaces=old))
+    assert not r.ok and r.errno == errno.ENODEV
+    shown = nsutil.ip("-6", "route", "show", "table", "6275", ns=home.ns).stdout
+    assert "2001:db8:1::150" in shown and "2001:db8:a::5" in shown
+    # and a replace the kernel takes happens in one step: never absent in between
+    moved = Route("2001:db8:1::150", oif="h0", encap=Seg6Encap(("2001:db8:b::5",)))
+    with nsutil.inside(home.ns):
+        watch = Observer()
+    with watch:
+        _all_ok(home.apply(Op("replace", moved, replaces=old)))
+        deadline = time.monotonic() + 1.0
+        seen: list = []
+        while time.monotonic() < deadline and watch.get(old.key) != moved:
+            seen += [c.new for c in watch.wait(0.05) if c.key == old.key]
+        assert watch.get(old.key) == moved
+        assert None not in seen  # no deletion event for the key

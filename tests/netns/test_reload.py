@@ -515,3 +515,57 @@ def test_metrics_endpoint(bed: Bed) -> None:
         after["mip6ctl_binding_updates_accepted_total"]
         >= m["mip6ctl_binding_updates_accepted_total"] + 1
     )
+
+
+# --------------------------------------------------------------------------- refused by the host
+
+
+def test_a_generation_the_host_cannot_hold_is_refused_and_the_kernel_left_as_it_was(
+    bed: Bed,
+) -> None:
+    """Issue 21: a configuration naming an interface the host lacks is refused before
+    anything is written; one whose static state the kernel refuses (a foreign route
+    holds the new decapsulation route's key) is rolled back to the running generation.
+    Either way the kernel is exactly as before and refreshes keep getting BA 0."""
+    x = hoa(0x11C)
+    register(bed, x)
+    main = bed.config / "mip6.toml"
+    good = main.read_text()
+    kernel, bindings = kernel_state(bed), binding_view(bed)
+    rules = ip(bed.tb, "ha", "-6", "rule", "show")
+
+    atomic_write(main, good.replace('interfaces = ["home0"]', 'interfaces = ["nosuch0"]'))
+    try:
+        doc = wait_refused(bed)
+        cond = config_valid(doc)
+        assert cond["reason"] == "MissingInterface", cond
+        assert "nosuch0" in cond["message"], cond
+        time.sleep(0.3)
+        assert kernel_state(bed) == kernel
+        assert register(bed, x, seq=2)[MIP6MH_BA].status == 0
+    finally:
+        atomic_write(main, good)
+    wait_config_valid(bed, "status", "True")
+
+    # the kernel refuses: a foreign route already holds the new HA address's decap key
+    ip(bed.tb, "ha", "-6", "route", "add", "2001:db8:1::2/128", "dev", "home0",
+       "table", str(ROUTE_TABLE + 1), "proto", "static")  # fmt: skip
+    mark = log_mark(bed)
+    try:
+        atomic_write(main, good.replace('address = "2001:db8:1::1"', 'address = "2001:db8:1::2"'))
+        doc = wait_refused(bed)
+        cond = config_valid(doc)
+        assert cond["reason"] == "ApplyFailed", cond
+        assert "Conflict" in cond["message"], cond
+        time.sleep(0.3)
+        assert ip(bed.tb, "ha", "-6", "rule", "show") == rules
+        decap = ip(bed.tb, "ha", "-6", "route", "show", "table", str(ROUTE_TABLE + 1))
+        assert "2001:db8:1::1 " in decap and "2001:db8:1::2 dev home0 proto static" in decap
+        assert binding_view(bed) == {**bindings, str(x): (str(COA1), 2)}
+        assert register(bed, x, seq=3)[MIP6MH_BA].status == 0
+        assert any(REFUSED in line for line in log_since(bed, mark))
+    finally:
+        atomic_write(main, good)
+        ip(bed.tb, "ha", "-6", "route", "del", "2001:db8:1::2/128", "dev", "home0",
+           "table", str(ROUTE_TABLE + 1), "proto", "static")  # fmt: skip
+    wait_config_valid(bed, "status", "True")

@@ -102,7 +102,9 @@ class Node:
     def __init__(self, ns: str, sysctls: tuple[str, ...] = ()) -> None:
         self.ns = ns
         with nsutil.inside(ns):
-            self.observer = Observer(watch_tables=(T, T + 1), sysctls=sysctls)
+            self.observer = Observer(
+                watch_tables=(T, T + 1), sysctls=sysctls, sources=("xfrm", "nft")
+            )
             self.writer = Writer()
             self.xfrm = XfrmSocket(timeout=10.0)
         self.rec = Reconciler(observer=self.observer, writer=self.writer, xfrm=self.xfrm)
