@@ -152,6 +152,16 @@ class DaemonSection(_Section):
     reconcile_interval: Seconds = Field(
         default=60.0, description="period of the full kernel resync (drift repair between events)"
     )
+    icmp_error_rate: float = Field(
+        default=10.0,
+        gt=0,
+        le=100_000,
+        description="ICMPv6 error messages (Parameter Problem) the daemon sends per second at "
+        "most (RFC 4443 2.4 f; a token bucket)",
+    )
+    icmp_error_burst: float = Field(
+        default=10.0, ge=1, le=100_000, description="ICMPv6 errors that may be sent at once"
+    )
     metrics: MetricsSection = Field(
         default_factory=MetricsSection, description="Prometheus metrics endpoint"
     )

@@ -105,7 +105,9 @@ class Counters:
     parameter_problems_sent: int = 0
     malformed_received: int = 0
 
-    def as_dict(self, loop_status: dict[str, Any] | None) -> dict[str, Any]:
+    def as_dict(
+        self, loop_status: dict[str, Any] | None, icmp_errors_suppressed: int = 0
+    ) -> dict[str, Any]:
         counters = (loop_status or {}).get("counters", {})
         return {
             "bus_received": self.bus_received,
@@ -116,6 +118,7 @@ class Counters:
             "bas_sent": self.bas_sent,
             "bes_sent": self.bes_sent,
             "parameter_problems_sent": self.parameter_problems_sent,
+            "icmp_errors_rate_limited": icmp_errors_suppressed,
             "malformed_received": self.malformed_received,
             "drift_repairs": counters.get("drift_repairs", 0),
             "reconcile_failures": counters.get("failures", 0),
@@ -784,7 +787,7 @@ class Daemon:
                 observed=(loop_status or {}).get("observed_generation"),
             ),
             self.conditions,
-            self.counters.as_dict(loop_status),
+            self.counters.as_dict(loop_status, self.engine.icmp_errors_suppressed),
             list(self.engine.cache),
             bul,
             now,

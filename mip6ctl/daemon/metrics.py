@@ -58,6 +58,10 @@ COUNTER_METRICS: dict[str, tuple[str, str]] = {
     ),
     "bas_sent": ("mip6ctl_binding_acknowledgements_sent", "Binding Acknowledgements sent"),
     "bes_sent": ("mip6ctl_binding_errors_sent", "Binding Error messages sent"),
+    "icmp_errors_rate_limited": (
+        "mip6ctl_icmp_errors_rate_limited",
+        "ICMPv6 errors not sent because of [daemon] icmp_error_rate (RFC 4443 2.4 f)",
+    ),
     "drift_repairs": (
         "mip6ctl_drift_repairs",
         "kernel objects the reconcile loop put back after they drifted",

@@ -560,6 +560,16 @@ class ReconcileLoop:
     def bindings(self) -> int:
         return len(self._bindings)
 
+    @property
+    def facts(self) -> HostFacts:
+        """The host facts the current generation renders with."""
+        return self._facts
+
+    @property
+    def mobile_view(self) -> MobileNodeView | None:
+        """Where the mobile node is, as last handed to the loop (None: not decided yet)."""
+        return self._mobile
+
     def flush(self) -> ApplyReport:
         """Delete every owned object (`flush_on_stop`), through the executor: the
         plan puts the kernel's own local rule back before removing mip6ctl's copy."""

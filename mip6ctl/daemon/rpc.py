@@ -53,7 +53,12 @@ def candidate_plan(daemon: Any) -> tuple[Any, Desired, Plan]:
     gen = load_directory(daemon.config_dir)
     cfg = gen.config
     loop = daemon.loop
-    desired = render(cfg, _kept_bindings(daemon, cfg), daemon.caps, loop._facts)
+    # everything the loop renders: kept home registrations, correspondent bindings
+    # (route optimisation, where the kernel has it), the mobile node's own state
+    bindings: list[Any] = list(_kept_bindings(daemon, cfg))
+    if daemon.caps.route_optimization:
+        bindings += [b for b in daemon.engine.cache if not getattr(b, "home_registration", True)]
+    desired = render(cfg, bindings, daemon.caps, loop.facts, mobile_node=loop.mobile_view)
     # Deletes get an origin too, so the plan can count the bindings it drops.
     for k, obj in loop.observer.owned.items():
         if k not in desired.origins:

@@ -87,6 +87,8 @@ class Engine:
         prefix_valid_lifetime: PrefixLifetime | None = None,
         binding_error_rate: float = rfc6275.MAX_UPDATE_RATE,
         binding_error_burst: float = rfc6275.MAX_UPDATE_RATE,
+        icmp_error_rate: float | None = None,
+        icmp_error_burst: float | None = None,
         dad_timeout: float = DEFAULT_DAD_TIMEOUT,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
@@ -111,6 +113,16 @@ class Engine:
         if cfg.node.role == Role.MN and cfg.mn is not None:
             self._make_mn(cfg, now)
         self.binding_errors = TokenBucket(binding_error_rate, binding_error_burst, now)
+        # RFC 4443 §2.4(f): ICMPv6 errors are rate limited.  They leave on a raw
+        # socket, where the kernel's own icmpv6 ratelimit does not apply.
+        d = cfg.daemon
+        self.icmp_errors = TokenBucket(
+            d.icmp_error_rate if icmp_error_rate is None else icmp_error_rate,
+            d.icmp_error_burst if icmp_error_burst is None else icmp_error_burst,
+            now,
+        )
+        #: ICMPv6 errors not sent because of the rate limit (status, metrics)
+        self.icmp_errors_suppressed = 0
 
     def _make_mn(self, cfg: Mip6Config, now: float) -> None:
         assert cfg.mn is not None
@@ -293,6 +305,9 @@ class Engine:
         err = ev.error
         if err.reaction is Reaction.PARAM_PROBLEM:
             if not (is_unicast(ev.src) and err.pointer is not None):
+                return []
+            if not self.icmp_errors.allow(now):
+                self.icmp_errors_suppressed += 1
                 return []
             return [
                 SendParameterProblem(err.icmp_code or 0, err.pointer, ev.packet, ev.dst, ev.src)

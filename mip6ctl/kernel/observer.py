@@ -64,7 +64,7 @@ EXTRA_KINDS = ("sysctl", "nft-set", "nft-chain", "nft-element", "xfrm-policy", "
 NFNLGRP_NFTABLES = 7
 #: proxy neighbours raise no events: polled while there are at most this many
 PROXY_POLL_LIMIT = 4096
-XFRMNLGRP_SA, XFRMNLGRP_POLICY = 4, 5
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +362,11 @@ class Observer:
                 from mip6ctl.kernel import xfrm
 
                 self._xfrm = xfrm.XfrmSocket(timeout=30)
-                self._xfrm_events = xfrm.XfrmEventSocket(groups=(XFRMNLGRP_SA, XFRMNLGRP_POLICY))
+                from mip6ctl.kernel import xfrm_codec as xc
+
+                self._xfrm_events = xfrm.XfrmEventSocket(
+                    groups=(xc.XFRMNLGRP_SA, xc.XFRMNLGRP_POLICY, xc.XFRMNLGRP_EXPIRE)
+                )
                 self._epoll.register(self._xfrm_events.fileno(), select.EPOLLIN)
             except OSError:
                 for s in (self._xfrm, self._xfrm_events):
