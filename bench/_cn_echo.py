@@ -26,7 +26,9 @@ from ipaddress import IPv6Address
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mip6ctl.kernel.reconciler import converge
 from mip6ctl.kernel.transport import UserspaceTransport
+from mip6ctl.state.render import render_signalling
 
 _M = 0xFFFF
 NONCE_INDEX = 1
@@ -43,6 +45,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     kcn, nonce = os.urandom(20), os.urandom(8)
+    # the nf_tables drop the daemon renders for its transport, written the same way
+    converge(render_signalling("userspace"))
     t = UserspaceTransport(is_local=lambda a: True)
     rx, tx = t._rx, t._tx
     assert rx is not None and tx is not None

@@ -22,7 +22,9 @@ from ipaddress import IPv6Address
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mip6ctl.kernel.reconciler import converge
 from mip6ctl.kernel.transport import UserspaceTransport
+from mip6ctl.state.render import render_signalling
 from mip6ctl.wire.mh import BindingAcknowledgement
 from mip6ctl.wire.packet import build_mh_packet
 
@@ -39,6 +41,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # the nf_tables drop the daemon renders for its transport, written the same way
+    converge(render_signalling("userspace"))
     t = UserspaceTransport(is_local=lambda a: True)
     rx, tx = t._rx, t._tx
     assert rx is not None and tx is not None
