@@ -40,7 +40,8 @@ from __future__ import annotations
 import errno
 import os
 import select
-from collections.abc import Callable, Collection, Generator, Iterable
+import socket
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -577,30 +578,33 @@ class Observer:
         if self._nft_events is not None:
             socks.append(self._nft_events.sock)
         for sock in socks:
-            while True:
-                try:
-                    sock.recv(1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.ENOBUFS:
-                        raise
+            for _ in self._pending(sock, resync_on_loss=False):
+                pass
         if self._xfrm_events is not None:
             self._xfrm_events.read()
+
+    def _pending(self, sock: socket.socket, *, resync_on_loss: bool = True) -> Iterator[bytes]:
+        """The datagrams queued on a non-blocking event socket.  ENOBUFS means
+        events were lost: the view is marked for a resync and reading stops,
+        unless the caller is about to dump anyway (then reading goes on)."""
+        while True:
+            try:
+                buf = sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                if resync_on_loss:
+                    self.core.needs_resync = True
+                    return
+                continue
+            yield buf
 
     def process_pending(self) -> list[Change]:
         """Read every queued event without blocking; resync after event loss."""
         changes: list[Change] = []
-        while True:
-            try:
-                buf = self._events.recv(1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                self.core.needs_resync = True
-                break
+        for buf in self._pending(self._events):
             changes.extend(self.core.feed(buf))
         changes.extend(self._process_sources())
         if self.core.needs_resync:
@@ -612,17 +616,7 @@ class Observer:
         changes: list[Change] = []
         if self._nft_events is not None:
             msgs: list[tuple[int, dict[int, bytes]]] = []
-            sock = self._nft_events.sock
-            while True:
-                try:
-                    buf = sock.recv(1 << 20)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.ENOBUFS:
-                        raise
-                    self.core.needs_resync = True
-                    break
+            for buf in self._pending(self._nft_events.sock):
                 for kind, _f, _s, a, b in nl.iter_messages(buf):
                     if kind >> 8 == 10:  # NFNL_SUBSYS_NFTABLES
                         at = nl.attrs(buf, a + 4, b)

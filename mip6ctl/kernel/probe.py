@@ -11,7 +11,7 @@ loadable or blocked, and only creating the object tells.
 * `xfrm_capabilities(target)`: XFRM policy, sub-policy, MIGRATE and
   ESP/route2/hao states tried with throw-away owned objects in a given
   namespace (`XfrmCapability`, `CAPABILITY_NEEDS`).
-* `nf_tables_missing()`, `kernel_mip6_missing()`, `userspace_requirements()`:
+* `nf_tables_missing()`, `kernel_mip6_missing()`:
   what a signalling transport needs from this process and kernel, asked in
   the calling thread's namespace (a throwaway socket each, nothing sent).
 
@@ -378,8 +378,6 @@ def nf_tables_missing() -> str | None:
 
 
 IPPROTO_MH = 135
-CAP_NET_ADMIN = 12
-CAP_NET_RAW = 13
 
 
 def kernel_mip6_missing() -> str | None:
@@ -410,29 +408,3 @@ def kernel_mip6_missing() -> str | None:
                 )
             return f"CONFIG_IPV6_MIP6 (capability 'mip6'): IPV6_RTHDR type 2: {e.strerror}"
     return None
-
-
-def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return (1 << 64) - 1 if os.geteuid() == 0 else 0
-
-
-def userspace_requirements() -> list[str]:
-    """What the userspace transport needs and this process/kernel lacks (empty: all there)."""
-    caps = _effective_caps()
-    missing = []
-    if not caps & (1 << CAP_NET_RAW):
-        missing.append("CAP_NET_RAW: AF_PACKET capture and IPPROTO_RAW send")
-    if not caps & (1 << CAP_NET_ADMIN):
-        missing.append("CAP_NET_ADMIN: installing the nf_tables drop table")
-    else:
-        why = nf_tables_missing()
-        if why:
-            missing.append(why)
-    return missing
