@@ -18,7 +18,7 @@ foreign table cannot be touched.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from ipaddress import IPv6Address
 
 from mip6ctl.kernel import netlink as nl
@@ -206,11 +206,28 @@ def elements_of(msg: dict[int, bytes]) -> Iterator[NftSetElement]:
 
 NftObject = NftSet | NftChain | NftSetElement
 
+STEP = 512
+"""Elements decoded between two yields of `read_table_steps`."""
+
 
 def read_table(
     session: nft.NftSession, table: str = NFT_TABLE, *, elements: bool = True
 ) -> list[NftObject]:
     """Every set, chain (with its rules) and (with `elements`) set element of the table."""
+    steps = read_table_steps(session, table, elements=elements)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
+
+
+def read_table_steps(
+    session: nft.NftSession, table: str = NFT_TABLE, *, elements: bool = True
+) -> Generator[None, None, list[NftObject]]:
+    """`read_table`, yielding every `STEP` elements: at 100k bindings the element
+    dump is ~1 s of Python, and a resync thread must be able to step aside for the
+    event loop in between (`ReconcileLoop._throttled`)."""
     out: list[NftObject] = []
     try:
         tables = [nft._str(m.get(nft.NFTA_TABLE_NAME)) for m in session.dump(nft.NFT_MSG_GETTABLE)]
@@ -220,6 +237,7 @@ def read_table(
         raise
     if table not in tables:
         return out
+    mark = STEP
     rules: dict[str, list[tuple[str, str]]] = {}
     for m in session.dump(nft.NFT_MSG_GETRULE, nl.attr_str(nft.NFTA_RULE_TABLE, table)):
         if nft._str(m.get(nft.NFTA_RULE_TABLE)) == table:
@@ -246,6 +264,9 @@ def read_table(
         try:
             for em in session.dump(nft.NFT_MSG_GETSETELEM, req):
                 out.extend(elements_of(em))
+                if len(out) >= mark:
+                    mark = len(out) + STEP
+                    yield
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise

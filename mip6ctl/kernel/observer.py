@@ -497,9 +497,13 @@ class Observer:
 
     def _fill_sources(self, core: ObserverCore) -> Generator[None, None, None]:
         if self._nft is not None:
-            from mip6ctl.kernel.nft_state import read_table
+            from mip6ctl.kernel.nft_state import read_table_steps
 
-            core.replace_kinds(("nft-set", "nft-chain", "nft-element"), read_table(self._nft), None)
+            # `core` is empty (filled from scratch): store, no diff; yield as we go
+            for i, o in enumerate((yield from read_table_steps(self._nft))):
+                (core.owned if o.owned else core.foreign)[object_key(o)] = o
+                if i % 512 == 511:
+                    yield
             yield
         if self._xfrm is not None:
             objs = [*self._xfrm.dump_states(owned_only=True)]
