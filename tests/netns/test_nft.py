@@ -6,6 +6,7 @@ objects; the product code never runs it.  Everything happens in namespaces.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import socket
@@ -214,3 +215,38 @@ def test_reverse_tunnel_source_check(netns) -> None:
         info = nft.describe(session=s)
         assert info is not None and info.dropped(nft.CHAIN_REVERSE_TUNNEL) == 3
         nft.remove_table(session=s)
+
+
+def _pairs(n: int, base: int = 0) -> list[tuple[IPv6Address, IPv6Address]]:
+    return [(COA + base + i, HOA + base + i) for i in range(n)]
+
+
+def test_a_large_batch_is_acknowledged_and_a_refused_request_in_it_is_named(netns) -> None:
+    """3,000 element requests in one transaction: an ack per request used to overflow
+    the socket (lost acks, a 5 s timeout); a refused one in the middle is still named
+    and aborts the whole batch."""
+    ns = netns("nft")
+    converge_in(ns, reverse_check())
+    with session(ns) as s:
+        reqs = [
+            r
+            for coa, hoa in _pairs(3000)
+            for r in nft_state.create_requests(
+                NftSetElement(str(coa), str(hoa), REVERSE_TUNNEL_SET)
+            )
+        ]
+        s.batch(reqs)
+        assert len([o for o in nft_state.read_table(s) if isinstance(o, NftSetElement)]) == 3000
+        bad = nft_state.create_requests(NftSetElement(str(COA), str(HOA), "no_such_set"))
+        more = [
+            r
+            for coa, hoa in _pairs(1000, base=5000)
+            for r in nft_state.create_requests(
+                NftSetElement(str(coa), str(hoa), REVERSE_TUNNEL_SET)
+            )
+        ]
+        with pytest.raises(nft.NftError) as err:
+            s.batch(more[:500] + bad + more[500:])
+        assert err.value.errno == errno.ENOENT and "add element" in str(err.value)
+        # atomic: none of the batch's other 1,000 elements went in
+        assert len([o for o in nft_state.read_table(s) if isinstance(o, NftSetElement)]) == 3000
