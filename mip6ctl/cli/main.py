@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="persistent state (binding cache) directory (default: $MIP6_STATE_DIR, else "
         f"daemon.state_dir of the configuration, {DEFAULT_STATE_DIR})",
     )
+    p.add_argument(
+        "--reset-binding-cache",
+        action="store_true",
+        help="do not start: move the binding cache file aside (kept as "
+        "NAME.reset-TIMESTAMP), print where, and exit; the next start has an empty cache",
+    )
 
     p = sub.add_parser("schema", help=COMMANDS["schema"][1])
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

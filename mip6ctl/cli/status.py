@@ -115,11 +115,14 @@ def render(doc: dict[str, Any]) -> None:
         f"tunnel {_esc(doc.get('tunnel_backend') or '-')}"
     )
 
-    for c in doc.get("conditions") or []:
+    conditions = [c for c in doc.get("conditions") or [] if isinstance(c, dict)]
+    width = max([13, *(len(str(c.get("type", "?"))) for c in conditions)])
+    for c in conditions:
         status = str(c.get("status", "Unknown"))
         style = _COND_STYLE.get(status, "yellow")
-        line = (
-            f"  {_esc(c.get('type', '?')):<13} [{style}]{status:<7}[/] {_esc(c.get('reason', ''))}"
+        ctype = str(c.get("type", "?"))
+        line = f"  {_esc(ctype)}{' ' * (width - len(ctype))} [{style}]{status:<7}[/] " + _esc(
+            c.get("reason", "")
         )
         if c.get("message"):
             line += f": {_esc(c['message'])}"
@@ -143,29 +146,40 @@ def render(doc: dict[str, Any]) -> None:
         rows = bc.get("rows") or []
         count = bc.get("count", len(rows))
         more = f", first {len(rows)} shown" if bc.get("truncated") else ""
+        pending = bc.get("pending")
+        if pending:  # accepted by the engine, BA not sent (yet): not durable, not told
+            more = f", [yellow]{_esc(pending)} pending[/]{more}"
         con.print()
         if not rows:
-            con.print(f"[bold]Binding cache[/]: {count} entries")
+            con.print(f"[bold]Binding cache[/]: {count} entries{more}")
         else:
             t = Table(title=f"Binding cache ({count} entries{more})", title_justify="left")
-            for col, right in (
+            ack_column = any("acknowledged" in r for r in rows)  # status documents before it
+            columns = [
                 ("home address", False),
                 ("care-of address", False),
                 ("lifetime left", True),
                 ("seq", True),
                 ("flags", False),
                 ("age", True),
-            ):
+            ]
+            if ack_column:
+                columns.append(("acknowledged", False))
+            for col, right in columns:
                 t.add_column(col, justify="right" if right else "left", no_wrap=True)
             for r in rows:
-                t.add_row(
+                cells = [
                     _esc(r.get("home_address")),
                     _esc(r.get("care_of_address")),
                     f"{r.get('lifetime_left_s')} s",
                     str(r.get("sequence")),
                     _esc(r.get("flags") or "-"),
                     _duration(r.get("age_s")),
-                )
+                ]
+                if ack_column:
+                    ack = r.get("acknowledged")
+                    cells.append("-" if ack is None else "yes" if ack else "[yellow]pending[/]")
+                t.add_row(*cells)
             con.print(t)
 
     bul = doc.get("binding_update_list")

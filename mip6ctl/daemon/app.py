@@ -162,6 +162,9 @@ class Daemon:
         self.metrics: Any = None  # optional Prometheus endpoint (daemon/metrics.py)
         self._keepalive: asyncio.Task[None] | None = None  # systemd watchdog pings
         self._reload_lock = asyncio.Lock()  # SIGHUP, control socket and watcher: one at a time
+        from mip6ctl.daemon.status import Acknowledgements
+
+        self.acks = Acknowledgements()  # issue 21: status tells acknowledged from pending
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,6 +232,7 @@ class Daemon:
             self.writer_behind = WriteBehind(self.store)
             log.info("binding cache %s: %d binding(s) restored", path, len(restored))
         actions = self.engine.restore(restored, now)
+        self.acks.restored(restored, self.engine.cache)  # acknowledged before the restart
 
         tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
         sources = ["nft", "xfrm"]
@@ -652,6 +656,7 @@ class Daemon:
             self.counters.bas_sent += 1
             if a.message.status < 128:
                 self.counters.bus_accepted += 1
+                self.acks.sent(a)
             else:
                 self.counters.bus_rejected_by_status[a.message.status] += 1
         elif isinstance(a.message, BindingError):
@@ -762,9 +767,11 @@ class Daemon:
         return f"{self.cfg.node.role}: {n} binding(s), generation {self.generation_number}"
 
     async def _rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
-        from mip6ctl.daemon.status import GenerationInfo, build_status
+        from mip6ctl.daemon.status import GenerationInfo, build_status, with_store_condition
 
         assert self.engine is not None and self.gen is not None
+        if self.store is not None:  # issue 21: failing binding cache writes show here
+            self.conditions = with_store_condition(self.conditions, self.store)
         loop_status = self.loop.status() if self.loop is not None else None
         for cond in (loop_status or {}).get("conditions", []):
             if cond.get("type") == "KernelInSync":
@@ -796,6 +803,7 @@ class Daemon:
             tunnel_backend=self.caps.tunnel if self.caps else None,
             return_routability=rr_rows,
             reconcile=loop_status,
+            acknowledged=self.acks,
         )
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:

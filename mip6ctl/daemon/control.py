@@ -9,11 +9,27 @@ Protocol (one JSON object per line, UTF-8, requests answered in order)::
     ← {"id": 1, "result": {...}}
     ← {"id": 1, "error": {"code": "MethodNotFound", "message": "no method 'stats'"}}
 
-``id`` is echoed (any JSON scalar; null when the request could not be
-parsed), ``params`` is an optional object. Error codes: ``ParseError``,
-``InvalidRequest``, ``MethodNotFound``, ``InvalidParams``, ``RequestTooLarge``
-(the connection is then closed), ``Internal`` and whatever a method raises as
-:class:`MethodError`. A bad request never stops the server.
+``id`` is echoed (a string, a finite number or null; null when the request
+could not be parsed or its id is unusable), ``params`` is an optional object
+(null means ``{}``; keys a method does not know are ignored). Error codes,
+each answered on the connection, which then keeps serving:
+
+``ParseError``       the line is not UTF-8, not JSON (RFC 8259: no NaN or
+                     Infinity, no number that overflows a double, no integer
+                     of more than 4300 digits), or nested deeper than the
+                     parser can follow (:data:`MAX_DEPTH` is always fine)
+``InvalidRequest``   not an object, ``id`` neither a string nor a finite
+                     number nor null, ``method`` not a string
+``MethodNotFound``   no such method (the message lists the ones there are)
+``InvalidParams``    ``params`` not an object, or a parameter of the wrong type
+                     or value (the method says which)
+``RequestTooLarge``  the line exceeds :data:`MAX_REQUEST` bytes; the
+                     connection is then closed (the rest of the line cannot
+                     be told from the next request)
+``Internal``         a method failed (a bug: logged with its traceback)
+
+and whatever a method raises as :class:`MethodError`. No input of a client
+reaches the log as a traceback, and a bad request never stops the server.
 
 Server: :class:`ControlServer` (asyncio); the daemon registers its methods
 (``server.register("status", fn)`` where ``fn(params) -> awaitable result``);
@@ -29,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import socket
 import stat
@@ -41,6 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "ERROR_CODES",
+    "MAX_DEPTH",
     "MAX_REQUEST",
     "MAX_RESPONSE",
     "AlreadyRunning",
@@ -48,6 +67,8 @@ __all__ = [
     "ControlServer",
     "MethodError",
     "call",
+    "decode_request",
+    "param",
 ]
 
 
@@ -66,6 +87,14 @@ MAX_RESPONSE = 64 * 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
 #: A connection silent for this long is closed (no task leaks from idle clients).
 IDLE_TIMEOUT = 60.0
+#: Nesting depth every request may have (deeper ones may still parse: the limit is the
+#: interpreter's recursion limit, and a request past it is a ``ParseError``).
+MAX_DEPTH = 100
+#: The error codes of the protocol itself (methods add their own with MethodError).
+ERROR_CODES = frozenset(
+    {"ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams", "RequestTooLarge",
+     "Internal"}
+)  # fmt: skip
 
 Method = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -97,6 +126,76 @@ class MethodError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+_MISSING: Any = object()
+
+
+def param(params: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    """``params[name]`` checked to be a ``kind``; :class:`MethodError` ``InvalidParams`` if not.
+
+    Absent or null: ``default`` (absent without a default is an error too).
+    ``bool`` is not accepted as an ``int`` (JSON tells them apart).
+    """
+    value = params.get(name)
+    if value is None:
+        if default is _MISSING:
+            raise MethodError("InvalidParams", f"params.{name} is required")
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise MethodError(
+            "InvalidParams",
+            f"params.{name} must be {_KIND_NAMES.get(kind, kind.__name__)}, "
+            f"not {_json_type(value)}",
+        )
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "a list", dict: "an object"}  # fmt: skip
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
+
+
+def _finite(text: str) -> float:
+    """``parse_float`` of the decoder: 1e400 is not a number JSON can carry back."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
+def decode_request(line: bytes) -> tuple[Any, str | None]:
+    """``(value, None)`` for a line that is UTF-8 JSON, else ``(None, why)``.
+
+    Strict on purpose: UTF-8 only (``json.loads`` on bytes would also take
+    UTF-16/32), no NaN/Infinity or overflowing numbers (they could not be
+    echoed as JSON), and nesting past the recursion limit is an answer, not
+    a RecursionError.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8: byte {e.start} ({line[e.start : e.start + 1]!r})"
+    try:
+        return _DECODER.decode(text), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError as e:  # JSONDecodeError, int digits limit, _finite, _no_constant
+        return None, f"not JSON: {e}"
 
 
 # --------------------------------------------------------------------------- client
@@ -377,7 +476,7 @@ class ControlServer:
     async def _write(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
         try:
             data = json.dumps(answer, separators=(",", ":"), default=str).encode()
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             _log().exception("control: result of request %r is not JSON", answer.get("id"))
             data = json.dumps(
                 _error(answer.get("id"), "Internal", f"result is not JSON: {e}")
@@ -388,27 +487,30 @@ class ControlServer:
     async def handle_line(self, line: bytes) -> dict[str, Any]:
         """Parse and dispatch one request line; always returns a response object."""
         self.requests += 1
-        try:
-            req = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
-            return _error(None, "ParseError", f"not JSON: {e}")
+        req, why = decode_request(line)
+        if why is not None:
+            return _error(None, "ParseError", why)
         if not isinstance(req, dict):
-            return _error(None, "InvalidRequest", "a request is a JSON object")
+            what = _json_type(req)
+            return _error(None, "InvalidRequest", f"a request is a JSON object, not {what}")
         rid = req.get("id")
         if isinstance(rid, bool) or not isinstance(rid, (int, str, float, type(None))):
             return _error(None, "InvalidRequest", "id must be a number or a string")
         method = req.get("method")
         if not isinstance(method, str):
-            return _error(rid, "InvalidRequest", "method must be a string")
+            what = _json_type(method)
+            return _error(rid, "InvalidRequest", f"method must be a string, not {what}")
         params = req.get("params", {})
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            return _error(rid, "InvalidParams", "params must be an object")
+            what = _json_type(params)
+            return _error(rid, "InvalidParams", f"params must be an object, not {what}")
         fn = self._methods.get(method)
         if fn is None:
+            shown = method if len(method) <= 64 else method[:64] + "…"
             return _error(
-                rid, "MethodNotFound", f"no method {method!r} (have: {', '.join(self.methods)})"
+                rid, "MethodNotFound", f"no method {shown!r} (have: {', '.join(self.methods)})"
             )
         try:
             result = await fn(params)

@@ -51,8 +51,19 @@ A database that cannot be opened, is not a mip6ctl binding cache, fails
 ``PRAGMA quick_check`` or carries a newer schema raises
 :class:`PersistenceError` naming the file — never a silently empty cache: the
 daemon must refuse to start rather than forget bindings it acknowledged. The
-operator's way out is :func:`reset` (``--reset-binding-cache``), which moves
-the file aside for later inspection instead of deleting it.
+operator's way out is :func:`reset` (``mip6ctl daemon --reset-binding-cache``,
+mip6ctl/cli/daemon.py), which moves the file aside for later inspection
+instead of deleting it.
+
+A write that fails (``database or disk is full``, an I/O error, a read-only
+file system) raises :class:`PersistenceError`: the waiting Binding
+Acknowledgements are withheld, and the store says so in its health
+(:attr:`BindingStore.healthy`, :attr:`~BindingStore.last_error`): false from
+the moment a write fails, true again after the next write that commits. The
+daemon reports it as the ``BindingStoreHealthy`` condition of ``mip6ctl
+status``. (SQLite rewrites a WAL file in place after a checkpoint, so on a
+full disk a small write may still succeed; the first one that needs a new
+block fails.)
 
 Files: the database is created mode 0600 in a directory created 0700; SQLite
 gives its ``-wal`` / ``-shm`` companions the database's mode.
@@ -64,6 +75,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -82,6 +94,7 @@ from mip6ctl.engine.binding import Binding
 __all__ = [
     "APPLICATION_ID",
     "DEFAULT_FILENAME",
+    "RESET_COMMAND",
     "SCHEMA_VERSION",
     "BindingStore",
     "CorruptStore",
@@ -92,11 +105,15 @@ __all__ = [
     "reset",
 ]
 
+_log = logging.getLogger("mip6ctl.daemon.persistence")
+
 #: Version of the on-disk schema, stored in ``meta``; bump with a migration.
 SCHEMA_VERSION = 1
 DEFAULT_FILENAME = "binding-cache.sqlite"
 #: ``PRAGMA application_id`` ("MIP6"): tells our file from any other SQLite file.
 APPLICATION_ID = 0x4D495036
+#: The command the refusals name (mip6ctl/cli/daemon.py; a test checks that it parses).
+RESET_COMMAND = "`mip6ctl daemon --reset-binding-cache`"
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -141,6 +158,8 @@ class PersistenceError(Exception):
 
     def __init__(self, path: Path | str, message: str) -> None:
         self.path = Path(path)
+        self.detail = message
+        """What went wrong, without the file name (``write failed: database or disk is full``)."""
         super().__init__(f"binding cache {self.path}: {message}")
 
 
@@ -265,6 +284,16 @@ class BindingStore:
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
         self._write_behind: WriteBehind | None = None
         self._offset = wall_offset
+        self.healthy = True
+        """False from the moment a write fails until a write commits again."""
+        self.last_error: str | None = None
+        """The last write failure (kept after recovery; ``healthy`` says whether it is current)."""
+        self.last_error_at: float | None = None
+        """Wall-clock time of ``last_error``."""
+        self.health_changed_at = time.time()
+        """Wall-clock time ``healthy`` last changed (or the store was opened)."""
+        self.write_failures = 0
+        """Writes that failed since the store was opened."""
         _prepare_directory(self.path.parent)
         existed = self.path.exists() and self.path.stat().st_size > 0
         if self.path.exists() and not stat.S_ISREG(self.path.stat().st_mode):
@@ -288,7 +317,7 @@ class BindingStore:
             raise CorruptStore(
                 self.path,
                 f"unreadable or corrupt ({e}); refusing to start with an empty binding cache. "
-                "Inspect the file, or move it aside with --reset-binding-cache",
+                f"Inspect the file, or move it aside with {RESET_COMMAND}",
             ) from e
         except PersistenceError:
             self._db.close()
@@ -338,7 +367,7 @@ class BindingStore:
                 self.path,
                 f"has schema version {version}, this mip6ctl understands up to "
                 f"{SCHEMA_VERSION}; run the newer mip6ctl that wrote it, or move the file "
-                "aside with --reset-binding-cache (its bindings are then lost)",
+                f"aside with {RESET_COMMAND} (its bindings are then lost)",
             )
         if check:
             result = db.execute("PRAGMA quick_check").fetchall()
@@ -347,7 +376,7 @@ class BindingStore:
                 raise CorruptStore(
                     self.path,
                     f"fails its integrity check ({problems}); refusing to start with a "
-                    "partial binding cache. Move it aside with --reset-binding-cache",
+                    f"partial binding cache. Move it aside with {RESET_COMMAND}",
                 )
 
     # ----------------------------------------------------------------- writes
@@ -368,7 +397,47 @@ class BindingStore:
         """Puts (a :class:`Binding`) and deletes (an address), in order, in one transaction.
 
         All or nothing: after a crash either every op of the call is on disk or none.
+        A failed write (SQLite or OS error) raises :class:`PersistenceError` and
+        marks the store unhealthy; the next write that commits marks it healthy.
         """
+        try:
+            n = self._apply(ops)
+        except PersistenceError as e:
+            self._write_failed(e.detail)
+            raise
+        except OSError as e:
+            self._write_failed(f"write failed: {e}")
+            raise PersistenceError(self.path, f"write failed: {e}") from e
+        if not self.healthy:
+            self._write_ok()
+        return n
+
+    def health(self) -> dict[str, Any]:
+        """``healthy``, ``last_error`` (+ when), ``write_failures``, ``since`` (wall clock)."""
+        return {
+            "healthy": self.healthy,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "write_failures": self.write_failures,
+            "since": self.health_changed_at,
+        }
+
+    def _write_failed(self, detail: str) -> None:
+        now = time.time()
+        self.write_failures += 1
+        self.last_error, self.last_error_at = detail, now
+        if self.healthy:
+            self.healthy = False
+            self.health_changed_at = now
+            _log.error("binding cache %s: %s; Binding Acknowledgements are withheld "
+                       "until a write succeeds", self.path, detail)  # fmt: skip
+
+    def _write_ok(self) -> None:
+        self.healthy = True
+        self.health_changed_at = time.time()
+        _log.warning("binding cache %s: writes succeed again", self.path)
+
+    def _apply(self, ops: Iterable[Binding | IPv6Address]) -> int:
         if not isinstance(ops, list):
             ops = list(ops)
         if 0 < len(ops) <= _ONE_STATEMENT_ROWS and all(isinstance(op, Binding) for op in ops):
@@ -457,7 +526,7 @@ class BindingStore:
             raise CorruptStore(
                 self.path,
                 f"cannot read the stored bindings ({e}); refusing to start with a partial "
-                "binding cache. Move it aside with --reset-binding-cache",
+                f"binding cache. Move it aside with {RESET_COMMAND}",
             ) from e
         out.sort(key=lambda b: int(b.home_address))
         return out
@@ -539,7 +608,7 @@ class BindingStore:
 def reset(path: Path | str) -> Path | None:
     """Move a (corrupt, too new or unwanted) binding cache aside; return where it went.
 
-    The API behind ``--reset-binding-cache``: the file and its ``-wal``/``-shm``
+    The API behind ``mip6ctl daemon --reset-binding-cache``: the file and its ``-wal``/``-shm``
     companions are renamed to ``NAME.reset-YYYYmmddTHHMMSS`` (kept for
     inspection, never deleted), so the next open starts an empty cache.
     Returns None when there was nothing to move.

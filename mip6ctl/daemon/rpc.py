@@ -19,7 +19,7 @@ from typing import Any
 
 from mip6ctl.config.loader import ConfigError, load_directory
 from mip6ctl.config.model import Mip6Config
-from mip6ctl.daemon.control import MethodError
+from mip6ctl.daemon.control import MethodError, param
 from mip6ctl.engine.admission import kept_home_registrations
 from mip6ctl.engine.binding import Binding
 from mip6ctl.state.describe import change_doc, key_text, summary
@@ -30,9 +30,33 @@ from mip6ctl.state.render import Desired, classify, render
 APPLY_TIMEOUT = 10.0
 
 
+#: Longest ``config_dir`` accepted (PATH_MAX).
+_PATH_MAX = 4096
+
+
+def _config_dir_param(params: dict[str, Any]) -> Path | None:
+    """``params.config_dir`` as a resolved path, None when absent or empty.
+
+    Anything a client sends is checked here, before it reaches ``Path``: a
+    number, a list or a path with a NUL byte is ``InvalidParams`` (not a
+    TypeError / ValueError answered as ``Internal``).
+    """
+    wanted = param(params, "config_dir", str, "")
+    if not wanted:
+        return None
+    if "\0" in wanted or len(wanted) > _PATH_MAX:
+        raise MethodError(
+            "InvalidParams", f"params.config_dir must be a path (no NUL, at most {_PATH_MAX} bytes)"
+        )
+    try:
+        return Path(wanted).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # e.g. a symlink loop
+        raise MethodError("InvalidParams", f"params.config_dir: cannot resolve: {e}") from e
+
+
 def _same_dir(daemon: Any, params: dict[str, Any]) -> None:
-    wanted = params.get("config_dir")
-    if wanted and Path(wanted).resolve() != daemon.config_dir.resolve():
+    wanted = _config_dir_param(params)
+    if wanted is not None and wanted != daemon.config_dir.resolve():
         raise MethodError(
             "WrongConfigDir",
             f"the daemon runs the configuration in {daemon.config_dir}, not {wanted}; "

@@ -28,7 +28,10 @@ are RFC 3339 UTC strings (``2026-05-09T07:35:25Z``); durations are seconds.
                         ``last_transition_time``}; always ConfigValid,
                         KernelInSync, Ready first, in that order (missing ones
                         are reported Unknown / ``NotObserved``), then any other
-                        type in name order
+                        type in name order; a home agent adds
+                        ``BindingStoreHealthy`` (False, reason ``WriteFailed``,
+                        the error in the message, while writes to the binding
+                        cache file fail: BAs are withheld; True, ``Writable``)
 ``last_reconcile_time`` time of the last completed reconcile, or null
 ``counters``            {``bus_received``, ``bus_accepted``,
                         ``bus_rejected_by_status`` ({"129": n, …} by BA status
@@ -37,13 +40,22 @@ are RFC 3339 UTC strings (``2026-05-09T07:35:25Z``); durations are seconds.
                         missing ones 0; extra counters follow in name order
 ``transport``           Mobility Header transport in use ("kernel", "userspace", …) or null
 ``tunnel_backend``      "ip6tnl" | "seg6" | … or null
-``binding_cache``       {``count``, ``truncated``, ``rows``} for every role (all
-                        answer as correspondents); rows sorted by home address,
-                        at most ``max_rows`` (default 1000) of them:
+``binding_cache``       {``count``, ``pending``, ``truncated``, ``rows``} for every
+                        role (all answer as correspondents); ``pending`` counts
+                        the home registrations not acknowledged yet (null when
+                        not tracked); rows sorted by home address, at most
+                        ``max_rows`` (default 1000) of them:
                         {``home_address``, ``care_of_address``, ``local_address``,
                         ``lifetime_s`` (granted), ``lifetime_left_s`` (int,
                         rounded down), ``sequence``, ``flags`` (BU flag letters
                         "AHLKMR" that are set, e.g. "AH"), ``home_registration``,
+                        ``acknowledged`` (home registrations: true once the BA
+                        accepting this very entry, same sequence number, went
+                        out -- after its durable write -- or it was restored
+                        from the binding cache file; false while the engine
+                        holds it but the BA waits for DAD, the kernel or the
+                        write, or was withheld because the write failed; null
+                        for correspondent bindings and when not tracked),
                         ``age_s`` (since registration, int), ``mobile_network_prefixes``}
 ``binding_update_list`` mobile node only (else null): {``count``, ``rows``},
                         rows {``peer``, ``home_address``, ``care_of_address``,
@@ -65,7 +77,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any
@@ -78,12 +90,15 @@ __all__ = [
     "COUNTERS",
     "DEFAULT_MAX_ROWS",
     "STATUS_VERSION",
+    "STORE_CONDITION",
+    "Acknowledgements",
     "Condition",
     "GenerationInfo",
     "build_status",
     "flag_letters",
     "rfc3339",
     "set_condition",
+    "with_store_condition",
 ]
 
 STATUS_VERSION = 1
@@ -91,6 +106,8 @@ STATUS_VERSION = 1
 #: 100k rows takes ~1.4 s of the event loop and makes a 25 MB answer.
 DEFAULT_MAX_ROWS = 1000
 CONDITION_TYPES = ("ConfigValid", "KernelInSync", "Ready")
+#: The home agent's condition for its binding cache file (see ``with_store_condition``).
+STORE_CONDITION = "BindingStoreHealthy"
 COUNTERS = (
     "bus_received",
     "bus_accepted",
@@ -115,6 +132,84 @@ class GenerationInfo:
     """Counter bumped on each generation loaded."""
     observed: int | None = None
     """The ``number`` the kernel state / conditions were last computed for."""
+
+
+class Acknowledgements:
+    """Which home registrations have been acknowledged: (home address → sequence of the
+    last BA with status < 128 sent for it), so ``status`` tells them from pending ones.
+
+    The daemon calls :meth:`sent` for every accepting BA it sends (the engine
+    emits it only after the binding's write committed, invariant 6) and
+    :meth:`restored` for the bindings read back from the binding cache file
+    (acknowledged before the restart). A binding is acknowledged when its
+    sequence number is the acknowledged one: a refresh whose BA is still parked
+    (DAD, kernel, write) or was withheld (the write failed) is pending, even
+    though the engine already holds it. Entries of addresses no longer in
+    ``alive`` (the engine's cache) are dropped now and then, so the map stays
+    about as large as the cache.
+    """
+
+    __slots__ = ("_alive", "_limit", "_seq")
+
+    def __init__(self, alive: Container[Any] = ()) -> None:
+        self._seq: dict[Any, int] = {}
+        self._alive = alive
+        self._limit = 1024
+
+    def __len__(self) -> int:
+        return len(self._seq)
+
+    def sent(self, send: Any) -> None:
+        """A ``Send`` of an accepting BA (to the care-of address, type 2 RH = home address)."""
+        ba = send.message
+        rh = send.routing_header_address
+        hoa = send.dst if rh is None else rh
+        if ba.lifetime == 0:  # de-registration: nothing left to acknowledge
+            self._seq.pop(hoa, None)
+            return
+        self._seq[hoa] = ba.sequence
+        if len(self._seq) > self._limit:
+            alive = self._alive
+            self._seq = {a: n for a, n in self._seq.items() if a in alive}
+            self._limit = max(1024, 2 * len(self._seq))
+
+    def restored(self, bindings: Iterable[Any], alive: Container[Any] | None = None) -> None:
+        """Bindings read back from disk were acknowledged before the restart."""
+        if alive is not None:
+            self._alive = alive
+        for b in bindings:
+            if b.home_registration:
+                self._seq[b.home_address] = b.sequence
+
+    def __call__(self, b: Any) -> bool:
+        """Whether ``b`` (a home registration) is the acknowledged entry."""
+        return self._seq.get(b.home_address) == b.sequence
+
+
+def with_store_condition(
+    conditions: Iterable[Condition], store: Any, now_wall: float | None = None
+) -> list[Condition]:
+    """``conditions`` with ``BindingStoreHealthy`` from a binding store's health.
+
+    ``store`` has ``healthy``, ``last_error``, ``write_failures``, ``path`` and
+    ``health_changed_at`` (wall clock; the transition time, so the condition
+    says when writes started failing, not when somebody asked).
+    """
+    healthy = bool(getattr(store, "healthy", True))
+    error = getattr(store, "last_error", None)
+    when = getattr(store, "health_changed_at", None) if now_wall is None else now_wall
+    if healthy:
+        reason = "Writable"
+        message = f"recovered; the last failed write: {error}" if error else ""
+    else:
+        n = int(getattr(store, "write_failures", 0) or 0)
+        reason = "WriteFailed"
+        message = (
+            f"{getattr(store, 'path', 'binding cache')}: {error or 'write failed'} "
+            f"({n} failed write{'s' if n != 1 else ''}); Binding Acknowledgements are "
+            "withheld until a write succeeds"
+        )
+    return set_condition(conditions, STORE_CONDITION, healthy, reason, message, now_wall=when)
 
 
 def flag_letters(flags: int) -> str:
@@ -183,7 +278,10 @@ def _address_key(b: Any) -> int:
     return int(a) if isinstance(a, IPv6Address) else int(IPv6Address(a))
 
 
-def _binding_row(b: Any, now: float) -> dict[str, Any]:
+def _binding_row(
+    b: Any, now: float, acknowledged: Callable[[Any], bool] | None = None
+) -> dict[str, Any]:
+    home = bool(b.home_registration)
     return {
         "home_address": str(b.home_address),
         "care_of_address": str(b.care_of_address),
@@ -192,7 +290,8 @@ def _binding_row(b: Any, now: float) -> dict[str, Any]:
         "lifetime_left_s": _seconds(b.expires_at - now),
         "sequence": int(b.sequence),
         "flags": flag_letters(int(b.flags)),
-        "home_registration": bool(b.home_registration),
+        "home_registration": home,
+        "acknowledged": acknowledged(b) if home and acknowledged is not None else None,
         "age_s": _seconds(now - b.registered_at),
         "mobile_network_prefixes": [str(p) for p in b.mobile_network_prefixes],
     }
@@ -246,6 +345,7 @@ def build_status(
     pid: int | None = None,
     max_rows: int | None = DEFAULT_MAX_ROWS,
     reconcile: Mapping[str, Any] | None = None,
+    acknowledged: Callable[[Any], bool] | None = None,
 ) -> dict[str, Any]:
     """The status document (schema in the module docstring) from the daemon's state.
 
@@ -261,7 +361,9 @@ def build_status(
     engine's ``MobileNode`` fits. ``max_rows`` caps the binding cache rows at
     the lowest home addresses (``truncated`` says so; ``count`` stays the
     total; None: all rows). ``reconcile`` (e.g.
-    the reconcile loop's ``status()``) is included as is.
+    the reconcile loop's ``status()``) is included as is. ``acknowledged(b)``
+    (e.g. :class:`Acknowledgements`) says whether a home registration's BA
+    went out; without it those fields are null.
     """
     role = str(getattr(role, "value", role))
     wall = time.time() if now_wall is None else now_wall
@@ -271,13 +373,16 @@ def build_status(
 
     chosen = list(bindings)
     count = len(chosen)
+    pending = None
+    if acknowledged is not None:
+        pending = sum(1 for b in chosen if b.home_registration and not acknowledged(b))
     truncated = max_rows is not None and count > max_rows
     if truncated:
         assert max_rows is not None
         chosen = heapq.nsmallest(max_rows, chosen, key=_address_key)
     else:
         chosen.sort(key=_address_key)
-    rows = [_binding_row(b, now) for b in chosen]
+    rows = [_binding_row(b, now, acknowledged) for b in chosen]
 
     bul_doc = rr_doc = None
     if role == "mn":
@@ -308,7 +413,12 @@ def build_status(
         "counters": _counters(counters),
         "transport": transport,
         "tunnel_backend": tunnel_backend,
-        "binding_cache": {"count": count, "truncated": truncated, "rows": rows},
+        "binding_cache": {
+            "count": count,
+            "pending": pending,
+            "truncated": truncated,
+            "rows": rows,
+        },
         "binding_update_list": bul_doc,
         "return_routability": rr_doc,
         "reconcile": None if reconcile is None else dict(reconcile),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import stat
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 
 from mip6ctl.daemon.control import (
+    ERROR_CODES,
     AlreadyRunning,
     ControlError,
     ControlServer,
     MethodError,
     call,
+    param,
 )
 
 
@@ -268,3 +271,181 @@ def test_client_does_not_import_asyncio() -> None:
     code = "import sys, mip6ctl.daemon.control; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------ hostile input (issue 21)
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing a client sent reached the log as a traceback (nor as an error at all)."""
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+def codes(answers: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
+    return [(a["id"], a.get("error", {}).get("code")) for a in answers]
+
+
+@pytest.fixture
+def quiet(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    with caplog.at_level(logging.DEBUG):
+        yield caplog
+    no_tracebacks(caplog)
+
+
+def test_deep_nesting_is_a_parse_error(server: ServerThread, sock_path: Path, quiet) -> None:
+    deep_array = b"[" * 30_000 + b"]" * 30_000 + b"\n"
+    deep_params = (b'{"id": 2, "method": "echo", "params": ' + b'{"a": ' * 5000 + b"1"
+                   + b"}" * 5000 + b"}\n")  # fmt: skip
+    answers = raw(sock_path, deep_array, deep_params, b'{"id": 3, "method": "ping"}\n')
+    assert codes(answers) == [(None, "ParseError"), (None, "ParseError"), (3, None)]
+    assert "nested too deeply" in answers[0]["error"]["message"]
+    # nesting the documented depth is fine
+    ok = b'{"id": 4, "method": "echo", "params": {"a": ' + b"[" * 90 + b"]" * 90 + b"}}\n"
+    (answer,) = raw(sock_path, ok)
+    assert answer["id"] == 4 and "result" in answer
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"\xff\xfe{\x00}\x00", (None, "ParseError")),  # UTF-16: json.loads(bytes) would take it
+        (b'{"id": 1, "method": "\xc3\x28"}', (None, "ParseError")),  # invalid UTF-8
+        (b"\xef\xbb\xbf{}", (None, "ParseError")),  # a UTF-8 byte order mark
+        (b'{"id": NaN, "method": "ping"}', (None, "ParseError")),
+        (b'{"id": 1, "method": "echo", "params": {"x": Infinity}}', (None, "ParseError")),
+        (b'{"id": 1e400, "method": "ping"}', (None, "ParseError")),  # would echo as Infinity
+        (b'{"id": ' + b"9" * 5000 + b', "method": "ping"}', (None, "ParseError")),
+        (b"null", (None, "InvalidRequest")),
+        (b'"ping"', (None, "InvalidRequest")),
+        (b"42", (None, "InvalidRequest")),
+        (b'[{"id": 1, "method": "ping"}]', (None, "InvalidRequest")),  # no batches
+        (b'{"id": [1], "method": "ping"}', (None, "InvalidRequest")),
+        (b'{"id": true, "method": "ping"}', (None, "InvalidRequest")),
+        (b'{"id": 1}', (1, "InvalidRequest")),
+        (b'{"id": 1, "method": null}', (1, "InvalidRequest")),
+        (b'{"id": 1, "method": 7}', (1, "InvalidRequest")),
+        (b'{"id": 1, "method": ["ping"]}', (1, "InvalidRequest")),
+        (b'{"id": 1, "method": "ping", "params": "x"}', (1, "InvalidParams")),
+        (b'{"id": 1, "method": "ping", "params": 3}', (1, "InvalidParams")),
+        (b'{"id": 1, "method": "ping", "params": [1]}', (1, "InvalidParams")),
+        (b'{"id": 1, "method": "ping", "params": true}', (1, "InvalidParams")),
+        (b'{"id": 1, "method": "ping", "params": null}', (1, None)),  # null: no params
+        (b'{"id": "x", "method": "Ping"}', ("x", "MethodNotFound")),
+        (b'{"id": 1.5, "method": ""}', (1.5, "MethodNotFound")),
+    ],
+)
+def test_hostile_lines_get_their_documented_code(line: bytes, expected: tuple, quiet) -> None:
+    """Sans-I/O: one line in, one answer out, whatever the line is."""
+    server = ControlServer("/nonexistent/c.sock")
+    answer = asyncio.run(server.handle_line(line))
+    assert (answer["id"], answer.get("error", {}).get("code")) == expected
+    json.dumps(answer, allow_nan=False)  # the answer itself is strict JSON
+
+
+def test_unknown_method_message_is_bounded(quiet) -> None:
+    server = ControlServer("/nonexistent/c.sock")
+    line = json.dumps({"id": 1, "method": "x" * 60_000}).encode()
+    answer = asyncio.run(server.handle_line(line))
+    assert answer["error"]["code"] == "MethodNotFound"
+    assert len(answer["error"]["message"]) < 200 and "have: ping" in answer["error"]["message"]
+
+
+def test_one_connection_survives_every_error_class(server: ServerThread, sock_path: Path,
+                                                   quiet) -> None:  # fmt: skip
+    answers = raw(
+        sock_path,
+        b"[" * 20_000 + b"\n",
+        b"\xff\xfe\xfd\n",
+        b'{"id": NaN}\n',
+        b"[]\n",
+        b'{"id": 1, "method": {}}\n',
+        b'{"id": 2, "method": "echo", "params": "nope"}\n',
+        b'{"id": 3, "method": "nope"}\n',
+        b'{"id": 4, "method": "ping"}\n',
+    )
+    assert codes(answers) == [
+        (None, "ParseError"), (None, "ParseError"), (None, "ParseError"),
+        (None, "InvalidRequest"), (1, "InvalidRequest"), (2, "InvalidParams"),
+        (3, "MethodNotFound"), (4, None),
+    ]  # fmt: skip
+    assert answers[-1]["result"]["pong"] is True
+
+
+def test_request_too_large_closes_only_that_connection(server: ServerThread, sock_path: Path,
+                                                       quiet) -> None:  # fmt: skip
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.settimeout(5)
+        other.connect(str(sock_path))
+        answers = raw(sock_path, b"x" * 100_000 + b"\n", b'{"id": 2, "method": "ping"}\n')
+        assert codes(answers) == [(None, "RequestTooLarge")]  # then closed: nothing after it
+        other.sendall(b'{"id": 9, "method": "ping"}\n')  # a connection opened before it
+        assert json.loads(other.recv(65536))["id"] == 9
+    assert call(sock_path, "ping")["pong"] is True
+
+
+def test_client_vanishing_mid_answer_is_not_an_error(server: ServerThread, sock_path: Path,
+                                                     quiet) -> None:  # fmt: skip
+    for _ in range(5):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(sock_path))
+            s.sendall(b'{"id": 1, "method": "big"}\n')  # MBs of answer nobody reads
+    assert call(sock_path, "ping")["pong"] is True
+
+
+# ------------------------------------------------------- the daemon's methods' parameters
+
+
+class FakeDaemon:
+    """What rpc.plan / rpc.apply read before they touch the kernel."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+
+    async def reload(self) -> dict[str, Any]:  # pragma: no cover - never reached here
+        raise AssertionError("an invalid request must not reload")
+
+
+def rpc_server(tmp_path: Path) -> ControlServer:
+    from mip6ctl.daemon.rpc import rpc_apply, rpc_plan
+
+    daemon = FakeDaemon(tmp_path / "empty-config")
+    daemon.config_dir.mkdir(exist_ok=True)
+    server = ControlServer(tmp_path / "c.sock")
+    server.register("plan", lambda params: rpc_plan(daemon, params))
+    server.register("apply", lambda params: rpc_apply(daemon, params))
+    return server
+
+
+@pytest.mark.parametrize("method", ["plan", "apply"])
+@pytest.mark.parametrize(
+    "config_dir", [7, 1.5, True, ["/etc/mip6"], {"path": "/etc/mip6"}, "/etc/\x00mip6", "/" * 5000]
+)
+def test_plan_and_apply_reject_bad_config_dir(tmp_path: Path, method: str, config_dir: Any,
+                                              quiet) -> None:  # fmt: skip
+    server = rpc_server(tmp_path)
+    line = json.dumps({"id": 1, "method": method, "params": {"config_dir": config_dir}})
+    answer = asyncio.run(server.handle_line(line.encode()))
+    assert answer["error"]["code"] == "InvalidParams", answer
+    assert "config_dir" in answer["error"]["message"]
+
+
+def test_plan_with_good_params_still_answers(tmp_path: Path, quiet) -> None:
+    server = rpc_server(tmp_path)
+    for params in ({}, {"config_dir": None}, {"config_dir": ""}):
+        line = json.dumps({"id": 1, "method": "plan", "params": params}).encode()
+        answer = asyncio.run(server.handle_line(line))
+        assert answer["result"]["ok"] is False  # the empty directory is not a configuration
+    line = json.dumps({"id": 2, "method": "plan", "params": {"config_dir": "/elsewhere"}})
+    answer = asyncio.run(server.handle_line(line.encode()))
+    assert answer["error"]["code"] == "WrongConfigDir"
+
+
+def test_param_helper() -> None:
+    assert param({"n": 3}, "n", int) == 3
+    assert param({}, "n", int, 5) == 5 and param({"n": None}, "n", int, 5) == 5
+    for bad in ({"n": True}, {"n": "3"}, {"n": [3]}, {}):
+        with pytest.raises(MethodError) as e:
+            param(bad, "n", int)
+        assert e.value.code == "InvalidParams"
+    assert {"ParseError", "InvalidRequest", "InvalidParams", "RequestTooLarge"} <= ERROR_CODES

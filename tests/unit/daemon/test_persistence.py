@@ -230,6 +230,114 @@ def test_binding_cache_path_from_real_config() -> None:
     assert binding_cache_path(cfg) == Path("/var/lib/mip6/binding-cache.sqlite")
 
 
+# --------------------------------------------------------------------------- health (issue 21)
+
+
+class FailingDb:
+    """The store's connection, whose writes raise ``fail`` while it is set."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.fail: BaseException | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if self.fail is not None and sql != "ROLLBACK":
+            raise self.fail
+        return self._db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if self.fail is not None:
+            raise self.fail
+        return self._db.executemany(sql, *args)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), "database or disk is full"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+    ],
+)
+@pytest.mark.parametrize("ops", ["put", "mixed"])
+def test_failed_write_makes_the_store_unhealthy_until_one_commits(
+    db: Path, error: BaseException, expected: str, ops: str
+) -> None:
+    with open_store(db) as s:
+        assert s.health()["healthy"] is True and s.last_error is None
+        opened = s.health_changed_at
+        fake = FailingDb(s._db)
+        s._db = fake  # type: ignore[assignment]
+        fake.fail = error
+        batch = [binding(1)] if ops == "put" else [binding(1), hoa(2)]
+        with pytest.raises(PersistenceError, match=expected) as e:
+            s.apply(batch)
+        assert str(db) in str(e.value)
+        h = s.health()
+        assert h["healthy"] is False and h["write_failures"] == 1
+        assert h["last_error"] == f"write failed: {error}" and h["since"] >= opened
+        failed_at = s.health_changed_at
+        with pytest.raises(PersistenceError):
+            s.put(binding(3))  # still failing: the transition time stays
+        assert s.health_changed_at == failed_at and s.write_failures == 2
+        fake.fail = None
+        s.put(binding(4))
+        assert s.healthy is True and s.health_changed_at >= failed_at
+        assert expected in (s.last_error or "")  # kept for the operator, no longer current
+        s._db = fake._db
+        assert [x.home_address for x in s.load(WALL)] == [hoa(4)]  # nothing half-written
+
+
+def test_programming_errors_are_not_a_sick_disk(db: Path) -> None:
+    with open_store(db) as s:
+        with pytest.raises(TypeError):
+            s.apply([binding(1), object()])  # type: ignore[list-item]
+        assert s.healthy
+
+
+_FULL_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys, os
+    from ipaddress import IPv6Address
+    from mip6ctl.daemon.persistence import BindingStore, PersistenceError
+    from mip6ctl.engine.binding import Binding
+
+    path = sys.argv[1]
+    def b(i):
+        a = IPv6Address(int(IPv6Address("2001:db8:1::1:0")) + i)
+        return Binding(a, a, IPv6Address("2001:db8:1::1"), 400, 0.0, 4e9, 1, 0xC000, True)
+    store = BindingStore(path, wall_offset=lambda: 0.0)
+    store.put(b(0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    biggest = max(os.path.getsize(p) for p in (path, path + "-wal"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (biggest, hard))
+    try:
+        store.put_many([b(i) for i in range(1, 200)])  # needs new WAL frames
+        print("committed")
+    except PersistenceError as e:
+        print("failed", store.healthy, store.last_error)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    store.put(b(500))
+    print("recovered", store.healthy, len(store))
+    """
+)
+
+
+def test_a_real_os_write_error_is_reported(tmp_path: Path) -> None:
+    """The file system refuses to grow the WAL (RLIMIT_FSIZE standing in for a full disk)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_CHILD, str(tmp_path / "bc.sqlite")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[3],
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    failed, recovered = out.stdout.splitlines()
+    assert failed.startswith("failed False write failed: "), failed
+    assert recovered == "recovered True 2"
+
+
 # --------------------------------------------------------------------------- group commit
 
 
@@ -310,9 +418,12 @@ def test_write_behind_failure_reaches_waiters(db: Path) -> None:
         store = open_store(db)
         wb = WriteBehind(store)
         await wb.put(binding(1))
+        assert store.healthy
         store._db.close()  # the next commit fails
         with pytest.raises(PersistenceError):
             await wb.put(binding(2))
+        assert not store.healthy and store.write_failures == 1  # seen through the batcher too
+        assert "closed database" in (store.last_error or "")
         await wb.close()
         with pytest.raises(PersistenceError, match="closed"):
             await wb.put(binding(3))

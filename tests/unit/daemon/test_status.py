@@ -11,15 +11,19 @@ from mip6ctl.config.model import Mip6Config
 from mip6ctl.daemon.status import (
     CONDITION_TYPES,
     STATUS_VERSION,
+    Acknowledgements,
     Condition,
     GenerationInfo,
     build_status,
     flag_letters,
     rfc3339,
     set_condition,
+    with_store_condition,
 )
 from mip6ctl.engine.binding import Binding
 from mip6ctl.engine.mobile_node import MobileNode
+from mip6ctl.wire.datagram import Send
+from mip6ctl.wire.mh import BindingAcknowledgement
 
 HA = IPv6Address("2001:db8:1::1")
 NOW = 1000.0  # engine (monotonic) clock
@@ -146,10 +150,12 @@ def test_binding_rows() -> None:
         "sequence": 0x100,
         "flags": "AH",
         "home_registration": True,
+        "acknowledged": None,  # not tracked by this caller
         "age_s": 10,
         "mobile_network_prefixes": [],
     }
     assert bc["rows"][0]["flags"] == "A" and bc["rows"][0]["home_registration"] is False
+    assert bc["pending"] is None
 
 
 def test_expired_but_not_yet_collected_shows_zero() -> None:
@@ -202,7 +208,7 @@ def test_mn_document_from_engine_mobile_node() -> None:
             "care_of_token_age_s": None, "last_error": None,
         }
     ]  # fmt: skip
-    assert doc["binding_cache"] == {"count": 0, "truncated": False, "rows": []}
+    assert doc["binding_cache"] == {"count": 0, "pending": None, "truncated": False, "rows": []}
     assert doc["generation"] is None and doc["last_reconcile_time"] is None
 
 
@@ -253,3 +259,90 @@ def test_default_row_cap() -> None:
     bc = ha_doc(bindings=[b(i) for i in range(1, 1003)])["binding_cache"]
     assert (bc["count"], bc["truncated"], len(bc["rows"])) == (1002, True, 1000)
     assert bc["rows"][0]["home_address"] == "2001:db8:1::1"
+
+
+# --------------------------------------------------------------- issue 21: acknowledged, store
+
+
+def ba_send(binding: Binding, *, status: int = 0, seq: int | None = None,
+            lifetime: int = 100, from_home: bool = False) -> Send:  # fmt: skip
+    """The Send of a BA as the home agent addresses it (engine.common.ba_reply)."""
+    ba = BindingAcknowledgement(status, binding.sequence if seq is None else seq, lifetime)
+    if from_home:
+        return Send(ba, HA, binding.home_address, None, None)
+    return Send(ba, HA, binding.care_of_address, None, binding.home_address)
+
+
+def test_acknowledged_rows_and_pending_count() -> None:
+    acked, refreshed, parked, cn = b(0x10), b(0x20), b(0x30), b(0x40, flags=0x8000)
+    acks = Acknowledgements()
+    acks.sent(ba_send(acked))
+    acks.sent(ba_send(refreshed, seq=refreshed.sequence - 1))  # BA of the previous entry
+    acks.sent(ba_send(cn))  # a correspondent binding: never "pending"
+    doc = ha_doc(bindings=[acked, refreshed, parked, cn], acknowledged=acks)
+    bc = doc["binding_cache"]
+    rows = {r["home_address"]: r["acknowledged"] for r in bc["rows"]}
+    assert rows == {
+        "2001:db8:1::10": True,
+        "2001:db8:1::20": False,  # the engine holds a newer entry than the one acknowledged
+        "2001:db8:1::30": False,  # BA still parked (or withheld)
+        "2001:db8:1::40": None,
+    }
+    assert bc["pending"] == 2
+    assert list(bc) == ["count", "pending", "truncated", "rows"]
+
+
+def test_pending_counts_beyond_the_rows_shown() -> None:
+    bindings = [b(i) for i in range(1, 11)]
+    acks = Acknowledgements()
+    for x in bindings[:3]:
+        acks.sent(ba_send(x))
+    bc = ha_doc(bindings=bindings, acknowledged=acks, max_rows=2)["binding_cache"]
+    assert (bc["count"], bc["pending"], len(bc["rows"])) == (10, 7, 2)
+
+
+def test_rejecting_ba_does_not_acknowledge_and_deregistration_forgets() -> None:
+    x = b(0x10)
+    acks = Acknowledgements()
+    acks.sent(ba_send(x))
+    assert acks(x)
+    acks.sent(ba_send(x, lifetime=0, from_home=True))  # de-registration from home: no RH
+    assert not acks(x) and len(acks) == 0
+
+
+def test_restored_bindings_are_acknowledged_and_the_map_is_pruned() -> None:
+    alive: set[IPv6Address] = set()
+    acks = Acknowledgements()
+    restored = [b(i) for i in range(1, 4)]
+    acks.restored(restored, alive)
+    assert all(acks(x) for x in restored)
+    alive.add(restored[0].home_address)
+    for i in range(0x1000, 0x1000 + 1100):  # many registrations that went away again
+        acks.sent(ba_send(b(i)))
+    assert len(acks) < 200  # pruned down to what the cache still holds (+ the latest)
+    assert acks(restored[0]) and not acks(restored[1])
+
+
+class FakeStore:
+    def __init__(self, healthy: bool, error: str | None, since: float, failures: int = 0):
+        self.healthy, self.last_error, self.health_changed_at = healthy, error, since
+        self.write_failures, self.path = failures, "/var/lib/mip6/binding-cache.sqlite"
+
+
+def test_store_condition_follows_the_store_with_its_transition_time() -> None:
+    cs = with_store_condition([], FakeStore(True, None, WALL - 100))
+    assert cs == [Condition("BindingStoreHealthy", "True", "Writable", "", WALL - 100)]
+    cs = with_store_condition(cs, FakeStore(False, "write failed: database or disk is full",
+                                            WALL - 5, failures=3))  # fmt: skip
+    (c,) = cs
+    assert (c.status, c.reason, c.last_transition_time) == ("False", "WriteFailed", WALL - 5)
+    assert c.message.startswith("/var/lib/mip6/binding-cache.sqlite: write failed: database or")
+    assert "3 failed writes" in c.message and "withheld" in c.message
+    # asked again later while still failing: the transition time stays
+    (c,) = with_store_condition(cs, FakeStore(False, "write failed: x", WALL - 5, 4), WALL)
+    assert c.last_transition_time == WALL - 5
+    (c,) = with_store_condition(cs, FakeStore(True, "write failed: x", WALL - 1, 4))
+    assert (c.status, c.reason, c.last_transition_time) == ("True", "Writable", WALL - 1)
+    assert "recovered" in c.message
+    doc = ha_doc(conditions=cs)
+    assert [x["type"] for x in doc["conditions"]] == [*CONDITION_TYPES, "BindingStoreHealthy"]

@@ -211,6 +211,37 @@ def test_pending_generation_and_truncation(sock: Path, capsys: pytest.CaptureFix
     assert "Binding cache (100000 entries, first 2 shown)" in out
 
 
+def test_store_failure_and_pending_bindings(sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 21: the binding store's condition and the acknowledged / pending bindings."""
+    doc = copy.deepcopy(HA_STATUS)
+    doc["conditions"].append({
+        "type": "BindingStoreHealthy", "status": "False", "reason": "WriteFailed",
+        "message": "/var/lib/mip6/binding-cache.sqlite: write failed: database or disk is full",
+        "last_transition_time": "2027-01-15T07:59:30Z",
+    })  # fmt: skip
+    doc["binding_cache"]["pending"] = 1
+    doc["binding_cache"]["rows"][0]["acknowledged"] = True
+    doc["binding_cache"]["rows"][1]["acknowledged"] = False
+    with serve(sock, doc):
+        assert main(["status", "--socket", str(sock)]) == 0
+        assert main(["status", "--json", "--socket", str(sock)]) == 0
+    out, js = capsys.readouterr().out.split("\n{", 1)
+    assert "BindingStoreHealthy False   WriteFailed: /var/lib/mip6/binding-cache.sqlite: " \
+           "write failed: database or disk is full" in out  # fmt: skip
+    assert "KernelInSync        False   KernelDrift" in out  # the columns still line up
+    assert "Binding cache (2 entries, 1 pending)" in out
+    table = {line.split()[1]: line.split()[-2] for line in out.splitlines()
+             if "2001:db8:1::" in line}  # fmt: skip
+    assert table == {"2001:db8:1::100": "yes", "2001:db8:1::200": "pending"}
+    body = json.loads("{" + js)
+    assert body["binding_cache"]["pending"] == 1
+    assert conditions_by_type(body)["BindingStoreHealthy"]["reason"] == "WriteFailed"
+
+
+def conditions_by_type(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in doc["conditions"]}
+
+
 def test_newer_status_version_is_shown_best_effort(
     sock: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
