@@ -3,7 +3,9 @@
 Exit 0 when the directory forms a valid generation (a one-screen summary),
 1 with every problem as `file:line: key.path: message` otherwise.  Meant for
 humans and for Ansible's `template ... validate:`; key material never shows,
-only fingerprints.
+only fingerprints.  Warnings (an interface this host does not have: the
+daemon here would refuse the generation, another host may be its target)
+are shown too, in `warnings` with --json, and leave the exit code alone.
 """
 
 from __future__ import annotations
@@ -59,6 +61,51 @@ def summary(gen: Any) -> dict[str, Any]:
             for name, tpl in cfg.ipsec.items()
         }
     return out
+
+
+def host_warnings(gen: Any) -> list[Any]:
+    """Problems of this host rather than of the files: interfaces that do not exist here."""
+    from mip6ctl.config.checks import named_interfaces
+    from mip6ctl.config.problems import Problem
+
+    out = []
+    for path, name in named_interfaces(gen.config):
+        if not interface_exists(name):
+            file, line = gen.locate(path)
+            out.append(
+                Problem(
+                    "host",
+                    f"no interface {name!r} on this host (a daemon here refuses this "
+                    "configuration until it exists)",
+                    file,
+                    line,
+                    path,
+                )
+            )
+    return out
+
+
+def interface_exists(name: str) -> bool:
+    """True when this host (network namespace) has an interface of that name."""
+    # the C module behind `socket`, which is already loaded; `socket` costs ~7 ms
+    from _socket import if_nametoindex
+
+    try:
+        if_nametoindex(name)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _print_warnings(warnings: list[Any]) -> None:
+    p = Painter(sys.stderr)
+    for w in warnings:
+        parts = [p("warning", "bold", "yellow")]
+        if w.location():
+            parts.append(p(w.location(), "yellow"))
+        if w.key:
+            parts.append(p(w.key, "bold"))
+        p.line(": ".join([*parts, w.message]))
 
 
 def _print_valid(body: dict[str, Any]) -> None:
@@ -137,11 +184,13 @@ def run(args: argparse.Namespace) -> int:
                     "valid": False,
                     "directory": str(directory),
                     "errors": [p.as_dict() for p in e.problems],
+                    "warnings": [],
                 },
             )
         else:
             _print_invalid(str(directory), e.problems)
         return exitcodes.ERROR
+    warnings = host_warnings(gen)
     body = {
         "valid": True,
         "directory": str(directory),
@@ -149,10 +198,12 @@ def run(args: argparse.Namespace) -> int:
         "files": [{"path": str(f.path), "sha256": f.sha256} for f in gen.files],
         "summary": summary(gen),
         "errors": [],
+        "warnings": [w.as_dict() for w in warnings],
     }
     if args.json:
         emit_json("validate", body)
     else:
+        _print_warnings(warnings)
         _print_valid(body)
     sys.stdout.flush()
     return exitcodes.OK

@@ -8,12 +8,20 @@ is a conflict that names both.  Hidden files and editor leftovers (`.x.toml`,
 
 Every problem carries `file:line` and the key path: syntax errors from
 tomllib's position, schema errors through the line map of `locate.py`.
+
+Bad input is a report, never a traceback: file and directory sizes are
+checked before anything is read (MAX_FILE_BYTES, MAX_DIRECTORY_BYTES), the
+scanner refuses nesting and values that would exhaust tomllib (LimitExceeded),
+and at most MAX_PROBLEMS problems are reported.  Values are tomllib's.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +30,21 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mip6ctl.config import checks
-from mip6ctl.config.locate import key_lines
+from mip6ctl.config.locate import MAX_DEPTH, LimitExceeded, key_lines, line_of
 from mip6ctl.config.model import Mip6Config
 from mip6ctl.config.problems import ConfigError, KeyPath, Problem, format_path
 from mip6ctl.config.secrets import KeyInfo
 
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _TOML_EOF = re.compile(r"\s*\(at end of document\)$")
+
+MiB = 1024 * 1024
+#: Largest configuration file read; checked before parsing.
+MAX_FILE_BYTES = 16 * MiB
+#: Largest sum of the sizes of a directory's configuration files.
+MAX_DIRECTORY_BYTES = 64 * MiB
+#: Most problems reported at once (a list of a million bad entries is one mistake).
+MAX_PROBLEMS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +70,15 @@ class Generation:
     def where(self, path: KeyPath) -> str:
         return _where(self.origins, path)
 
+    def locate(self, path: KeyPath) -> tuple[str | None, int | None]:
+        """(file, line) where `path`, or the nearest key above it, was written."""
+        return _locate(self.origins, path)
+
 
 def config_files(directory: Path) -> list[Path]:
     """The files that make a generation: *.toml, lexical order, no hidden or backup files."""
-    return sorted(p for p in directory.glob("*.toml") if not p.name.startswith(".") and p.is_file())
+    found = (p for p in directory.glob("*.toml") if not p.name.startswith(".") and p.is_file())
+    return sorted(found, key=lambda p: p.name)  # = Path order here, without its cost
 
 
 class DirectoryDigest:
@@ -108,13 +129,18 @@ class _Merger:
         offsets: dict[KeyPath, int] = {}
         self._merge(self.doc, data, (), name, lines, aot, offsets)
         self.aot |= aot
+        origins = self.origins
+        # shift the indices of elements appended to an array of tables from an earlier
+        # file: at the first index whose array is in offsets (shortest array first)
+        shifts = sorted(offsets.items(), key=lambda kv: len(kv[0]))
         for local, line in lines.items():
-            merged = list(local)
-            for i, part in enumerate(local):
-                if isinstance(part, int) and tuple(local[:i]) in offsets:
-                    merged[i] = part + offsets[tuple(local[:i])]
+            for arr, shift in shifts:
+                n = len(arr)
+                if len(local) > n and local[:n] == arr and isinstance(local[n], int):
+                    local = (*arr, local[n] + shift, *local[n + 1 :])
                     break
-            self.origins.setdefault(tuple(merged), (name, line))
+            if local not in origins:
+                origins[local] = (name, line)
 
     def _merge(
         self,
@@ -134,7 +160,7 @@ class _Merger:
                 self._merge(dst[key], value, here, name, lines, aot, offsets)
             elif here in aot and here in self.aot:
                 offsets[here] = len(dst[key])
-                dst[key] = [*dst[key], *value]
+                dst[key].extend(value)  # in place: 20,000 one-node files stay linear
             else:
                 first = _where(self.origins, here)
                 self.problems.append(
@@ -143,7 +169,7 @@ class _Merger:
                         f"defined again; first defined at {first} (a key may be set in one "
                         "file only; arrays of tables like [[ha.mobile_nodes]] may be split)",
                         name,
-                        lines.get(here),
+                        line_of(lines, here),
                         here,
                     )
                 )
@@ -153,7 +179,8 @@ def _schema_problems(
     err: ValidationError, origins: dict[KeyPath, tuple[str, int]], data: dict
 ) -> list[Problem]:
     out = []
-    for e in err.errors(include_url=False):
+    details = err.errors(include_url=False, include_context=False, include_input=False)
+    for e in details[: MAX_PROBLEMS + 1]:
         loc: KeyPath = tuple(p for p in e["loc"] if isinstance(p, int | str))
         msg = e["msg"]
         kind = e["type"]
@@ -164,7 +191,7 @@ def _schema_problems(
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         file, line = _locate(origins, loc)
-        out.append(Problem("schema", msg, file, line, loc))
+        out.append(Problem("schema", _clip(msg), file, line, loc))
     return out
 
 
@@ -172,6 +199,8 @@ def _suggest(loc: KeyPath, data: dict) -> str:
     """'did you mean' for a misspelt key, from the fields the model has there."""
     import difflib  # only on this error path: keeps `validate` start-up short
 
+    if not loc or len(str(loc[-1])) > 64:
+        return ""
     model: Any = Mip6Config
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -199,7 +228,18 @@ def _model_of(annotation: Any) -> Any:
 
 def load_directory(directory: str | Path) -> Generation:
     """Read, merge and validate a configuration directory; raise ConfigError on any problem."""
-    directory = Path(directory)
+    # Parsing makes millions of small dicts and tuples and no cycles: the cyclic
+    # collector would only rescan them over and over (~40 % of the time for huge files).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(Path(directory))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(directory: Path) -> Generation:
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is not a directory"
         raise ConfigError([Problem("io", f"configuration directory {what}", str(directory))])
@@ -208,33 +248,34 @@ def load_directory(directory: str | Path) -> Generation:
         raise ConfigError(
             [Problem("io", "no *.toml configuration files in this directory", str(directory))]
         )
+    problems = _size_problems(directory, files)
+    if problems:
+        raise ConfigError(_ordered(problems))
 
-    problems: list[Problem] = []
     merger = _Merger()
     sources: list[SourceFile] = []
     whole = DirectoryDigest()
     for path in files:
         name = str(path)
         try:
-            raw = path.read_bytes()
+            raw = _read_capped(path)
         except OSError as e:
-            problems.append(Problem("io", f"cannot read: {e.strerror}", name))
+            problems.append(Problem("io", f"cannot read: {e.strerror or e}", name))
+            continue
+        if len(raw) > MAX_FILE_BYTES:  # grew since it was measured
+            problems.append(_too_large(name, len(raw)))
             continue
         sources.append(SourceFile(path, hashlib.sha256(raw).hexdigest(), len(raw)))
         whole.add(path.name, raw)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
-            problems.append(Problem("syntax", "not valid UTF-8", name, line))
+        parsed = _parse(raw, name)
+        if isinstance(parsed, Problem):
+            problems.append(parsed)
             continue
+        data, lines, aot = parsed
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            problems.append(_syntax_problem(e, name, text))
-            continue
-        lines, aot = key_lines(text)
-        merger.add(name, data, lines, aot)
+            merger.add(name, data, lines, aot)
+        except RecursionError:
+            problems.append(_too_deep(name, None))
 
     problems.extend(merger.problems)
     if problems:
@@ -244,13 +285,20 @@ def load_directory(directory: str | Path) -> Generation:
         cfg = Mip6Config.model_validate(merger.doc)
     except ValidationError as e:
         raise ConfigError(_ordered(_schema_problems(e, merger.origins, merger.doc))) from None
+    except RecursionError:
+        raise ConfigError([_too_deep(str(directory), None)]) from None
 
-    findings, keys = checks.check(cfg, directory, lambda p: _where(merger.origins, p))
+    try:
+        findings, keys = checks.check(
+            cfg, directory, lambda p: _where(merger.origins, p), limit=MAX_PROBLEMS + 1
+        )
+    except RecursionError:
+        raise ConfigError([_too_deep(str(directory), None)]) from None
     if findings:
         raise ConfigError(
             _ordered(
                 [
-                    Problem(f.kind, f.message, *_locate(merger.origins, f.path), f.path)
+                    Problem(f.kind, _clip(f.message), *_locate(merger.origins, f.path), f.path)
                     for f in findings
                 ]
             )
@@ -265,9 +313,113 @@ def load_directory(directory: str | Path) -> Generation:
     )
 
 
+def _mib(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n % MiB else f"{n // MiB} MiB"
+
+
+def _too_large(name: str, size: int) -> Problem:
+    return Problem(
+        "limit",
+        f"file is {size:,} bytes ({_mib(size)}), more than the limit of {_mib(MAX_FILE_BYTES)} "
+        "per file",
+        name,
+    )
+
+
+def _too_deep(name: str, line: int | None) -> Problem:
+    return Problem(
+        "limit",
+        f"nesting too deep: arrays and tables may nest at most {MAX_DEPTH} levels",
+        name,
+        line,
+    )
+
+
+def _size_problems(directory: Path, files: list[Path]) -> list[Problem]:
+    """The size limits, checked on the file sizes before anything is read."""
+    out: list[Problem] = []
+    total = 0
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue  # reported when it is read
+        total += size
+        if size > MAX_FILE_BYTES:
+            out.append(_too_large(str(path), size))
+    if total > MAX_DIRECTORY_BYTES:
+        out.append(
+            Problem(
+                "limit",
+                f"the {len(files)} configuration files hold {total:,} bytes ({_mib(total)}), "
+                f"more than the limit of {_mib(MAX_DIRECTORY_BYTES)} per directory",
+                str(directory),
+            )
+        )
+    return out
+
+
+def _read_capped(path: Path) -> bytes:
+    """The file's bytes, but never more than one byte past MAX_FILE_BYTES."""
+    with path.open("rb") as f:
+        # read(n) allocates n bytes first: ask for what the file holds, not the limit
+        size = min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES)
+        raw = f.read(size + 1)
+        if len(raw) > size:  # it grew since: read on, up to the limit
+            raw += f.read(MAX_FILE_BYTES + 1 - len(raw))
+        return raw
+
+
+def _parse(
+    raw: bytes, name: str
+) -> tuple[dict[str, Any], dict[KeyPath, int], set[KeyPath]] | Problem:
+    """Decode and parse one file: its data, line map and arrays of tables, or its problem."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return Problem("syntax", "not valid UTF-8", name, line)
+    try:
+        lines, aot = key_lines(text)
+    except LimitExceeded as e:
+        # Not given to tomllib at all: its time grows with the square of the number
+        # of parts of a dotted key (`[a.a.a...]`: 8 million fit in 16 MiB), and its
+        # number pattern takes ~130 bytes of memory per digit.
+        return Problem("limit", e.message, name, e.line)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return _syntax_problem(e, name, text)
+    except RecursionError:
+        return _too_deep(name, None)
+    except ValueError as e:  # an integer too long to convert; never a TOMLDecodeError
+        if "digits" in str(e):  # Python's int conversion limit (CVE-2020-10735)
+            digits = sys.get_int_max_str_digits()
+            m = re.search(f"[0-9][0-9_]{{{max(digits - 1, 1)},}}", text)
+            line = text.count("\n", 0, m.start()) + 1 if m else None
+            return Problem("limit", f"integer has more than {digits} digits", name, line)
+        return Problem("syntax", f"TOML: {_clip(str(e))}", name)
+    except Exception as e:  # a parser bug must still be a report, not a traceback
+        return Problem("syntax", f"TOML parser failed: {type(e).__name__}: {_clip(str(e))}", name)
+    return data, lines, aot
+
+
+def _clip(message: str, limit: int = 400) -> str:
+    """A message of sane length: values quoted in it may be megabytes long."""
+    if len(message) <= limit:
+        return message
+    return f"{message[: limit - 40]}… ({len(message):,} characters)"
+
+
 def _ordered(problems: list[Problem]) -> list[Problem]:
-    """File order, then line order: the way a person fixes them."""
-    return sorted(problems, key=lambda p: (p.file or "", p.line or 0))
+    """File order, then line order: the way a person fixes them; at most MAX_PROBLEMS."""
+    out = sorted(problems, key=lambda p: (p.file or "", p.line or 0))
+    if len(out) <= MAX_PROBLEMS:
+        return out
+    return [
+        *out[:MAX_PROBLEMS],
+        Problem("limit", f"more problems not shown: at most {MAX_PROBLEMS} are reported"),
+    ]
 
 
 def _syntax_problem(e: tomllib.TOMLDecodeError, name: str, text: str) -> Problem:

@@ -8,6 +8,10 @@ from typing import Any
 KeyPath = tuple[str | int, ...]
 
 
+#: Longest key shown whole in a key path; a longer one is cut (keys may be megabytes).
+MAX_KEY_SHOWN = 64
+
+
 def format_path(path: KeyPath) -> str:
     """('ha', 'mobile_nodes', 1, 'home_address') -> 'ha.mobile_nodes[1].home_address'."""
     out = ""
@@ -15,9 +19,19 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = part if part.replace("_", "").replace("-", "").isalnum() else f'"{part}"'
+            if len(part) > MAX_KEY_SHOWN:
+                part = f"{part[: MAX_KEY_SHOWN - 16]}…({len(part):,} characters)"
+            bare = part.isascii() and part.replace("_", "").replace("-", "").isalnum()
+            text = part if bare else _quoted(part)
             out += f".{text}" if out else text
     return out
+
+
+def _quoted(key: str) -> str:
+    """A TOML quoted key, control characters escaped (they would reach a terminal)."""
+    import json  # a basic string is JSON's string syntax
+
+    return json.dumps(key, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +39,8 @@ class Problem:
     """One thing wrong with a configuration directory.
 
     `kind` is stable for machines: syntax, schema, conflict, reference,
-    consistency, key-file, io.
+    consistency, key-file, io, limit (size or nesting beyond the loader's
+    limits), host (validate's warnings about this host, e.g. a missing interface).
     """
 
     kind: str

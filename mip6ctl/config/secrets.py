@@ -30,6 +30,10 @@ KEY_LENGTHS: dict[str, tuple[int, ...]] = {
     "hmac-sha512": (64,),
 }
 
+#: Largest key file read: a 64-byte key in hexadecimal and whitespace is
+#: ~200 bytes; anything much larger is not a key file.
+MAX_KEY_FILE_BYTES = 4096
+
 _HEX = re.compile(rb"^\s*(?:0x)?([0-9a-fA-F\s]*)\s*$")
 
 
@@ -90,6 +94,8 @@ def read_key(path: Path, algorithm: str, *, base: Path | None = None) -> SecretB
         raise KeyFileError(f"key file {full} does not exist") from None
     except OSError as e:
         raise KeyFileError(f"key file {full}: {e.strerror}") from None
+    except ValueError:  # a NUL in the name
+        raise KeyFileError("key file name contains a NUL character") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"key file {full} is not a regular file")
     if st.st_mode & 0o077:
@@ -97,10 +103,18 @@ def read_key(path: Path, algorithm: str, *, base: Path | None = None) -> SecretB
             f"key file {full} has mode {stat.S_IMODE(st.st_mode):04o}: group/other may "
             f"access it; run `chmod 600 {full}`"
         )
+    if st.st_size > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(
+            f"key file {full} is {st.st_size:,} bytes; a key file holds at most "
+            f"{MAX_KEY_FILE_BYTES:,}"
+        )
     try:
-        raw = full.read_bytes()
+        with full.open("rb") as f:
+            raw = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
         raise KeyFileError(f"key file {full}: {e.strerror}") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"key file {full} grew past {MAX_KEY_FILE_BYTES:,} bytes")
     key = _decode(raw, want)
     if len(key) not in want:
         bits = [str(n * 8) for n in want]

@@ -439,10 +439,13 @@ class Daemon:
     def _missing_interfaces(self, cfg: Any) -> list[str]:
         """Interfaces a candidate configuration names that this host does not have
         (the daemon's own reload: an error; `mip6ctl validate` off-box only warns)."""
+        from mip6ctl.config.checks import named_interfaces
+        from mip6ctl.config.problems import format_path
+
         have = self.loop.observer.link_names() if self.loop is not None else frozenset()
         return [
-            f"{where}: no interface {name!r} on this host"
-            for where, name in _named_interfaces(cfg)
+            f"{format_path(where)}: no interface {name!r} on this host"
+            for where, name in named_interfaces(cfg)
             if name not in have
         ]
 
@@ -808,16 +811,6 @@ class Daemon:
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
-
-
-def _named_interfaces(cfg: Any) -> list[tuple[str, str]]:
-    """(configuration key, interface name) of every interface a configuration names."""
-    out: list[tuple[str, str]] = []
-    if cfg.ha is not None:
-        out += [(f"ha.interfaces[{i}]", n) for i, n in enumerate(cfg.ha.interfaces)]
-    if cfg.mn is not None:
-        out += [(f"mn.interfaces[{i}]", m.name) for i, m in enumerate(cfg.mn.interfaces)]
-    return out
 
 
 def _parameter_problem(ev: Any) -> ParameterProblemReceived | None:
