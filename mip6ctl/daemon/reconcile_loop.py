@@ -943,7 +943,7 @@ class ReconcileLoop:
         netlink buffer, a slice of a walk) so that the thread can step aside."""
         old_owned, old_foreign = obs.owned, obs.foreign
         new = obs.new_core()
-        if not (yield from obs.fill_steps(new)):
+        if not (yield from obs.fill_steps(new, nft_elements=False)):
             return None, [], set()
         # sysctls are read on the loop by install(): carry the current ones over
         for k, obj in list(old_owned.items()):

@@ -453,8 +453,16 @@ class Observer:
         """An empty cache watching the same tables, for `fill_steps` / `install`."""
         return ObserverCore(watch_tables=self.core.watch_tables)
 
-    def fill_steps(self, core: ObserverCore) -> Generator[None, None, bool]:
+    def fill_steps(
+        self, core: ObserverCore, *, nft_elements: bool = True
+    ) -> Generator[None, None, bool]:
         """Dump every source into `core` (empty), yielding between netlink buffers.
+
+        `nft_elements=False` (the periodic resync while no nf_tables event was
+        lost) carries the set elements over from the live cache instead of
+        dumping them: they change only through events this observer reads,
+        and at 100k bindings their dump made the resync outlast the 5 s a
+        parked Binding Update waits for its kernel state.
 
         Safe in another thread while nothing else uses this observer's dump
         sockets; the event sockets are not read.  Returns False when the kernel
@@ -492,15 +500,25 @@ class Observer:
             break
         else:
             return False
-        yield from self._fill_sources(core)
+        yield from self._fill_sources(core, nft_elements)
         return True
 
-    def _fill_sources(self, core: ObserverCore) -> Generator[None, None, None]:
+    def _fill_sources(
+        self, core: ObserverCore, nft_elements: bool = True
+    ) -> Generator[None, None, None]:
         if self._nft is not None:
             from mip6ctl.kernel.nft_state import read_table_steps
 
+            objs = yield from read_table_steps(self._nft, elements=nft_elements)
+            if not nft_elements:  # those of the sets still there
+                sets = {o.name for o in objs if isinstance(o, NftSet)}
+                objs += [
+                    o
+                    for o in self.core.owned.values()
+                    if isinstance(o, NftSetElement) and o.set in sets
+                ]
             # `core` is empty (filled from scratch): store, no diff; yield as we go
-            for i, o in enumerate((yield from read_table_steps(self._nft))):
+            for i, o in enumerate(objs):
                 (core.owned if o.owned else core.foreign)[object_key(o)] = o
                 if i % 512 == 511:
                     yield
