@@ -315,6 +315,69 @@ def test_broken_edit_is_refused_and_the_old_generation_keeps_serving(bed: Bed) -
     assert {str(x), str(hoa(0x114))} <= set(bed.ha.bindings())
 
 
+def raw_request(bed: Bed, line: bytes) -> dict[str, Any]:
+    """One raw line to the control socket, its one-line answer parsed."""
+    import json
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5.0)
+        s.connect(str(bed.ha.socket))
+        s.sendall(line + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 16)
+            assert chunk, "the daemon closed the connection without an answer"
+            buf += chunk
+    return json.loads(buf)
+
+
+def test_hostile_files_and_requests_are_refused_with_their_documented_errors(bed: Bed) -> None:
+    """Overlapping home prefixes and a deeply nested value are refused reloads (no
+    traceback, the generation kept); deep JSON and a wrong type on the control socket
+    get their documented error codes; the daemon keeps answering."""
+    x = hoa(0x11A)
+    register(bed, x)
+    number = status(bed)["generation_number"]
+    kernel = kernel_state(bed)
+    main = bed.config / "mip6.toml"
+    good_main = main.read_text()
+    mark = log_mark(bed)
+    try:
+        # (a) overlapping home prefixes (2001:db8:1::/48 contains 2001:db8:1::/64)
+        old = 'home_prefixes = ["2001:db8:1::/64"]'
+        assert old in good_main
+        atomic_write(main, good_main.replace(old, old.replace('"]', '", "2001:db8:1::/48"]')))
+        cond = config_valid(wait_refused(bed))
+        assert cond["reason"] == "InvalidConfig", cond
+        assert "2001:db8:1::/48" in cond["message"] and "2001:db8:1::/64" in cond["message"], cond
+        atomic_write(main, good_main)
+        wait_config_valid(bed, "status", "True")
+        # (b) a value nested 100,000 deep in a file of its own
+        deep = bed.config / "70-deep.toml"
+        atomic_write(deep, "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+        cond = config_valid(wait_refused(bed))
+        assert "70-deep.toml:1" in cond["message"] and "nesting too deep" in cond["message"], cond
+        deep.unlink()
+        wait_config_valid(bed, "status", "True")
+    finally:
+        atomic_write(main, good_main)
+        (bed.config / "70-deep.toml").unlink(missing_ok=True)
+    # (c) the control socket: deep JSON, a wrong type, a line that is not JSON at all
+    deep = b"[" * 20_000 + b"]" * 20_000  # past the parser's recursion, under MAX_REQUEST
+    deep_json = b'{"id": 1, "method": "status", "params": ' + deep + b"}"
+    assert raw_request(bed, deep_json)["error"]["code"] == "ParseError"
+    huge = raw_request(bed, b'{"id": 1, "params": "' + b"x" * 100_000 + b'"}')
+    assert huge["error"]["code"] == "RequestTooLarge"
+    wrong = raw_request(bed, b'{"id": 2, "method": "status", "params": "all"}')
+    assert wrong["error"]["code"] in ("InvalidRequest", "InvalidParams"), wrong
+    assert raw_request(bed, b"\xff\xfe{")["error"]["code"] == "ParseError"
+    doc = status(bed)
+    assert doc["generation_number"] == number
+    assert register(bed, x, seq=2)[MIP6MH_BA].status == 0
+    assert kernel_state(bed) == kernel
+    assert not [line for line in log_since(bed, mark) if "Traceback" in line]
+
+
 # --------------------------------------------------------------------------- 3. delete a file
 
 
