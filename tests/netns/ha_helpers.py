@@ -229,11 +229,14 @@ class HaDaemon:
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen[Any] | None = None
 
-    def start(self, timeout: float = 20.0) -> HaDaemon:
+    def argv(self) -> list[str]:
+        """The daemon's command line (a subclass may wrap it, e.g. in ``unshare``)."""
         argv = [sys.executable, "-m", "mip6ctl", "daemon", "-c", str(self.config)]
-        argv += ["--state-dir", str(self.state), "--socket", str(self.socket)]
+        return [*argv, "--state-dir", str(self.state), "--socket", str(self.socket)]
+
+    def start(self, timeout: float = 20.0) -> HaDaemon:
         with open(self.log, "ab") as log:
-            self.proc = self.tb.exec(self.node, argv, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = self.tb.exec(self.node, self.argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -59,27 +59,10 @@ exec "$@"
 class FullDiskHa(HaDaemon):
     """The testbed's home agent with its state directory on a small private tmpfs."""
 
-    def start(self, timeout: float = 20.0) -> FullDiskHa:
-        argv = [sys.executable, "-m", "mip6ctl", "daemon", "-c", str(self.config)]
-        argv += ["--state-dir", str(self.state), "--socket", str(self.socket)]
+    def argv(self) -> list[str]:
         wrapper = _WRAPPER.format(size=TMPFS_SIZE)
-        wrapped = ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, "sh",
-                   str(self.state), *argv]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.proc = self.tb.exec(self.node, wrapped, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                doc = self.rpc("status", timeout=1.0)
-            except Exception:
-                time.sleep(0.05)
-                continue
-            if conditions(doc).get("Ready", {}).get("status") == "True":
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"the daemon did not become ready in {timeout} s:\n{self.tail()}")
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, "sh",
+                str(self.state), *super().argv()]  # fmt: skip
 
     def in_mounts(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in the daemon's mount namespace (where the tmpfs is)."""
