@@ -35,6 +35,8 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_model  # bench/_machine.py (the script directory is on sys.path)
+
 from mip6ctl.config import checks
 from mip6ctl.config.loader import load_directory
 from mip6ctl.config.locate import key_lines
@@ -83,16 +85,6 @@ def generate(directory: Path, nodes: int, files: int) -> int:
         (directory / f"{10 + f:06d}-nodes.toml").write_text(text)
         size += len(text)
     return size
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def timed(fn: Callable[[], Any], runs: int) -> list[float]:

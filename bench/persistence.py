@@ -49,6 +49,8 @@ import time
 from ipaddress import IPv6Address
 from pathlib import Path
 
+from _machine import cpu_model  # bench/_machine.py (the script directory is on sys.path)
+
 from mip6ctl.daemon.persistence import BindingStore, WriteBehind
 from mip6ctl.engine.binding import Binding
 
@@ -72,16 +74,6 @@ def bindings(n: int, now: float, seq: int) -> list[Binding]:
         )
         for i in range(n)
     ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def run_store(path: Path, sync: str, batch: int, ops: int, preload: int, rounds: int) -> float:
