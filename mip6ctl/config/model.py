@@ -270,6 +270,11 @@ class HaSection(_Section):
         default=False,
         description="refuse every mobile node without an ipsec template (UMIP UseMnHaIPsec)",
     )
+    insecure_allow_unprotected: bool = Field(
+        default=False,
+        description="accept default_action = 'allow' without IPsec: anyone who reaches the "
+        "home agent can then register or de-register any home address of its prefixes",
+    )
     accept_mobile_routers: bool = Field(
         default=False, description="RFC 3963 network mobility (UMIP HaAcceptMobRtr)"
     )
@@ -421,8 +426,20 @@ class IpsecTemplate(_Section):
     )
     encryption: Encryption | None = None
     authentication: Authentication | None = None
-    spi: SpiPair | None = Field(default=None, description="required with manual keys")
-    reqid: ReqidPair | None = None
+    spi: SpiPair | None = Field(
+        default=None, description="SPIs of the BU/BA transport-mode SAs; required with manual keys"
+    )
+    reqid: ReqidPair | None = Field(
+        default=None, description="reqids of the transport-mode SAs and policies"
+    )
+    tunnel_spi: SpiPair | None = Field(
+        default=None,
+        description="SPIs of the tunnel-mode SAs (return-routability, tunnel-mobility-header, "
+        "payload); required with manual keys when one of those is protected",
+    )
+    tunnel_reqid: ReqidPair | None = Field(
+        default=None, description="reqids of the tunnel-mode SAs and policies (default: reqid)"
+    )
 
 
 # --------------------------------------------------------------------------- the whole
