@@ -4,7 +4,12 @@ The probe runs in a throwaway network namespace, so it needs root (or
 CAP_SYS_ADMIN + CAP_NET_ADMIN) but never changes the host.  pyroute2 is not
 imported at all; rich only when a table is printed.  After the capabilities
 it states the decisions `[kernel]`'s "auto" settings lead to on this kernel
-(tunnel backend, signalling transport, home address defence) and why.
+(tunnel backend, signalling transport, home address defence, IPsec: ESP,
+MIGRATE or delete+re-add on movement, sub-policies) and why.  With a
+configuration (`-c DIR`) it also checks it against this kernel: a check that
+fails (an IPsec configuration on a kernel without ESP or Mobile IPv6) means
+the daemon refuses to start it here, and doctor exits 1; a home agent that
+accepts Binding Updates without IPsec is said plainly.
 """
 
 from __future__ import annotations
@@ -69,19 +74,118 @@ def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-def _kernel_section(config_dir: str | None) -> tuple[Any, str | None]:
+def ipsec_decisions(caps: list[Any], cfg: Any | None) -> dict[str, dict[str, str]]:
+    """IPsec on this kernel: ESP, how tunnel-mode SAs follow movement, sub-policies.
+
+    With a configuration (`cfg`), for the templates it uses; without, what the
+    kernel offers.
+    """
+    from mip6ctl.config.ipsec_needs import IpsecNeeds, needs
+
+    available = {c.name: c.available for c in caps}
+    n = needs(cfg) if cfg is not None else IpsecNeeds()
+    esp, migrate, sub = (available.get(k) for k in ("esp", "migrate", "sub_policy"))
+    modes = sorted({cfg.ipsec[t].key_management for t in n.templates}) if n.templates else []
+    out: dict[str, dict[str, str]] = {}
+    if n.requires_esp:
+        reason = (
+            f"{n.describe()}: ESP SAs and policies on the kernel signalling transport"
+            if esp and available.get("mip6")
+            else f"{n.describe()}: this kernel lacks "
+            + " and ".join(
+                o
+                for o, ok in (
+                    ("CONFIG_INET6_ESP", esp),
+                    ("CONFIG_IPV6_MIP6", available.get("mip6")),
+                )
+                if not ok
+            )
+            + "; the daemon refuses to start"
+        )
+        choice = "esp" if esp and available.get("mip6") else "unavailable"
+    elif cfg is not None:
+        choice, reason = "none", "no [ipsec.*] template is used by a mobile node"
+    else:
+        choice = "available" if esp else "unavailable"
+        reason = (
+            "CONFIG_INET6_ESP: manual keys and IKE (ESP SAs need the kernel signalling transport)"
+            if esp
+            else "no CONFIG_INET6_ESP: a configuration that uses an [ipsec.*] template cannot "
+            "run here"
+        )
+    out["ipsec"] = {"setting": ", ".join(modes) or "-", "choice": choice, "reason": reason}
+    if migrate:
+        mv_choice, mv_reason = "migrate", "XFRM_MSG_MIGRATE moves tunnel-mode SAs and policies"
+    else:
+        mv_choice = "delete+re-add"
+        mv_reason = "no CONFIG_XFRM_MIGRATE: manual-key tunnel-mode SAs are deleted and re-added"
+        if n.requires_migrate:
+            mv_choice = "unavailable"
+            mv_reason += "; IKE templates with tunnel-mode protection cannot follow movement"
+    if n.requires_esp and not n.tunnel:
+        mv_reason += " (no template in use protects tunnel-mode kinds: nothing to move)"
+    out["ipsec_movement"] = {"setting": "-", "choice": mv_choice, "reason": mv_reason}
+    out["sub_policies"] = {
+        "setting": "-",
+        "choice": "available" if sub else "unavailable",
+        "reason": "CONFIG_XFRM_SUB_POLICY: route-optimisation policies layered over IPsec ones"
+        if sub
+        else "no CONFIG_XFRM_SUB_POLICY: route optimisation and IPsec cannot be combined"
+        + (" (mn.route_optimization asks for both)" if n.requires_sub_policy else ""),
+    }
+    return out
+
+
+def checks(caps: list[Any], cfg: Any | None) -> list[dict[str, str]]:
+    """What this host means for the configuration: {check, status, message}, status one of
+    "ok", "warning", "failed".  Failed: the daemon refuses to start it here."""
+    if cfg is None:
+        return []
+    from mip6ctl.config.ipsec_needs import (
+        kernel_problems,
+        kernel_warnings,
+        needs,
+        unprotected_warning,
+    )
+
+    available = {c.name: c.available for c in caps}
+    out: list[dict[str, str]] = []
+    if needs(cfg).requires_esp:
+        problems = kernel_problems(cfg, available)
+        out += [
+            {"check": "ipsec", "status": "failed", "message": f"{p}: the daemon refuses to start"}
+            for p in problems
+        ]
+        out += [
+            {"check": "ipsec", "status": "warning", "message": w}
+            for w in kernel_warnings(cfg, available)
+        ]
+        if not problems:
+            out.append(
+                {"check": "ipsec", "status": "ok", "message": "this kernel can run its IPsec"}
+            )
+    text = unprotected_warning(cfg)
+    if text is not None:
+        out.append({"check": "protection", "status": "warning", "message": text})
+    return out
+
+
+def _load(config_dir: str | None) -> tuple[Any, Any | None, str | None]:
+    """([kernel] section, whole configuration or None, what the decisions are for)."""
     from mip6ctl.config.loader import ConfigError, load_directory
     from mip6ctl.config.model import KernelSection
 
     if not config_dir:
-        return KernelSection(), None
+        return KernelSection(), None, None
     try:
-        return load_directory(config_dir).config.kernel, config_dir
+        cfg = load_directory(config_dir).config
     except ConfigError as e:
         return (
             KernelSection(),
+            None,
             f"{config_dir} is invalid ({len(e.problems)} problem(s)); showing the defaults",
         )
+    return cfg.kernel, cfg, config_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,20 +193,24 @@ def run(args: argparse.Namespace) -> int:
     from mip6ctl.kernel.probe import probe
 
     caps = probe()
-    kernel, source = _kernel_section(getattr(args, "config_dir", None))
-    chosen = decisions(caps, kernel)
+    kernel, cfg, source = _load(getattr(args, "config_dir", None))
+    chosen = decisions(caps, kernel) | ipsec_decisions(caps, cfg)
+    found = checks(caps, cfg)
+    ok = not any(c["status"] == "failed" for c in found)
     if args.json:
         emit_json(
             "doctor",
             {
-                "ok": True,
+                "ok": ok,
                 "capabilities": [c.as_dict() for c in caps],
                 "config": source,
                 "decisions": chosen,
+                "checks": found,
             },
         )
-        return 0
+        return 0 if ok else 1
 
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="mip6ctl doctor: kernel capabilities", show_lines=True)
@@ -118,6 +226,15 @@ def run(args: argparse.Namespace) -> int:
     for col in ("setting", "configured", "in use here", "why"):
         out.add_column(col, overflow="fold")
     for name, d in chosen.items():
-        out.add_row(name, d["setting"], f"[bold]{d['choice']}[/]", d["reason"])
+        out.add_row(
+            name, escape(d["setting"]), f"[bold]{escape(d['choice'])}[/]", escape(d["reason"])
+        )
     con.print(out)
-    return 0
+    status_marks = {
+        "ok": "[green]✓ ok[/]",
+        "warning": "[yellow]! warning[/]",
+        "failed": "[red]✗ failed[/]",
+    }
+    for c in found:
+        con.print(f"{status_marks[c['status']]} {c['check']}: {escape(c['message'])}")
+    return 0 if ok else 1

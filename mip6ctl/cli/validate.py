@@ -3,9 +3,11 @@
 Exit 0 when the directory forms a valid generation (a one-screen summary),
 1 with every problem as `file:line: key.path: message` otherwise.  Meant for
 humans and for Ansible's `template ... validate:`; key material never shows,
-only fingerprints.  Warnings (an interface this host does not have: the
-daemon here would refuse the generation, another host may be its target)
-are shown too, in `warnings` with --json, and leave the exit code alone.
+only fingerprints.  Warnings (an interface this host does not have, or a
+kernel without the ESP / Mobile IPv6 support an IPsec configuration needs:
+the daemon here would refuse the generation, another host may be its
+target; a home agent that accepts Binding Updates without IPsec) are shown
+too, in `warnings` with --json, and leave the exit code alone.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def summary(gen: Any) -> dict[str, Any]:
 
 
 def host_warnings(gen: Any) -> list[Any]:
-    """Problems of this host rather than of the files: interfaces that do not exist here."""
+    """Problems of this host rather than of the files: interfaces that do not exist here,
+    and a kernel that cannot run the IPsec the configuration requires."""
     from mip6ctl.config.checks import named_interfaces
     from mip6ctl.config.problems import Problem
 
@@ -82,7 +85,89 @@ def host_warnings(gen: Any) -> list[Any]:
                     path,
                 )
             )
+    return out + ipsec_host_warnings(gen) + security_warnings(gen)
+
+
+#: Capabilities the IPsec check of `validate` reads from the probe.
+IPSEC_CAPABILITIES = ("esp", "mip6", "migrate", "sub_policy")
+
+
+def kernel_capabilities() -> list[Any]:
+    """This kernel's capabilities, probed the way `mip6ctl doctor` does (needs root: the
+    probe runs in a throwaway network namespace; without privileges every capability
+    comes back None, "not probed")."""
+    from mip6ctl.kernel.probe import probe
+
+    return probe()
+
+
+def ipsec_host_warnings(gen: Any) -> list[Any]:
+    """When the configuration requires IPsec: what this kernel lacks for it.
+
+    Warnings, like the interface ones (the files may target another host), each
+    located at the reference that asks for IPsec.  Only probed when needed.
+    """
+    from mip6ctl.config.ipsec_needs import (
+        located_kernel_problems,
+        located_kernel_warnings,
+        needs,
+    )
+    from mip6ctl.config.problems import Problem
+
+    cfg = gen.config
+    n = needs(cfg)
+    if not n.requires_esp:
+        return []
+    try:
+        caps = kernel_capabilities()
+    except Exception as e:  # the probe never should; a report, not a traceback
+        caps = []
+        failure = f"{type(e).__name__}: {e}"
+    else:
+        failure = None
+    available = {c.name: c.available for c in caps}
+    if failure is not None or any(available.get(c) is None for c in ("esp", "mip6")):
+        detail = failure or next(
+            (c.detail for c in caps if c.name == "esp" and c.available is None), "not probed"
+        )
+        file, line = gen.locate(n.esp[0])
+        return [
+            Problem(
+                "host",
+                f"this configuration requires IPsec ({n.describe()}); the check that this "
+                f"kernel can run it was skipped: the probe needs root ({detail}); "
+                "`mip6ctl doctor -c DIR` as root tells",
+                file,
+                line,
+                n.esp[0],
+            )
+        ]
+    out = []
+    for path, message in located_kernel_problems(cfg, available):
+        file, line = gen.locate(path)
+        out.append(Problem("host", f"{message}: a daemon here refuses to start", file, line, path))
+    for path, message in located_kernel_warnings(cfg, available):
+        file, line = gen.locate(path)
+        out.append(Problem("host", message, file, line, path))
     return out
+
+
+def security_warnings(gen: Any) -> list[Any]:
+    """A home agent that accepts Binding Updates without IPsec (kind "security")."""
+    from mip6ctl.config.ipsec_needs import unprotected_warning
+    from mip6ctl.config.problems import Problem
+
+    cfg = gen.config
+    text = unprotected_warning(cfg)
+    if text is None or cfg.ha is None:
+        return []
+    if cfg.ha.default_action == "allow":
+        path: tuple[str | int, ...] = ("ha", "default_action")
+    else:
+        first = next(i for i, m in enumerate(cfg.ha.mobile_nodes) if m.ipsec is None)
+        path = ("ha", "mobile_nodes", first)
+    file, line = gen.locate(path)
+    return [Problem("security", text, file, line, path)]
 
 
 def interface_exists(name: str) -> bool:

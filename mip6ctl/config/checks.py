@@ -12,6 +12,7 @@ from ipaddress import IPv6Address, IPv6Network
 from itertools import chain, islice
 from pathlib import Path
 
+from mip6ctl.config.ipsec_needs import TUNNEL_KINDS
 from mip6ctl.config.model import HaSection, IpsecTemplate, Mip6Config, Role
 from mip6ctl.config.problems import KeyPath, format_path
 from mip6ctl.config.secrets import KeyFileError, KeyInfo, key_info
@@ -87,7 +88,7 @@ def check(
         _roles(cfg),
         _home_agent(cfg, where),
         _mobile_node(cfg, where),
-        _ipsec(cfg, base, keys),
+        _ipsec(cfg, base, keys, where),
         _daemon(cfg),
     )
     return list(islice(every, limit)), keys
@@ -162,6 +163,16 @@ def _home_agent(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
             ("ha", "mobile_prefix_advertisements", "min_interval"),
             "min_interval is larger than max_interval",
         )
+    if ha.default_action == "allow" and not ha.require_ipsec and not ha.insecure_allow_unprotected:
+        yield Finding(
+            "consistency",
+            ("ha", "default_action"),
+            "'allow' without IPsec (ha.require_ipsec is false): an unprotected home agent "
+            "accepts forged Binding Updates from anyone who can reach it, for every home "
+            "address of its prefixes; list the mobile nodes and keep 'deny', set "
+            "ha.require_ipsec = true, or accept that risk with "
+            "ha.insecure_allow_unprotected = true",
+        )
     yield from _overlaps(
         [(p, ("ha", "home_prefixes", i), "home prefix") for i, p in enumerate(ha.home_prefixes)],
         where,
@@ -178,6 +189,7 @@ def _mobile_nodes(cfg: Mip6Config, ha: HaSection, where: Where) -> Iterator[Find
     anycast = {int(p.network_address) for p in ha.home_prefixes}
     own = int(ha.address) if ha.address is not None else None
     first: dict[int, int] = {}
+    manual_user: dict[str, int] = {}  # manual-key template -> first mobile node using it
     network_prefixes: list[tuple[IPv6Network, KeyPath, str]] = []
     for i, mn in enumerate(ha.mobile_nodes):
         path: KeyPath = ("ha", "mobile_nodes", i)
@@ -209,8 +221,22 @@ def _mobile_nodes(cfg: Mip6Config, ha: HaSection, where: Where) -> Iterator[Find
             )
         else:
             first[x] = i
-        if mn.ipsec is not None and mn.ipsec not in cfg.ipsec:
-            yield _missing_template((*path, "ipsec"), mn.ipsec, cfg)
+        if mn.ipsec is not None:
+            tpl = cfg.ipsec.get(mn.ipsec)
+            if tpl is None:
+                yield _missing_template((*path, "ipsec"), mn.ipsec, cfg)
+            elif tpl.key_management == "manual":
+                if mn.ipsec in manual_user:
+                    other = ("ha", "mobile_nodes", manual_user[mn.ipsec], "ipsec")
+                    yield Finding(
+                        "conflict",
+                        (*path, "ipsec"),
+                        f"template {mn.ipsec} has manual keys and is already used by the "
+                        f"mobile node at {where(other)} ({format_path(other)}); its SPIs "
+                        "identify the SAs of one mobile node, so give each node its own template",
+                    )
+                else:
+                    manual_user[mn.ipsec] = i
         if ha.require_ipsec and mn.ipsec is None:
             yield Finding(
                 "consistency",
@@ -291,9 +317,77 @@ def _mobile_node(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
         )
 
 
-def _ipsec(cfg: Mip6Config, base: Path, keys: dict[str, KeyInfo]) -> Iterator[Finding]:
+def _ipsec(
+    cfg: Mip6Config, base: Path, keys: dict[str, KeyInfo], where: Where
+) -> Iterator[Finding]:
+    if not cfg.ipsec:
+        return
+    used: set[str] = set()
+    if cfg.ha is not None:
+        used.update(m.ipsec for m in cfg.ha.mobile_nodes if m.ipsec is not None)
+    if cfg.mn is not None and cfg.mn.ipsec is not None:
+        used.add(cfg.mn.ipsec)
     for name, tpl in cfg.ipsec.items():
         yield from _template(name, tpl, base, keys)
+        if name not in used:
+            yield Finding(
+                "reference",
+                ("ipsec", name),
+                f"template {name} is used by no mobile node: reference it from "
+                "ha.mobile_nodes[].ipsec or mn.ipsec, or remove it",
+            )
+    yield from _spi_collisions(cfg, where)
+    yield from _reqid_collisions(cfg, where)
+
+
+def _spi_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
+    """An SPI (of spi or tunnel_spi, any template) given to two SAs: each names the first.
+
+    to_ha = to_mn within one pair is the pair's own finding ("must differ"), not repeated.
+    """
+    first: dict[int, KeyPath] = {}
+    for name, tpl in cfg.ipsec.items():
+        for field in ("spi", "tunnel_spi"):
+            pair = getattr(tpl, field)
+            if pair is None:
+                continue
+            for side in ("to_ha", "to_mn"):
+                value = getattr(pair, side)
+                path: KeyPath = ("ipsec", name, field, side)
+                seen = first.setdefault(value, path)
+                if seen is path or seen[:3] == path[:3]:
+                    continue
+                yield Finding(
+                    "conflict",
+                    path,
+                    f"SPI {value:#x} ({value}) is already used at {where(seen)} "
+                    f"({format_path(seen)}); every SA needs an SPI of its own",
+                )
+
+
+def _reqid_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
+    """A reqid (of reqid or tunnel_reqid) in two templates: their policies and SAs would
+    match each other's.  Within one template sharing is fine (tunnel_reqid defaults to
+    reqid, and both directions of a pair may share one, as strongSwan does)."""
+    first: dict[int, KeyPath] = {}
+    for name, tpl in cfg.ipsec.items():
+        for field in ("reqid", "tunnel_reqid"):
+            pair = getattr(tpl, field)
+            if pair is None:
+                continue
+            for side in ("to_ha", "to_mn"):
+                value = getattr(pair, side)
+                path: KeyPath = ("ipsec", name, field, side)
+                seen = first.setdefault(value, path)
+                if seen[:2] == path[:2]:
+                    continue
+                yield Finding(
+                    "conflict",
+                    path,
+                    f"reqid {value} is already used by template {seen[1]} at {where(seen)} "
+                    f"({format_path(seen)}); fixed reqids must be unique to a template so "
+                    "that its policies and SAs match only each other",
+                )
 
 
 def _template(
@@ -311,6 +405,17 @@ def _template(
             yield Finding("consistency", path, "manual keying needs spi = { to_ha, to_mn }")
         elif tpl.spi.to_ha == tpl.spi.to_mn:
             yield Finding("consistency", (*path, "spi"), "to_ha and to_mn must differ")
+        tunnelled = [str(p) for p in tpl.protect if p in TUNNEL_KINDS]
+        if tunnelled and tpl.tunnel_spi is None:
+            yield Finding(
+                "consistency",
+                path,
+                f"manual keying with tunnel-mode protection ({', '.join(tunnelled)}) needs "
+                "tunnel_spi = { to_ha, to_mn }: the tunnel-mode SAs need SPIs of their own, "
+                "different from spi's",
+            )
+    if tpl.tunnel_spi is not None and tpl.tunnel_spi.to_ha == tpl.tunnel_spi.to_mn:
+        yield Finding("consistency", (*path, "tunnel_spi"), "to_ha and to_mn must differ")
     for section in ("encryption", "authentication"):
         alg = getattr(tpl, section)
         if alg is None:

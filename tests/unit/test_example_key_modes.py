@@ -30,7 +30,12 @@ def checked_out(example: Path, dst: Path) -> Path:
 
 def test_examples_with_key_files_exist() -> None:
     names = {str(p.relative_to(EXAMPLES)) for p in WITH_KEYS}
-    assert names == {"broken/key-file", "production/ha-ipsec"}
+    assert names == {
+        "broken/key-file",
+        "production/ha-ipsec",
+        "testbed/ipsec/ha",
+        "testbed/ipsec/mn",
+    }
 
 
 @pytest.mark.parametrize("example", WITH_KEYS, ids=lambda p: str(p.relative_to(EXAMPLES)))

@@ -263,6 +263,7 @@ def test_oversized_key_file(write):
             "a.toml": HA_MIN
             + '[ipsec.a]\nprotect = ["binding-update"]\nspi = { to_ha = 300, to_mn = 301 }\n'
             'authentication = { algorithm = "hmac-sha1", key_file = "k" }\n'
+            '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::100"\nipsec = "a"\n'
         }
     )
     (d / "k").write_text("00" * 5000)

@@ -27,6 +27,7 @@ protect = ["binding-update", "payload"]
 encryption = { algorithm = "aes-cbc", key_file = "keys/enc" }
 authentication = { algorithm = "hmac-sha256", key_file = "keys/auth" }
 spi = { to_ha = 4097, to_mn = 4098 }
+tunnel_spi = { to_ha = 4099, to_mn = 4100 }
 """
 
 
@@ -113,9 +114,9 @@ def test_read_key_cases(tmp_path, content, mode, alg, text):
 def test_ike_templates_must_not_name_key_files(write):
     d = write(
         {
-            "a.toml": HA_MIN
-            + '\n[ipsec.x]\nprotect = ["any"]\nkey_management = "ike"\n'
+            "a.toml": HA_MIN + '\n[ipsec.x]\nprotect = ["any"]\nkey_management = "ike"\n'
             'authentication = { algorithm = "hmac-sha1", key_file = "k" }\n'
+            '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::100"\nipsec = "x"\n'
         }
     )
     with pytest.raises(ConfigError) as e:
