@@ -83,6 +83,7 @@ address = "2001:db8:1::1"
 max_binding_lifetime = 262140
 binding_refresh_advice = 1800
 default_action = "allow"
+insecure_allow_unprotected = true   # a benchmark's own testbed: no IPsec here
 duplicate_address_detection = {dad}
 
 [log]

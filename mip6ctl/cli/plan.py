@@ -146,6 +146,7 @@ def _fail(args: argparse.Namespace, message: str) -> int:
 
 
 def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
+    from mip6ctl.daemon.protection import with_generation_keys
     from mip6ctl.kernel.executor import Executor
     from mip6ctl.kernel.observer import Observer
     from mip6ctl.kernel.probe import probe
@@ -159,6 +160,7 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
     tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
     with Observer(watch_tables=tables, sources=_sources(cfg, caps)) as obs, Writer() as writer:
         facts = HostFacts.observe(cfg, [*obs.owned.values(), *obs.foreign.values()])
+        facts = with_generation_keys(gen, facts)
         desired = render(cfg, (), caps, facts)
         sysctls = [k[1] for k in desired.objects if k[0] == "sysctl"]
         obs.sysctl_paths = set(sysctls)

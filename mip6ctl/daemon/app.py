@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -57,6 +58,7 @@ from mip6ctl import __version__
 from mip6ctl.config.loader import ConfigError, Generation, load_directory
 from mip6ctl.config.model import Role
 from mip6ctl.daemon import sdnotify
+from mip6ctl.daemon.protection import Protection, with_generation_keys
 from mip6ctl.engine.engine import Engine
 from mip6ctl.engine.events import (
     BindingChanged,
@@ -104,6 +106,8 @@ class Counters:
     bes_sent: int = 0
     parameter_problems_sent: int = 0
     malformed_received: int = 0
+    #: mobile node: BUs not sent because the kernel lacked their IPsec policy or SA
+    bus_unprotected_held: int = 0
 
     def as_dict(
         self, loop_status: dict[str, Any] | None, icmp_errors_suppressed: int = 0
@@ -120,6 +124,7 @@ class Counters:
             "parameter_problems_sent": self.parameter_problems_sent,
             "icmp_errors_rate_limited": icmp_errors_suppressed,
             "malformed_received": self.malformed_received,
+            "bus_unprotected_held": self.bus_unprotected_held,
             "drift_repairs": counters.get("drift_repairs", 0),
             "reconcile_failures": counters.get("failures", 0),
         }
@@ -156,6 +161,7 @@ class Daemon:
         self.nd: Any = None
         self.control: Any = None
         self.engine: Engine | None = None
+        self.protection: Protection = Protection.none()
         self.transport_kind = "none"
         self.caps: Any = None
         self.watcher: Any = None  # hot reload (daemon/watch.py)
@@ -218,11 +224,30 @@ class Daemon:
             aio.add_signal_handler(sig, self._stop.set)
         aio.add_signal_handler(signal.SIGHUP, self._reload_soon)
 
-        available = {c.name: c.available for c in probe()}
+        from mip6ctl.config.ipsec_needs import kernel_problems, unprotected_warning
+
+        probed = probe()
+        available = {c.name: c.available for c in probed}
         self.caps = Capabilities.resolve(available, cfg.kernel)
         self.transport_kind = select_transport(cfg.kernel.signalling, available)
+        # Never run unprotected what the configuration protects (issue 14).
+        refused = kernel_problems(cfg, available)
+        if refused:
+            detail = [
+                f"{c.name}: {c.detail}" for c in probed if c.name in ("esp", "mip6", "migrate")
+            ]
+            raise RuntimeError("; ".join(refused) + " (probe: " + "; ".join(detail) + ")")
+        warning = unprotected_warning(cfg)
+        if warning:
+            log.warning("%s", warning)
         now = self.clock()
-        self.engine = Engine(cfg, now, route_optimization=self._route_optimization(cfg))
+        ike = frozenset(n for n, t in cfg.ipsec.items() if t.key_management == "ike")
+        self.engine = Engine(
+            cfg,
+            now,
+            route_optimization=self._route_optimization(cfg),
+            key_mobility_templates=ike if self.caps.migrate else frozenset(),
+        )
 
         restored: list[Any] = []
         if cfg.node.role == Role.HA:
@@ -240,6 +265,8 @@ class Daemon:
             sources.append("seg6-tunsrc")
         observer = Observer(watch_tables=tables, sources=sources)
         facts = HostFacts.observe(cfg, [*observer.owned.values(), *observer.foreign.values()])
+        facts = with_generation_keys(self.gen, facts)
+        self.protection = Protection(cfg, facts, self.transport_kind)
         writer = Writer()
         self.loop = ReconcileLoop(
             cfg,
@@ -250,6 +277,7 @@ class Daemon:
             executor=Executor.in_namespace(writer),
             generation=1,
         )
+        self.loop.reconciler.on_migrated = lambda outs: self.protection.note_outcomes(outs)
         for a in actions:
             if isinstance(a, BindingChanged) and a.binding is not None:
                 self._home_registered.add(a.home_address)
@@ -274,6 +302,9 @@ class Daemon:
             # Acting as correspondent (HA, CN): payload carrying a Home Address
             # option without a binding gets Binding Error 1 (RFC 6275 §9.3.1).
             options["home_address_packets"] = True
+        if self.transport_kind == "kernel":
+            # a protected BU leaves from the home address; XFRM adds the HAO before ESP
+            options["hao_by_xfrm"] = self.protection.hao_by_xfrm()
         self.transport = open_transport(self.transport_kind, **options)
         aio.add_reader(self.transport.fileno(), self._on_packets)
         if cfg.node.role == Role.HA and cfg.ha is not None:
@@ -397,10 +428,12 @@ class Daemon:
         # The kernel first: a generation whose static state the kernel refuses is
         # rolled back before the engine (and the binding cache) ever sees it.
         old_cfg, number = self.cfg, self.generation_number + 1
-        self.loop.set_generation(gen.config, number)
+        old_facts = self.loop.facts
+        facts = with_generation_keys(gen, old_facts)
+        self.loop.set_generation(gen.config, number, facts=facts)
         static = await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
         if not static:
-            self.loop.set_generation(old_cfg, number + 1)
+            self.loop.set_generation(old_cfg, number + 1, facts=old_facts)
             await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
             self.generation_number = number + 1
             return self._refuse("ApplyFailed", [f"{static.reason}: {static.message}"])
@@ -409,6 +442,9 @@ class Daemon:
             configure_logging(lg.level, lg.format, str(lg.file) if lg.file else None)
         self.gen = gen
         self.generation_number = number
+        migrations = self.protection.migrations
+        self.protection = Protection(gen.config, facts, self.transport_kind)
+        self.protection.migrations = migrations
         assert self.engine is not None
         actions = self.engine.load_config(gen.config, self.clock())
         await self._execute(actions)
@@ -474,6 +510,8 @@ class Daemon:
                 ev = _parameter_problem(ev)  # about a packet we sent: the engine decides
                 if ev is None:
                     continue
+            if isinstance(msg, BindingUpdate) and self.protection.active:
+                ev = self._protected(ev)
             try:
                 actions += self.engine.handle(ev, now)
             except Exception:  # a bug must not take the home agent down
@@ -652,7 +690,27 @@ class Daemon:
         except Exception:
             log.exception("executing actions failed")
 
+    def _protected(self, ev: Any) -> Any:
+        """A BU the kernel's IPsec policy let through is protected (daemon/protection.py)."""
+        owned = self.loop.observer.owned
+        if self.cfg.node.role == Role.HA:
+            home = ev.home_address_option or ev.src
+            if self.protection.bu_protected(owned, home):
+                return dataclasses.replace(ev, ipsec_protected=True)
+        return ev
+
     def _send(self, a: Send | SendParameterProblem) -> None:
+        if (
+            isinstance(a, Send)
+            and isinstance(a.message, BindingUpdate)
+            and self.protection.active
+            and self.cfg.node.role == Role.MN
+        ):
+            ok, why = self.protection.may_send_bu(self.loop.observer.owned)
+            if not ok:
+                self.counters.bus_unprotected_held += 1
+                log.warning("Binding Update to %s not sent unprotected: %s", a.dst, why)
+                return
         if isinstance(a, SendParameterProblem):
             self.counters.parameter_problems_sent += 1
         elif isinstance(a.message, BindingAcknowledgement):
@@ -807,6 +865,9 @@ class Daemon:
             return_routability=rr_rows,
             reconcile=loop_status,
             acknowledged=self.acks,
+            ipsec=self.protection.status(self.loop.observer.owned)
+            if self.protection.active
+            else [],
         )
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:

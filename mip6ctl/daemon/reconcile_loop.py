@@ -352,9 +352,7 @@ class ReconcileLoop:
         self._inputs: tuple | None = None
         self.cfg = cfg
         self._static = Desired()
-        self.reconciler = Reconciler(
-            observer=observer, writer=writer, xfrm=xfrm, executor=executor
-        )
+        self.reconciler = Reconciler(observer=observer, writer=writer, xfrm=xfrm, executor=executor)
         self.set_generation(cfg, generation, caps=caps, facts=facts)
 
     # ----------------------------------------------------------------- triggers (public)
@@ -527,7 +525,11 @@ class ReconcileLoop:
         """The mobile node is somewhere else (or its correspondents changed): queue the
         mobile key when its objects change; False when they are already desired."""
         self._mobile = view
-        d = render_mobile_node(self.cfg, view, self._caps) if view is not None else Desired()
+        d = (
+            render_mobile_node(self.cfg, view, self._caps, self._facts)
+            if view is not None
+            else Desired()
+        )
         same = d.objects == self._mobile_desired.objects
         self._mobile_desired = d
         self._mobile_keys |= set(d.objects) | set(d.takeovers)

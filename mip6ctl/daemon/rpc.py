@@ -82,7 +82,10 @@ def candidate_plan(daemon: Any) -> tuple[Any, Desired, Plan]:
     bindings: list[Any] = list(_kept_bindings(daemon, cfg))
     if daemon.caps.route_optimization:
         bindings += [b for b in daemon.engine.cache if not getattr(b, "home_registration", True)]
-    desired = render(cfg, bindings, daemon.caps, loop.facts, mobile_node=loop.mobile_view)
+    from mip6ctl.daemon.protection import with_generation_keys
+
+    facts = with_generation_keys(gen, loop.facts)  # the candidate's keys (a rotation shows)
+    desired = render(cfg, bindings, daemon.caps, facts, mobile_node=loop.mobile_view)
     # Deletes get an origin too, so the plan can count the bindings it drops.
     for k, obj in loop.observer.owned.items():
         if k not in desired.origins:

@@ -68,6 +68,17 @@ are RFC 3339 UTC strings (``2026-05-09T07:35:25Z``); durations are seconds.
                         ``care_of_token_age_s``, ``last_error``}
 ``reconcile``           the reconcile loop's own detail (queue, failing keys),
                         passed through as given, or null
+``ipsec``               one row per IPsec-protected mobile node (HA: every
+                        listed node with a template; MN: itself): {``home_address``,
+                        ``template``, ``key_management`` ("manual" | "ike"),
+                        ``protect``, ``transport``/``tunnel`` (bool: BU/BA in
+                        ESP transport mode, traffic in ESP tunnel mode), ``spi``
+                        and ``tunnel_spi`` ({``to_ha``, ``to_mn``} hex or null),
+                        ``fingerprints`` ({``encryption``, ``authentication``}
+                        ``sha256:`` digests of the keys -- never the keys -- or
+                        null), ``in_kernel`` (its transport-mode policies and SAs
+                        are in the kernel as rendered), ``last_migration`` (null,
+                        or {``at`` (wall-clock s), ``care_of_address``})}
 
 A reader must ignore keys it does not know (new keys are not a version bump).
 """
@@ -346,6 +357,7 @@ def build_status(
     max_rows: int | None = DEFAULT_MAX_ROWS,
     reconcile: Mapping[str, Any] | None = None,
     acknowledged: Callable[[Any], bool] | None = None,
+    ipsec: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The status document (schema in the module docstring) from the daemon's state.
 
@@ -422,4 +434,5 @@ def build_status(
         "binding_update_list": bul_doc,
         "return_routability": rr_doc,
         "reconcile": None if reconcile is None else dict(reconcile),
+        "ipsec": [dict(r) for r in ipsec],
     }

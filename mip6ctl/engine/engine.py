@@ -93,10 +93,14 @@ class Engine:
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         max_cache_entries: int = DEFAULT_MAX_CACHE_ENTRIES,
         route_optimization: bool = False,
+        key_mobility_templates: frozenset[str] = frozenset(),
     ) -> None:
         """``route_optimization``: the kernel can carry the route-optimised data path
-        (XFRM route2/hao); without it a mobile node never registers with correspondents."""
+        (XFRM route2/hao); without it a mobile node never registers with correspondents.
+        ``key_mobility_templates``: the [ipsec.NAME] templates whose IKE SAs survive a
+        move (IKE keying on a kernel with XFRM MIGRATE): their nodes' BAs carry K."""
         self.cfg = cfg
+        self._key_mobility = key_mobility_templates
         self._random = random_bytes
         self._route_optimization = route_optimization
         self.cache = BindingCache()
@@ -104,7 +108,11 @@ class Engine:
         self._dad_timeout = dad_timeout
         self._reconcile_timeout = reconcile_timeout
         self.cn = Correspondent(
-            cfg.cn, self.cache, now, kcn=kcn, random_bytes=random_bytes,
+            cfg.cn,
+            self.cache,
+            now,
+            kcn=kcn,
+            random_bytes=random_bytes,
             max_cache_entries=max_cache_entries,
         )
         self.ha: HomeAgent | None = self._make_ha(cfg)
@@ -141,8 +149,12 @@ class Engine:
         if cfg.node.role != Role.HA or cfg.ha is None:
             return None
         return HomeAgent(
-            cfg.ha, self.cache, prefix_valid_lifetime=self._prefix_valid_lifetime,
-            dad_timeout=self._dad_timeout, reconcile_timeout=self._reconcile_timeout,
+            cfg.ha,
+            self.cache,
+            prefix_valid_lifetime=self._prefix_valid_lifetime,
+            dad_timeout=self._dad_timeout,
+            reconcile_timeout=self._reconcile_timeout,
+            key_mobility_templates=self._key_mobility,
         )
 
     # ----------------------------------------------------------------- inputs
@@ -281,9 +293,7 @@ class Engine:
         mn = self.mn
         if mn is None:
             return []
-        if self.ro is not None and (
-            ev.src != mn.home_agent or type(msg) in (HomeTest, CareofTest)
-        ):
+        if self.ro is not None and (ev.src != mn.home_agent or type(msg) in (HomeTest, CareofTest)):
             return self.ro.received(ev, mn, now)
         return self._mn_sync(mn.received(ev, now), now)
 

@@ -213,8 +213,10 @@ class HomeAgent:
         prefix_valid_lifetime: PrefixLifetime | None = None,
         dad_timeout: float = DEFAULT_DAD_TIMEOUT,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
+        key_mobility_templates: frozenset[str] = frozenset(),
     ) -> None:
         self.cache = cache
+        self.key_mobility_templates = key_mobility_templates
         self.prefix_valid_lifetime = prefix_valid_lifetime
         self.dad_timeout = dad_timeout
         self.reconcile_timeout = reconcile_timeout
@@ -433,6 +435,12 @@ class HomeAgent:
         if status < 128:
             if c.bu.mobile_router:
                 flags |= BAFlag.R
+            if (  # RFC 6275 §10.3.1, RFC 4877 §5.4: K only if our IKE SA follows the move
+                c.bu.key_management_mobility
+                and c.node is not None
+                and c.node.ipsec in self.key_mobility_templates
+            ):
+                flags |= BAFlag.K
             advice = self.cfg.binding_refresh_advice
             if b is not None and advice is not None and 0 < advice < b.lifetime:
                 options = (BindingRefreshAdvice(max(1, lifetime_units(advice))),)

@@ -231,12 +231,20 @@ class Executor:
         while i < len(changes):  # one batch per run of (action, kind)
             key = (changes[i].action, isinstance(_obj(changes[i]), XfrmPolicy))
             j = i
-            while j < len(changes) and (
-                changes[j].action,
-                isinstance(_obj(changes[j]), XfrmPolicy),
-            ) == key:
+            while (
+                j < len(changes)
+                and (
+                    changes[j].action,
+                    isinstance(_obj(changes[j]), XfrmPolicy),
+                )
+                == key
+            ):
                 j += 1
             run = changes[i:j]
+            if key[0] == "migrate":
+                out += self._migrate(run, policies=key[1])
+                i = j
+                continue
             fn = {
                 ("create", True): self.xfrm.add_policies,
                 ("update", True): self.xfrm.update_policies,
@@ -251,6 +259,75 @@ class Executor:
                 else:
                     out.append(Outcome(c, "exists" if r.noop else "ok"))
             i = j
+        return out
+
+    def _migrate(self, changes: list[Change], *, policies: bool) -> list[Outcome]:
+        """XFRM MIGRATE of tunnel-mode policies (their SAs move with them; the kernel
+        tells key managers, with XFRMA_KMADDRESS naming the new IKE endpoints).
+
+        A state's migrate change is then only checked: the policy's MIGRATE moved it
+        (same SPI), or -- no policy moved it, no CONFIG_XFRM_MIGRATE -- it is added
+        at the new addresses and the old one deleted.  A policy whose MIGRATE the
+        kernel refuses is replaced in place like any update."""
+        from mip6ctl.kernel.xfrm import XfrmError
+        from mip6ctl.kernel.xfrm_codec import KmAddress, XfrmMigration
+
+        xs = self.xfrm
+        out: list[Outcome] = []
+        moved: list[Outcome] = []
+        for c in changes:
+            old, new = c.observed, c.desired
+            if not policies:
+                have = xs.get_state(new)
+                if have == new:
+                    out.append(Outcome(c, "ok", "migrated"))
+                    moved.append(out[-1])
+                    continue
+                made = xs.add_states([new], replace=True)[0]
+                if made.error:
+                    out.append(Outcome(c, "error", made.message, made.error))
+                    continue
+                xs.delete_states([old])
+                out.append(Outcome(c, "ok", "re-added: no MIGRATE moved it"))
+                moved.append(out[-1])
+                continue
+            migrations = [
+                XfrmMigration(a.dst, a.src, b.dst, b.src, a.proto, a.mode, a.reqid)
+                for a, b in zip(old.templates, new.templates, strict=True)
+                if a != b and a.dst is not None and a.src is not None
+            ]
+            tmpl = next(b for a, b in zip(old.templates, new.templates, strict=True) if a != b)
+            local, remote = (tmpl.src, tmpl.dst) if new.direction == 1 else (tmpl.dst, tmpl.src)
+            try:
+                got = xs.migrate(
+                    new.selector,
+                    new.direction,
+                    migrations,
+                    ptype=new.ptype,
+                    mark=new.mark,
+                    kmaddress=KmAddress(local, remote),
+                )
+            except XfrmError as e:
+                if e.errno in (errno.EADDRINUSE, errno.EEXIST):
+                    out.append(Outcome(c, "conflict", str(e), e.errno))
+                    continue
+                r = xs.update_policies([new])[0]  # no MIGRATE here: replace in place
+                out.append(
+                    Outcome(c, "error", r.message, r.error)
+                    if r.error
+                    else Outcome(c, "ok", f"replaced: MIGRATE refused ({e.strerror})")
+                )
+                moved.append(out[-1])
+                continue
+            if got is not None and got != new:
+                r = xs.update_policies([new])[0]  # e.g. the priority: MIGRATE keeps the old one
+                if r.error:
+                    out.append(Outcome(c, "error", r.message, r.error))
+                    continue
+            out.append(Outcome(c, "ok", "migrated"))
+            moved.append(out[-1])
+        if moved and self.on_applied is not None:
+            self.on_applied([], moved)  # MIGRATE announces nothing on the SA/policy groups
         return out
 
     def _write_nft(self, changes: list[Change]) -> list[Outcome]:
@@ -315,4 +392,3 @@ class Executor:
         if self.on_applied is not None:
             self.on_applied([], out)
         return out
-

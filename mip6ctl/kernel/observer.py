@@ -67,7 +67,6 @@ NFNLGRP_NFTABLES = 7
 PROXY_POLL_LIMIT = 4096
 
 
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """`key` changed from `old` to `new` (None = absent) in the owned or foreign view."""
@@ -729,12 +728,17 @@ class Observer:
         return changes
 
     def note_outcomes(self, outcomes: Iterable[Any]) -> list[Change]:
-        """Executor outcomes of objects without events (the seg6 tunnel source)."""
-        pairs = [
-            (o.change.desired, True)
-            for o in outcomes
-            if o.ok and isinstance(o.change.desired, Seg6TunnelSource)
-        ]
+        """Executor outcomes of objects without events: the seg6 tunnel source, and XFRM
+        objects an XFRM MIGRATE moved (the kernel sends no SA/policy events for it)."""
+        pairs: list[tuple[Any, bool]] = []
+        for o in outcomes:
+            if not o.ok:
+                continue
+            c = o.change
+            if isinstance(c.desired, Seg6TunnelSource):
+                pairs.append((c.desired, True))
+            elif c.action == "migrate":
+                pairs += [(c.observed, False), (c.desired, True)]
         changes = self.core.apply_results(pairs)
         self._notify(changes)
         return changes

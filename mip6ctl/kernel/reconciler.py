@@ -80,6 +80,8 @@ class Reconciler:
         self.writer = writer
         self.executor = executor or Executor(writer, xfrm=xfrm)
         self.executor.on_applied = self._applied
+        #: called with the outcomes of XFRM MIGRATEs (the daemon's status shows the last)
+        self.on_migrated: Callable[[list[Outcome]], None] | None = None
 
     @property
     def xfrm(self) -> Any:
@@ -90,6 +92,10 @@ class Reconciler:
             self.observer.note_applied(results)
         if outcomes:
             self.observer.note_outcomes(outcomes)
+            if self.on_migrated is not None:
+                migrated = [o for o in outcomes if o.change.action == "migrate"]
+                if migrated:
+                    self.on_migrated(migrated)
 
     # -- reading ---------------------------------------------------------------------------
 

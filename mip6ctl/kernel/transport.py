@@ -567,10 +567,15 @@ class KernelTransport(Transport):
         *,
         icmp_types: Collection[int] = (),
         batch: int = 64,
+        hao_by_xfrm: Collection[tuple[IPv6Address, IPv6Address]] = (),
     ) -> None:
         self.stats = TransportStats()
         self.batch = batch
         self.icmp_types = frozenset(icmp_types)
+        #: (home address, peer): the Home Address option of MH sent from that home
+        #: address to that peer comes from an XFRM hao state (RFC 3776: the BU's ESP
+        #: SA selects on the home address, so the flow must carry it), not IPV6_DSTOPTS
+        self.hao_by_xfrm = frozenset(hao_by_xfrm)
         self._socks: list[socket.socket] = []
         self._epoll: select.epoll | None = None
         try:
@@ -704,6 +709,12 @@ class KernelTransport(Transport):
             rh2_home_address=action.routing_header_address,
         )
         mh = parse_ipv6(pkt).payload
+        hoa = action.home_address_option
+        if hoa is not None and (hoa, action.dst) in self.hao_by_xfrm:
+            # same MH (its checksum already uses the home address), sent from the home
+            # address: the kernel's hao state swaps in the care-of address, then ESP
+            self._tx.sendmsg([mh], [_pktinfo(hoa)], 0, (str(action.dst), 0))
+            return
         anc = [_pktinfo(action.src)]
         target = action.dst
         if action.home_address_option is not None:

@@ -525,8 +525,12 @@ class XfrmSocket:
         The kernel ignores marks in MIGRATE: up to ~6.9 it memcmp()s the selector
         against policies of that shape; newer kernels run the packet-path
         lookup on a flow built from the selector, which for an MH-type selector
-        needs `migrate_flow_selector`.  We send the exact selector first and the
-        flow form on ENOENT, so both kernel generations work.  With ``guard``:
+        needs `migrate_flow_selector`.  We send the flow form first and the exact
+        selector on ENOENT, so both kernel generations work: a newer kernel given
+        the exact form of an MH-type selector looks up a flow of MH type 0, which
+        can find (and move) a less specific policy with the same endpoints -- the
+        payload policy next to a HoTI one -- instead of ours (ENODATA when that one
+        had moved already).  With ``guard``:
         refuse (EEXIST) when an unmarked policy of the same shape exists, and
         afterwards check that *our* policy (``mark``) is the one that moved
         (EADDRINUSE if not).  Returns our policy as the kernel now has it.
@@ -541,7 +545,7 @@ class XfrmSocket:
                     "migrate",
                 )
         r = XfrmResult("migrate", selector, _errno.ENOENT)
-        for sel in dict.fromkeys((selector, migrate_flow_selector(selector))):
+        for sel in dict.fromkeys((migrate_flow_selector(selector), selector)):
             body = encode_migrate(sel, direction, migrations, ptype=ptype, kmaddress=kmaddress)
             r = self._execute([_Request("migrate", selector, XFRM_MSG_MIGRATE, body)])[0]
             if r.error != _errno.ENOENT:

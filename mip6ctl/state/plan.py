@@ -13,8 +13,14 @@ Ordering is make-before-break:
    set, set element, chain -- a chain is created after the set its rules
    look up and, deleted first, goes before it): a binding moving to a new
    care-of address gets its new objects before anything of the old goes;
-2. updates (in-place replaces are atomic for the kernel);
-3. deletes, in reverse dependency order.
+2. migrations: a tunnel-mode XFRM policy whose template endpoints moved, and
+   a tunnel-mode SA at new addresses with the same SPI, reqid and keys (a
+   create + delete pair, or an update of the source alone) become one
+   ``migrate`` change each -- the executor sends XFRM_MSG_MIGRATE, which moves
+   policy and SAs together and tells the IKE daemon (RFC 4877 §8.4) --
+   policies first: their MIGRATE carries the SAs along;
+3. updates (in-place replaces are atomic for the kernel);
+4. deletes, in reverse dependency order.
 Within a phase, changes are sorted by kind and key, so the same inputs always
 give the same plan (invariant 2).
 """
@@ -25,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Action = Literal["create", "update", "delete"]
+Action = Literal["create", "migrate", "update", "delete"]
 
 #: Dependency order of object kinds (the first element of every key).
 KIND_ORDER: dict[str, int] = {
@@ -42,7 +48,7 @@ KIND_ORDER: dict[str, int] = {
     "nft-element": 10,
     "nft-chain": 11,
 }
-_PHASE = {"create": 0, "update": 1, "delete": 2}
+_PHASE = {"create": 0, "migrate": 1, "update": 2, "delete": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,7 @@ class Change:
 
     def sort_key(self) -> tuple:
         order = KIND_ORDER.get(self.kind, 99)
-        if self.action == "delete":
+        if self.action in ("delete", "migrate"):
             order = -order
         return (_PHASE[self.action], order, _key_text(self.key))
 
@@ -96,7 +102,7 @@ class Plan:
         return not self.changes
 
     def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "delete": 0}
+        out = {"create": 0, "migrate": 0, "update": 0, "delete": 0}
         for c in self.changes:
             out[c.action] += 1
         return out
@@ -150,9 +156,47 @@ def plan(
                     changes.append(Change("update", key, want, have, origins.get(key)))
             elif have is not None:
                 changes.append(Change("delete", key, None, have, origins.get(key)))
+    changes = _fold_migrations(changes)
     changes.sort(key=Change.sort_key)
     conflicts.sort(key=lambda c: _key_text(c.key))
     return Plan(tuple(changes), tuple(conflicts), _impact(changes, origins, observed))
+
+
+def _fold_migrations(changes: list[Change]) -> list[Change]:
+    """Tunnel endpoints that moved: one ``migrate`` instead of replace, or create + delete."""
+    from mip6ctl.state.xfrm import XfrmPolicy, XfrmState, policy_moved, state_moved
+
+    if not any(c.kind in ("xfrm-policy", "xfrm-state") for c in changes):
+        return changes
+    out: list[Change] = []
+    created: dict[tuple, int] = {}
+    for c in changes:
+        d, o = c.desired, c.observed
+        if c.action == "update" and (
+            (isinstance(d, XfrmPolicy) and policy_moved(o, d))
+            or (isinstance(d, XfrmState) and state_moved(o, d))
+        ):
+            out.append(Change("migrate", c.key, d, o, c.origin))
+            continue
+        if c.action == "create" and isinstance(d, XfrmState) and d.proto.uses_spi:
+            created[(d.proto, d.spi, d.reqid, d.mark)] = len(out)
+        out.append(c)
+    if not created:
+        return out
+    drop: set[int] = set()
+    for i, c in enumerate(out):
+        o = c.observed
+        if c.action != "delete" or not isinstance(o, XfrmState):
+            continue
+        j = created.get((o.proto, o.spi, o.reqid, o.mark))
+        if j is None or j in drop:
+            continue
+        new = out[j]
+        if state_moved(o, new.desired):
+            out[j] = Change("migrate", new.key, new.desired, o, new.origin)
+            drop.add(i)
+            created.pop((o.proto, o.spi, o.reqid, o.mark))
+    return [c for i, c in enumerate(out) if i not in drop]
 
 
 def _missing(
@@ -179,7 +223,7 @@ def _impact(
     config = 0
     for c in changes:
         if c.origin is not None and c.origin.kind == "binding":
-            touched[c.action].add(c.origin.ref)
+            touched["update" if c.action == "migrate" else c.action].add(c.origin.ref)
         else:
             config += 1
     moved = touched["update"] | (touched["create"] & touched["delete"])

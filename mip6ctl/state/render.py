@@ -49,6 +49,7 @@ Every key is a tuple whose first element names the kind (`route`, `rule`,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import socket
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,8 @@ from typing import Any, Literal, Protocol
 
 from mip6ctl import ownership
 from mip6ctl.config.model import KernelSection, Mip6Config, Role
+from mip6ctl.state import ipsec
+from mip6ctl.state.ipsec import TemplateKeys
 from mip6ctl.state.objects import (
     IFA_F_HOMEADDRESS,
     IFA_F_NODAD,
@@ -129,6 +132,8 @@ class Capabilities:
     tunnel: Literal["seg6", "ip6tnl"] = "seg6"
     route_optimization: bool = False
     esp: bool = False
+    #: XFRM_MSG_MIGRATE moves tunnel-mode SAs and templates (else delete + add)
+    migrate: bool = False
     proxy_ndp: bool = True
     #: the signalling transport's kernel objects to render (None: none, e.g. unit tests)
     signalling: Literal["kernel", "userspace"] | None = None
@@ -156,6 +161,7 @@ class Capabilities:
             tunnel=tunnel,
             route_optimization=bool(available.get("mip6")),
             esp=bool(available.get("esp")),
+            migrate=bool(available.get("migrate")),
             proxy_ndp=defence != "daemon" and available.get("proxy_ndp", True) is not False,
         )
 
@@ -166,6 +172,15 @@ class HostFacts:
 
     #: this node's own address on the home link (HA) when [ha].address is not set
     home_agent_address: IPv6Address | None = None
+    #: manual IPsec keys per [ipsec.NAME] template, read from the key files by the
+    #: caller (`config.secrets.template_keys`); compared and shown by digest only
+    ipsec_keys: tuple[tuple[str, TemplateKeys], ...] = ()
+
+    def keys_of(self, template: str) -> TemplateKeys | None:
+        for name, keys in self.ipsec_keys:
+            if name == template:
+                return keys
+        return None
 
     @classmethod
     def observe(cls, cfg: Mip6Config, objects: Iterable[Any]) -> HostFacts:
@@ -183,6 +198,9 @@ class HostFacts:
                     if any(addr in p for p in cfg.ha.home_prefixes):
                         return cls(home_agent_address=addr)
         return cls()
+
+    def with_keys(self, keys: Mapping[str, TemplateKeys]) -> HostFacts:
+        return dataclasses.replace(self, ipsec_keys=tuple(sorted(keys.items())))
 
 
 @dataclass
@@ -272,7 +290,7 @@ def render(
         for b in bindings:
             out.merge(render_correspondent_binding(cfg, b, caps))  # type: ignore[arg-type]
     elif role == Role.MN and mobile_node is not None:
-        out.merge(render_mobile_node(cfg, mobile_node, caps))
+        out.merge(render_mobile_node(cfg, mobile_node, caps, facts))
     return out
 
 
@@ -287,7 +305,7 @@ def render_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts) -> Desi
     if cfg.node.role == Role.HA and cfg.ha is not None:
         _ha_static(cfg, caps, facts, out)
     elif cfg.node.role == Role.MN and cfg.mn is not None:
-        _ipsec_policies_mn(cfg, out)
+        _ipsec_mn(cfg, facts, out)
     if caps.signalling == "userspace":
         _signalling_drop(out)
     elif caps.signalling == "kernel":
@@ -336,9 +354,7 @@ def _signalling_drop(out: Desired) -> None:
         origin,
     )
     out.add(
-        NftChain(
-            CHAIN_SIGNALLING_IN, NFT_HOOK_INPUT, NFT_PRIORITY_RAW, (("mh-decapsulated", ""),)
-        ),
+        NftChain(CHAIN_SIGNALLING_IN, NFT_HOOK_INPUT, NFT_PRIORITY_RAW, (("mh-decapsulated", ""),)),
         origin,
     )
 
@@ -418,7 +434,8 @@ def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desir
         _seg6_decap(cfg, addr, ha.interfaces[0], RT_TABLE_MAIN, out, Origin("config", "ha.address"))
         if caps.nftables:
             _reverse_tunnel_check(addr, out)
-    _ipsec_policies_ha(cfg, addr, out)
+    if addr is not None and cfg.ipsec:
+        _ipsec_ha(cfg, addr, facts, out)
 
 
 def _seg6_decap(
@@ -477,6 +494,15 @@ def render_binding(
         out.add(Route(hoa, table=binding_table(cfg), oif=name), origin)
     if caps.proxy_ndp:
         out.add(ProxyNeighbour(link, home), origin)
+    if cfg.ipsec:
+        name = _templates_by_home(cfg).get(b.home_address)
+        ha_addr = home_agent_address(cfg, facts)
+        if name is not None and ha_addr is not None:
+            tpl = cfg.ipsec[name]
+            for obj in ipsec.tunnel(
+                "ha", tpl, b.home_address, ha_addr, b.care_of_address, facts.keys_of(name)
+            ):
+                out.add(obj, origin)
     return out
 
 
@@ -489,7 +515,12 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
     return keys
 
 
-def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities) -> Desired:
+def render_mobile_node(
+    cfg: Mip6Config,
+    view: MobileNodeView,
+    caps: Capabilities,
+    facts: HostFacts | None = None,
+) -> Desired:
     """A mobile node away from home: home address kept, traffic reverse-tunnelled.
 
     At home on a known interface (``care_of_address`` None, ``ifname`` set) the
@@ -550,6 +581,7 @@ def render_mobile_node(cfg: Mip6Config, view: MobileNodeView, caps: Capabilities
     if caps.route_optimization:
         for cn, care_of in view.correspondents:
             _mn_route_optimisation(view.home_address.ip, cn, care_of, out)
+    _ipsec_mn_away(cfg, view, facts or HostFacts(), out, origin)
     return out
 
 
@@ -680,67 +712,84 @@ def _mn_route_optimisation(
 
 
 # --------------------------------------------------------------------------- IPsec (RFC 3776)
+#
+# The objects are `state.ipsec`'s; here: which template protects whom.
+
+_TEMPLATES: list[Any] = [None, {}]
 
 
-def _transport(reqid: int) -> tuple[XfrmTemplate, ...]:
-    return (XfrmTemplate(XfrmProto.ESP, Mode.TRANSPORT, reqid=reqid),)
+def _templates_by_home(cfg: Mip6Config) -> dict[IPv6Address, str]:
+    """Home address -> template name of the listed mobile nodes (once per generation:
+    render_binding runs per binding, a scan of 100k entries each would be quadratic)."""
+    if _TEMPLATES[0] is not cfg:
+        ha = cfg.ha
+        index = {
+            mn.home_address: mn.ipsec
+            for mn in (ha.mobile_nodes if ha is not None else ())
+            if mn.ipsec is not None and mn.ipsec in cfg.ipsec
+        }
+        _TEMPLATES[:] = [cfg, index]
+    return _TEMPLATES[1]  # type: ignore[no-any-return]
 
 
-def _bu_ba_policies(
-    local: IPv6Address, peer: IPv6Address, send: int, recv: int, reqid_out: int, reqid_in: int
-) -> list[XfrmPolicy]:
-    """ESP transport mode for one direction pair of BU/BA (RFC 3776 §5.1)."""
-    lo, pe = IPv6Network(f"{local}/128"), IPv6Network(f"{peer}/128")
-    return [
-        XfrmPolicy(
-            XfrmSelector.mobility(lo, pe, send), Direction.OUT, templates=_transport(reqid_out)
-        ),
-        XfrmPolicy(
-            XfrmSelector.mobility(pe, lo, recv), Direction.IN, templates=_transport(reqid_in)
-        ),
-    ]
-
-
-def _ipsec_policies_ha(cfg: Mip6Config, addr: IPv6Address | None, out: Desired) -> None:
+def _ipsec_ha(cfg: Mip6Config, addr: IPv6Address, facts: HostFacts, out: Desired) -> None:
     ha = cfg.ha
     assert ha is not None
-    if addr is None:
-        return
     for i, mn in enumerate(ha.mobile_nodes):
         tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
-        if tpl is None or "binding-update" not in tpl.protect:
+        if tpl is None:
             continue
-        reqid = tpl.reqid
         origin = Origin("config", f"ha.mobile_nodes[{i}].ipsec")
-        for p in _bu_ba_policies(
-            addr,
-            mn.home_address,
-            MH_BA,
-            MH_BU,
-            reqid.to_mn if reqid else 0,
-            reqid.to_ha if reqid else 0,
-        ):
-            out.add(p, origin)
+        keys = facts.keys_of(mn.ipsec)  # type: ignore[arg-type]
+        for obj in ipsec.transport("ha", tpl, mn.home_address, addr, keys):
+            out.add(obj, origin)
 
 
-def _ipsec_policies_mn(cfg: Mip6Config, out: Desired) -> None:
+def _mn_template(cfg: Mip6Config) -> tuple[Any, IPv6Address] | tuple[None, None]:
     mn = cfg.mn
-    assert mn is not None
-    tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
-    if tpl is None or "binding-update" not in tpl.protect:
-        return
+    if mn is None or mn.ipsec is None or mn.ipsec not in cfg.ipsec:
+        return None, None
     if not isinstance(mn.home_agent, IPv6Address):
-        return  # found by DHAAD: policies follow the discovered address at run time
-    reqid = tpl.reqid
-    for p in _bu_ba_policies(
-        mn.home_address.ip,
-        mn.home_agent,
-        MH_BU,
-        MH_BA,
-        reqid.to_ha if reqid else 0,
-        reqid.to_mn if reqid else 0,
-    ):
-        out.add(p, Origin("config", "mn.ipsec"))
+        return None, None  # found by DHAAD: objects follow the discovered address at run time
+    return cfg.ipsec[mn.ipsec], mn.home_agent
+
+
+def _ipsec_mn(cfg: Mip6Config, facts: HostFacts, out: Desired) -> None:
+    tpl, ha = _mn_template(cfg)
+    if tpl is None or ha is None:
+        return
+    assert cfg.mn is not None and cfg.mn.ipsec is not None
+    keys = facts.keys_of(cfg.mn.ipsec)
+    for obj in ipsec.transport("mn", tpl, cfg.mn.home_address.ip, ha, keys):
+        out.add(obj, Origin("config", "mn.ipsec"))
+
+
+def _ipsec_mn_away(
+    cfg: Mip6Config, view: MobileNodeView, facts: HostFacts, out: Desired, origin: Origin
+) -> None:
+    """Away from home: the hao state of the protected BU and the tunnel-mode objects."""
+    tpl, ha = _mn_template(cfg)
+    if tpl is None or ha is None or view.care_of_address is None:
+        return
+    assert cfg.mn is not None and cfg.mn.ipsec is not None
+    home = view.home_address.ip
+    if ipsec.protects_signalling(tpl):
+        out.add(ipsec.home_address_option(home, ha, view.care_of_address), origin)
+        # The protected BU leaves from the home address (the hao state swaps in the
+        # care-of address): past `from HoA lookup T`, whose tunnel it must not take.
+        out.add(
+            Rule(
+                _prio(cfg, 1),
+                table=RT_TABLE_MAIN,
+                src=f"{_text(home)}/128",
+                dst=f"{_text(ha)}/128",
+                ipproto=IPPROTO_MH,
+            ),
+            origin,
+        )
+    keys = facts.keys_of(cfg.mn.ipsec)
+    for obj in ipsec.tunnel("mn", tpl, home, ha, view.care_of_address, keys):
+        out.add(obj, origin)
 
 
 def classify(obj: Any, cfg: Mip6Config) -> Origin | None:

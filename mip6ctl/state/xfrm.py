@@ -450,3 +450,32 @@ class XfrmState:
 
     def diff(self, other: XfrmState) -> dict[str, tuple[Any, Any]]:
         return _diff(self, other)
+
+
+# -- movement ----------------------------------------------------------------
+
+
+def _endpoints_only(a: XfrmTemplate, b: XfrmTemplate) -> bool:
+    return a == b or (a.mode == b.mode == Mode.TUNNEL and replace(a, src=b.src, dst=b.dst) == b)
+
+
+def policy_moved(old: XfrmPolicy, new: XfrmPolicy) -> bool:
+    """`new` is `old` with tunnel endpoints moved (a care-of address change): what an
+    XFRM MIGRATE does, instead of replacing the policy."""
+    return (
+        old != new
+        and old.key == new.key
+        and len(old.templates) == len(new.templates)
+        and replace(old, templates=new.templates) == new
+        and all(_endpoints_only(a, b) for a, b in zip(old.templates, new.templates, strict=True))
+    )
+
+
+def state_moved(old: XfrmState, new: XfrmState) -> bool:
+    """`new` is tunnel-mode SA `old` at other addresses, same SPI, reqid and keys."""
+    return (
+        old.mode == new.mode == Mode.TUNNEL
+        and old.proto.uses_spi
+        and (old.src, old.dst) != (new.src, new.dst)
+        and replace(old, src=new.src, dst=new.dst) == new
+    )

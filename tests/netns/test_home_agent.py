@@ -478,6 +478,7 @@ def test_kill_9_with_1000_bindings_restarts_hitless(tmp_path: Path) -> None:
             tmp_path,
             replace={
                 'default_action = "deny"': 'default_action = "allow"\n'
+                "insecure_allow_unprotected = true\n"
                 "duplicate_address_detection = false"
             },
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv6Address
 
 import pytest
 
+from mip6ctl.config.model import Mip6Config
 from mip6ctl.engine import (
     BindingChanged,
     Engine,
@@ -403,3 +405,44 @@ def test_literal_octets_first_registration() -> None:
     out = e.handle(rx(raw, COA, HA, hao=HOA), T0)
     assert out[0].binding.care_of_address == COA
     assert only_ba(e.reconciled(HOA, True, T0)).lifetime == 100
+
+
+def _ike_engine(key_mobility: frozenset[str]) -> Engine:
+    cfg = Mip6Config.model_validate(
+        {
+            "node": {"role": "ha"},
+            "ha": {
+                "interfaces": ["home0"],
+                "home_prefixes": ["2001:db8:1::/64"],
+                "address": str(HA),
+                "duplicate_address_detection": False,
+                "mobile_nodes": [{"home_address": str(HOA), "ipsec": "fleet"}],
+            },
+            "ipsec": {"fleet": {"protect": ["binding-update"], "key_management": "ike"}},
+        }
+    )
+    return Engine(cfg, T0, kcn=bytes(20), key_mobility_templates=key_mobility)
+
+
+@pytest.mark.parametrize(
+    ("bu_k", "survives", "ba_k"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+)
+def test_k_flag_only_when_the_ike_sa_follows_the_move(
+    bu_k: bool, survives: bool, ba_k: bool
+) -> None:
+    """RFC 6275 §10.3.1 / RFC 4877 §5.4: K in the BA iff the BU had it and our IKE SA
+    survives movement (IKE keying and XFRM MIGRATE: `key_mobility_templates`)."""
+    e = _ike_engine(frozenset({"fleet"}) if survives else frozenset())
+    flags = HA_FLAGS | (int(BUFlag.K) if bu_k else 0)
+    ev = dataclasses.replace(home_bu(1, flags=flags), ipsec_protected=True)
+    e.handle(ev, T0)
+    ba = only_ba(e.reconciled(HOA, True, T0 + 0.1))
+    assert ba.status == 0 and ba.key_management_mobility is ba_k
+
+
+def test_a_protected_bu_passes_the_ipsec_step() -> None:
+    e = _ike_engine(frozenset())
+    assert e.handle(home_bu(1), T0) == []  # the node has a template: unprotected = discard
+    ev = dataclasses.replace(home_bu(1), ipsec_protected=True)
+    assert e.handle(ev, T0) != []

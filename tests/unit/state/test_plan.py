@@ -114,4 +114,4 @@ def test_impact_counts():
         "bindings_dropped": 1,
         "config_objects": 0,
     }
-    assert p.counts() == {"create": 2, "update": 1, "delete": 2}
+    assert p.counts() == {"create": 2, "migrate": 0, "update": 1, "delete": 2}

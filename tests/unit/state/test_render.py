@@ -135,7 +135,7 @@ def test_ipsec_transport_policies_for_protected_mobile_nodes(tmp_path):
     # two protected nodes ("mn1" manual, "fleet" ike), one out + one in policy each
     assert len(pols) == 4
     assert {p.direction for p in pols} == {Direction.OUT, Direction.IN}
-    assert {p.selector.mh_type for p in pols} == {5, 6}
+    assert {p.selector.mh_type for p in pols} == {5, 6, None}  # "fleet": every MH
     assert all(p.owned for p in pols)
 
 

@@ -1,0 +1,401 @@
+"""IPsec-protected Mobile IPv6 with manual keys, the real daemons on the full kernel (issue 14).
+
+The reference testbed with the home agent and mobile node of
+examples/testbed/ipsec (RFC 3776 template ``mn1``: BU/BA in ESP transport
+mode, HoTI/HoT and payload in ESP tunnel mode through the HA), on Debian's
+kernel (ESP, MIP6, ip6tnl, XFRM MIGRATE):
+
+* the registration from f1 is ESP on the wire both ways (captured on the
+  MN's interface: the BU leaves from the care-of address with a Home Address
+  option *before* ESP, the BA comes back with a type 2 routing header before
+  ESP; no Mobility Header in clear), and pings CN <-> home address travel
+  in ESP tunnel mode between care-of address and HA (no ip6tnl packets);
+* a scapy tester on f1 sends a Binding Update for the MN's home address,
+  valid in every other respect: unprotected, and with ESP under a wrong
+  key -- the HA answers neither, its binding stays the MN's, and the kernel's
+  counters say why (policy / ESP integrity);
+* the MN moves to f2: both ends' tunnel-mode SAs and policies are at the new
+  care-of address with the SPIs they had, moved by XFRM MIGRATE (seen on the
+  kernel's migrate group in both namespaces, with the IKE endpoints in
+  XFRMA_KMADDRESS), and pings flow again;
+* no key byte in any output: status of both daemons, their plans, their logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mip6ctl.testbed import Testbed
+from tests.netns.ha_helpers import REPO, HaDaemon, Station, binding_update, ip
+from tests.netns.test_mobile_node import ping
+from tests.vm.daemon_helpers import CONVERGE, DEBUG_LOG, launch, wait_for, wait_ready
+
+pytestmark = pytest.mark.usefixtures("mip6_modules")
+
+EXAMPLES = REPO / "examples" / "testbed" / "ipsec"
+HOA = IPv6Address("2001:db8:1::100")
+HA = IPv6Address("2001:db8:1::1")
+CN = IPv6Address("2001:db8:c::2")
+PREFIX = {"f1": IPv6Network("2001:db8:a::/64"), "f2": IPv6Network("2001:db8:b::/64")}
+SPI_TO_HA, SPI_TO_MN = 0x2001, 0x2002
+TUNNEL_SPI_TO_HA, TUNNEL_SPI_TO_MN = 0x2003, 0x2004
+FORGER_COA = IPv6Address("2001:db8:a::bad")
+NH_DSTOPTS, NH_ROUTING, NH_ESP, NH_MH, NH_IPV6 = 60, 43, 50, 135, 41
+ETH_P_ALL, PACKET_OUTGOING = 0x0003, 4
+
+
+def _keys() -> list[bytes]:
+    out = []
+    for f in sorted((EXAMPLES / "ha" / "keys").iterdir()):
+        out.append(bytes.fromhex(f.read_text().strip()))
+    return out
+
+
+# --------------------------------------------------------------------------- capture
+
+
+@dataclass
+class Frame:
+    outgoing: bool
+    src: IPv6Address
+    dst: IPv6Address
+    chain: list[int]  # next-header values in order
+    hao: IPv6Address | None = None
+    rh2: IPv6Address | None = None
+    spi: int | None = None
+
+
+def parse(pkt: bytes, outgoing: bool) -> Frame:
+    f = Frame(outgoing, IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40]), [])
+    nh, off = pkt[6], 40
+    while True:
+        f.chain.append(nh)
+        if nh in (NH_DSTOPTS, NH_ROUTING, 0) and off + 2 <= len(pkt):
+            nxt, hlen = pkt[off], (pkt[off + 1] + 1) * 8
+            if nh == NH_ROUTING and pkt[off + 2] == 2:
+                f.rh2 = IPv6Address(pkt[off + 8 : off + 24])
+            if nh == NH_DSTOPTS:
+                i = off + 2
+                while i < off + hlen:
+                    if pkt[i] == 0:
+                        i += 1
+                        continue
+                    if pkt[i] == 0xC9:
+                        f.hao = IPv6Address(pkt[i + 2 : i + 18])
+                    i += 2 + pkt[i + 1]
+            nh, off = nxt, off + hlen
+            continue
+        if nh == NH_ESP and off + 4 <= len(pkt):
+            f.spi = int.from_bytes(pkt[off : off + 4], "big")
+        return f
+
+
+class Capture:
+    """Every IPv6 frame on one interface of a testbed node, both directions."""
+
+    def __init__(self, tb: Testbed, node: str, ifname: str) -> None:
+        import socket
+
+        with tb.inside(node):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((ifname, ETH_P_ALL))
+        self.sock.setblocking(False)
+
+    def drain(self) -> list[Frame]:
+        out = []
+        while True:
+            try:
+                frame, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return out
+            if addr[1] == 0x86DD:
+                out.append(parse(frame[14:], addr[2] == PACKET_OUTGOING))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- the bed
+
+
+@dataclass
+class Bed:
+    tb: Testbed
+    ha: HaDaemon
+    mn: HaDaemon
+    f1: Station
+    capture: Capture
+
+    def logs(self) -> str:
+        out = [f"--- {d.node} log ---\n{d.tail(60)}" for d in (self.mn, self.ha)]
+        for d in (self.mn, self.ha):
+            try:
+                doc = d.rpc("status", timeout=10.0)
+                out.append(f"--- {d.node} status ---\n{json.dumps(doc, indent=1)[:5000]}")
+            except Exception as e:
+                out.append(f"--- {d.node} status --- {e!r}")
+        for node in ("mn", "ha"):
+            for args in (
+                ("-6", "addr", "show"),
+                ("-6", "rule", "show"),
+                ("-6", "route", "show", "table", "all"),
+                ("xfrm", "state", "show"),
+                ("xfrm", "policy", "show"),
+            ):
+                try:
+                    out.append(f"--- {node}: ip {' '.join(args)} ---\n{ip(self.tb, node, *args)}")
+                except Exception as e:
+                    out.append(f"--- {node}: ip {' '.join(args)} --- {e!r}")
+            out.append(f"--- {node}: xfrm_stat ---\n{xfrm_stat(self.tb, node)}")
+        return "\n".join(out)
+
+
+def xfrm_stat(tb: Testbed, node: str) -> dict[str, int]:
+    r = tb.run(node, ["cat", "/proc/net/xfrm_stat"], timeout=30)
+    out = {}
+    for line in r.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().isdigit() and int(value) > 0:
+            out[name] = int(value)
+    return out
+
+
+def _copy_config(tmp: Path, node: str) -> Path:
+    d = tmp / f"{node}-example"
+    shutil.copytree(EXAMPLES / node, d)
+    for k in (d / "keys").iterdir():
+        k.chmod(0o600)  # git keeps 0644; the daemon refuses group/other-readable keys
+    return d
+
+
+@pytest.fixture(scope="module")
+def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    tmp = tmp_path_factory.mktemp("ipsec")
+    with Testbed.build(timeout=60.0) as tb:
+        ha = HaDaemon(
+            tb, tmp_path_factory.mktemp("ha"), example=_copy_config(tmp, "ha"), extra=DEBUG_LOG
+        )
+        mn = HaDaemon(
+            tb,
+            tmp_path_factory.mktemp("mn"),
+            node="mn",
+            example=_copy_config(tmp, "mn"),
+            replace={
+                "max_ha_binding_lifetime": "route_optimization = false\nmax_ha_binding_lifetime"
+            },
+            extra=DEBUG_LOG,
+        )
+        for d in (ha, mn):  # copytree keeps the modes set above
+            for k in (d.config / "keys").iterdir():
+                assert k.stat().st_mode & 0o077 == 0, k
+        f1: Station | None = None
+        cap: Capture | None = None
+        try:
+            cap = Capture(tb, "mn", "mn0")
+            for d in (ha, mn):
+                launch(d)
+            wait_ready((ha, mn))
+            f1 = Station(tb, "f1", "vf1", [str(FORGER_COA)], "2001:db8:a::1")
+            yield Bed(tb, ha, mn, f1, cap)
+            for d in (ha, mn):
+                assert d.proc is not None and d.proc.poll() is None, (
+                    f"the {d.node} daemon died:\n{d.tail()}"
+                )
+        finally:
+            if f1 is not None:
+                f1.close()
+            if cap is not None:
+                cap.close()
+            for d in (mn, ha):
+                d.stop()
+
+
+def movement(bed: Bed) -> dict[str, Any]:
+    return bed.mn.rpc("movement", timeout=10.0)
+
+
+def registered(bed: Bed, link: str) -> dict[str, Any] | None:
+    m = movement(bed)
+    coa = m.get("care_of_address")
+    if m["location"] != "away" or coa is None or IPv6Address(coa) not in PREFIX[link]:
+        return None
+    rows = bed.mn.rpc("status", timeout=10.0)["binding_update_list"]["rows"]
+    home = [r for r in rows if r["peer"] == str(HA)]
+    entry = bed.ha.bindings().get(str(HOA))
+    ok = (
+        home
+        and home[0]["state"] == "registered"
+        and home[0]["care_of_address"] == coa
+        and entry is not None
+        and entry["care_of_address"] == coa
+        and m["kernel_in_sync"]
+    )
+    return {"coa": IPv6Address(coa), "movement": m} if ok else None
+
+
+def move(bed: Bed, link: str) -> IPv6Address:
+    wait_for("previous move settled", lambda: movement(bed)["kernel_in_sync"], bed.logs, CONVERGE)
+    bed.tb.move("mn", link)
+    got = wait_for(f"MN registered on {link}", lambda: registered(bed, link), bed.logs, CONVERGE)
+    return got["coa"]  # type: ignore[no-any-return]
+
+
+def esp_states(bed: Bed, node: str) -> dict[int, tuple[str, str, str]]:
+    """SPI -> (src, dst, mode) of the node's ESP states (``ip xfrm state``)."""
+    out = {}
+    text = ip(bed.tb, node, "xfrm", "state", "show")
+    for block in re.split(r"\n(?=src )", text):
+        m = re.match(r"src (\S+) dst (\S+)\s+proto esp spi (0x[0-9a-f]+).*?mode (\w+)", block, re.S)
+        if m:
+            out[int(m.group(3), 16)] = (m.group(1), m.group(2), m.group(4))
+    return out
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_registration_and_traffic_are_esp(bed: Bed) -> None:
+    wait_for("MN at home", lambda: movement(bed)["location"] == "home", bed.logs, CONVERGE)
+    bed.capture.drain()
+    coa = move(bed, "f1")
+    frames = bed.capture.drain()
+    sig = [f for f in frames if {f.src, f.dst} & {HA} or f.hao or f.rh2]
+    bus = [f for f in sig if f.outgoing and f.dst == HA and f.hao == HOA]
+    assert bus, f"no BU with a Home Address option from the MN: {sig}\n{bed.logs()}"
+    assert all(f.src == coa and f.chain[:2] == [NH_DSTOPTS, NH_ESP] for f in bus), bus
+    assert {f.spi for f in bus} == {SPI_TO_HA}, bus
+    bas = [f for f in sig if not f.outgoing and f.src == HA and f.rh2 == HOA]
+    assert bas and all(f.dst == coa and f.chain[:2] == [NH_ROUTING, NH_ESP] for f in bas), sig
+    assert {f.spi for f in bas} == {SPI_TO_MN}, bas
+    clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
+    assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
+
+    # the kernel holds what the status says, with fingerprints only
+    doc = bed.ha.rpc("status", timeout=10.0)
+    (row,) = doc["ipsec"]
+    assert row["home_address"] == str(HOA) and row["in_kernel"], row
+    assert row["spi"] == {"to_ha": hex(SPI_TO_HA), "to_mn": hex(SPI_TO_MN)}, row
+    assert set(row["fingerprints"]) == {"encryption", "authentication"}, row
+    assert all(v.startswith("sha256:") for v in row["fingerprints"].values()), row
+
+    bed.capture.drain()
+    assert ping(bed.tb, "cn", HOA) >= 2, "CN -> home address\n" + bed.logs()
+    assert ping(bed.tb, "mn", CN, src=HOA) >= 2, "home address -> CN\n" + bed.logs()
+    frames = bed.capture.drain()
+    tunnelled = [f for f in frames if f.chain[0] == NH_ESP and {f.src, f.dst} == {coa, HA}]
+    spis = {f.spi for f in tunnelled}
+    assert {TUNNEL_SPI_TO_HA, TUNNEL_SPI_TO_MN} <= spis, (spis, frames)
+    assert not [f for f in frames if f.chain[0] == NH_IPV6], "payload went through ip6tnl"
+
+
+def _forged(seq: int) -> Any:
+    return binding_update(HOA, FORGER_COA, seq, 100)
+
+
+def test_unprotected_and_wrongly_keyed_bus_are_dropped(bed: Bed) -> None:
+    from scapy.layers.inet6 import MIP6MH_BA
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+
+    before = bed.ha.bindings()[str(HOA)]["care_of_address"]
+    stat0 = xfrm_stat(bed.tb, "ha")
+    # valid in every other respect, sequence far ahead
+    reply = bed.f1.exchange(_forged(30000), lambda p: MIP6MH_BA in p, timeout=5.0)
+    assert reply is None, f"the HA answered an unprotected BU: {reply!r}"
+    sa = SecurityAssociation(
+        ESP,
+        spi=SPI_TO_HA,
+        crypt_algo="AES-CBC",
+        crypt_key=b"\x11" * 16,
+        auth_algo="SHA2-256-128",
+        auth_key=b"\x22" * 32,
+        seq_num=1 << 20,  # ahead of the replay window: the integrity check is what fails
+    )
+    reply = bed.f1.exchange(
+        sa.encrypt(_forged(30001)), lambda p: MIP6MH_BA in p or ESP in p, timeout=5.0
+    )
+    assert reply is None, f"the HA answered a BU under a wrong key: {reply!r}"
+    assert bed.ha.bindings()[str(HOA)]["care_of_address"] == before
+    stat1 = xfrm_stat(bed.tb, "ha")
+    grew = {k: stat1[k] - stat0.get(k, 0) for k in stat1 if stat1[k] > stat0.get(k, 0)}
+    # the unprotected one fails the inbound policy; the other one ESP's integrity check
+    assert grew.get("XfrmInTmplMismatch", 0) + grew.get("XfrmInNoStates", 0) >= 1 or grew.get(
+        "XfrmInPolBlock", 0
+    ), grew
+    assert grew.get("XfrmInStateProtoError", 0) >= 1, grew
+    assert ping(bed.tb, "cn", HOA) >= 2, "the MN's binding suffered\n" + bed.logs()
+
+
+def test_move_migrates_the_tunnel_sas(bed: Bed) -> None:
+    from mip6ctl.kernel.xfrm import XfrmEventSocket
+    from mip6ctl.kernel.xfrm_codec import XFRMNLGRP_MIGRATE, MigrateEvent
+
+    old = bed.ha.bindings()[str(HOA)]["care_of_address"]
+    ha_before, mn_before = esp_states(bed, "ha"), esp_states(bed, "mn")
+    assert ha_before[TUNNEL_SPI_TO_MN][1] == old, ha_before
+    socks = {}
+    for node in ("ha", "mn"):
+        with bed.tb.inside(node):
+            socks[node] = XfrmEventSocket(groups=(XFRMNLGRP_MIGRATE,))
+    try:
+        coa = move(bed, "f2")
+        events = {
+            n: [e for e in s.wait(10.0) if isinstance(e, MigrateEvent)] for n, s in socks.items()
+        }
+    finally:
+        for s in socks.values():
+            s.close()
+    for node, evs in events.items():
+        assert evs, f"no MIGRATE on {node}\n{bed.logs()}"
+        km = [e.kmaddress for e in evs if e.kmaddress is not None]
+        assert km and all(coa in (k.local, k.remote) and HA in (k.local, k.remote) for k in km), evs
+    ha_after, mn_after = esp_states(bed, "ha"), esp_states(bed, "mn")
+    # same SPIs, tunnel endpoints at the new care-of address; transport SAs untouched
+    assert set(ha_after) == set(ha_before) and set(mn_after) == set(mn_before)
+    assert ha_after[TUNNEL_SPI_TO_MN] == (str(HA), str(coa), "tunnel"), ha_after
+    assert ha_after[TUNNEL_SPI_TO_HA] == (str(coa), str(HA), "tunnel"), ha_after
+    assert mn_after[TUNNEL_SPI_TO_HA] == (str(coa), str(HA), "tunnel"), mn_after
+    assert ha_after[SPI_TO_HA] == ha_before[SPI_TO_HA], (ha_before, ha_after)
+    pol = ip(bed.tb, "ha", "xfrm", "policy", "show")
+    assert str(coa) in pol and old not in pol, pol
+    row = bed.mn.rpc("status", timeout=10.0)["ipsec"][0]
+    assert row["last_migration"] and row["last_migration"]["care_of_address"] == str(coa), row
+    assert row["last_migration"]["how"] == "migrated", row
+    bed.capture.drain()
+    assert ping(bed.tb, "cn", HOA) >= 2, "CN -> home address after the move\n" + bed.logs()
+    assert ping(bed.tb, "mn", CN, src=HOA) >= 2, "home address -> CN after the move\n" + bed.logs()
+    spis = {f.spi for f in bed.capture.drain() if f.chain[0] == NH_ESP and coa in (f.src, f.dst)}
+    assert {TUNNEL_SPI_TO_HA, TUNNEL_SPI_TO_MN} <= spis, spis
+
+
+def test_no_key_byte_in_any_output(bed: Bed) -> None:
+    outputs = []
+    for d in (bed.ha, bed.mn):
+        outputs.append(json.dumps(d.rpc("status", timeout=10.0)))
+        outputs.append(json.dumps(d.rpc("plan", timeout=30.0)))
+        outputs.append(d.log.read_text(errors="replace"))
+    cli = subprocess.run(
+        [sys.executable, "-m", "mip6ctl", "status", "--socket", str(bed.ha.socket), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    outputs += [cli.stdout, cli.stderr]
+    text = "\n".join(outputs)
+    for key in _keys():
+        for form in (key.hex(), key.hex().upper()):
+            assert form not in text, "a key appears in an output"
+    assert "sha256:" in text
