@@ -440,6 +440,11 @@ class IpsecTemplate(_Section):
     tunnel_reqid: ReqidPair | None = Field(
         default=None, description="reqids of the tunnel-mode SAs and policies (default: reqid)"
     )
+    psk_file: FilePath | None = Field(
+        default=None,
+        description="pre-shared key for IKE (key_management = 'ike'): hexadecimal text, "
+        "at least 128 bits, mode 0600; shown only as a fingerprint",
+    )
 
 
 # --------------------------------------------------------------------------- the whole
