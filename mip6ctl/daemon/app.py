@@ -229,7 +229,6 @@ class Daemon:
         probed = probe()
         available = {c.name: c.available for c in probed}
         self.caps = Capabilities.resolve(available, cfg.kernel)
-        self.transport_kind = select_transport(cfg.kernel.signalling, available)
         # Never run unprotected what the configuration protects (issue 14).
         refused = kernel_problems(cfg, available)
         if refused:
@@ -237,6 +236,7 @@ class Daemon:
                 f"{c.name}: {c.detail}" for c in probed if c.name in ("esp", "mip6", "migrate")
             ]
             raise RuntimeError("; ".join(refused) + " (probe: " + "; ".join(detail) + ")")
+        self.transport_kind = select_transport(cfg.kernel.signalling, available)
         warning = unprotected_warning(cfg)
         if warning:
             log.warning("%s", warning)

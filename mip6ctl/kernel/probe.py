@@ -235,6 +235,11 @@ class XfrmCapability:
         return f"{name}: {os.strerror(self.errno)}" + (f" ({self.message})" if self.message else "")
 
 
+#: The first ESP state makes the kernel load its crypto modules (authenc, cbc, aes,
+#: sha256) inside the NEWSA call: seconds under emulation, more when two daemons
+#: start at once -- a short bound read "no ESP" there (and the daemon refused IPsec).
+XFRM_PROBE_TIMEOUT = 20.0
+
 #: What each probed capability needs from the kernel configuration.
 CAPABILITY_NEEDS = {
     "policy": "CONFIG_XFRM_USER",
@@ -350,10 +355,10 @@ def xfrm_capabilities(
     if isinstance(target, XfrmSocket):
         return _probe(target)
     if target is None:
-        with XfrmSocket(timeout=5.0) as xs:
+        with XfrmSocket(timeout=XFRM_PROBE_TIMEOUT) as xs:
             return _probe(xs)
     with target():
-        xs = XfrmSocket(timeout=5.0)
+        xs = XfrmSocket(timeout=XFRM_PROBE_TIMEOUT)
     with xs:
         return _probe(xs)
 

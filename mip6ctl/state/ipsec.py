@@ -70,7 +70,18 @@ TRANSPORT_PRIORITY = ownership.XFRM_PRIORITY_MIN
 TUNNEL_MH_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x8
 TUNNEL_PAYLOAD_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x30
 
-TRANSPORT_KINDS = frozenset({Protect.BINDING_UPDATE, Protect.MOBILITY_HEADER})
+TRANSPORT_KINDS = frozenset(
+    {
+        Protect.BINDING_UPDATE,
+        Protect.MOBILITY_HEADER,
+        Protect.MOBILE_PREFIX_DISCOVERY,
+        Protect.ICMP,
+        Protect.ANY,
+    }
+)
+#: ICMPv6 Mobile Prefix Solicitation / Advertisement (RFC 6275 §6.7, RFC 3776 §4.3)
+ICMP_MPS, ICMP_MPA = 146, 147
+IPPROTO_ICMPV6 = 58
 TUNNEL_KINDS = frozenset(
     {Protect.RETURN_ROUTABILITY, Protect.TUNNEL_MOBILITY_HEADER, Protect.PAYLOAD}
 )
@@ -122,7 +133,7 @@ def template_keys(tpl: IpsecTemplate, keys: Mapping[str, bytes]) -> TemplateKeys
 
 def protects_signalling(tpl: IpsecTemplate) -> bool:
     """BU/BA go through ESP transport mode with this template."""
-    return bool(TRANSPORT_KINDS & set(tpl.protect))
+    return bool({Protect.BINDING_UPDATE, Protect.MOBILITY_HEADER, Protect.ANY} & set(tpl.protect))
 
 
 def tunnels(tpl: IpsecTemplate) -> bool:
@@ -152,11 +163,13 @@ def transport(
     ha: IPv6Address,
     keys: TemplateKeys | None,
 ) -> Iterator[XfrmObject]:
-    """The static BU/BA protection of one mobile node (ESP transport mode)."""
-    if not protects_signalling(tpl):
+    """The static transport-mode protection of one mobile node: BU/BA (or all MH), and
+    Mobile Prefix Discovery, all ICMPv6 or everything between home address and HA."""
+    kinds = set(tpl.protect)
+    if not TRANSPORT_KINDS & kinds:
         return
     m, h = _host(home), _host(ha)
-    everything = Protect.MOBILITY_HEADER in tpl.protect
+    everything = bool({Protect.MOBILITY_HEADER, Protect.ANY} & kinds)
     to_ha, to_mn = _pair(tpl.reqid)
     esp_ha = XfrmTemplate(XfrmProto.ESP, Mode.TRANSPORT, reqid=to_ha)
     esp_mn = XfrmTemplate(XfrmProto.ESP, Mode.TRANSPORT, reqid=to_mn)
@@ -164,18 +177,32 @@ def transport(
     rh2 = XfrmTemplate(XfrmProto.ROUTE2, Mode.RO, dst=home, src=ha, level=Level.USE)
     to_ha_sel = _mh(m, h, None if everything else MH_BU)
     to_mn_sel = _mh(h, m, None if everything else MH_BA)
-    if side == "ha":
-        yield XfrmPolicy(
-            to_ha_sel, Direction.IN, priority=TRANSPORT_PRIORITY, templates=(esp_ha, _wild(hao))
-        )
-        yield XfrmPolicy(to_mn_sel, Direction.OUT, priority=TRANSPORT_PRIORITY, templates=(esp_mn,))
-    else:
-        yield XfrmPolicy(
-            to_ha_sel, Direction.OUT, priority=TRANSPORT_PRIORITY, templates=(hao, esp_ha)
-        )
-        yield XfrmPolicy(
-            to_mn_sel, Direction.IN, priority=TRANSPORT_PRIORITY, templates=(esp_mn, _wild(rh2))
-        )
+    pairs: list[tuple[XfrmSelector, XfrmSelector, bool]] = []  # (to HA, to MN, carries HAO)
+    if protects_signalling(tpl):
+        pairs.append((to_ha_sel, to_mn_sel, True))
+    if Protect.ANY in kinds:
+        pairs.append((XfrmSelector(dst=h, src=m), XfrmSelector(dst=m, src=h), False))
+    elif Protect.ICMP in kinds:
+        pairs.append((_icmp(m, h, None), _icmp(h, m, None), False))
+    elif Protect.MOBILE_PREFIX_DISCOVERY in kinds:
+        pairs.append((_icmp(m, h, ICMP_MPS), _icmp(h, m, ICMP_MPA), False))
+    for up, down, mh in pairs:
+        prio = TRANSPORT_PRIORITY if mh else TRANSPORT_PRIORITY + 1  # MH first: HAO/RH2
+        if side == "ha":
+            yield XfrmPolicy(
+                up, Direction.IN, priority=prio, templates=(esp_ha, _wild(hao)) if mh else (esp_ha,)
+            )
+            yield XfrmPolicy(down, Direction.OUT, priority=prio, templates=(esp_mn,))
+        else:
+            yield XfrmPolicy(
+                up, Direction.OUT, priority=prio, templates=(hao, esp_ha) if mh else (esp_ha,)
+            )
+            yield XfrmPolicy(
+                down,
+                Direction.IN,
+                priority=prio,
+                templates=(esp_mn, _wild(rh2)) if mh else (esp_mn,),
+            )
     if keys is None:
         return
     spi_ha, spi_mn = _pair(tpl.spi)
@@ -202,6 +229,13 @@ def transport(
         algorithms=keys.algorithms,
         replay_window=32,
     )
+
+
+def _icmp(src: IPv6Network, dst: IPv6Network, icmp_type: int | None) -> XfrmSelector:
+    """ICMPv6 (one type: the kernel keys it in sport, as for MH)."""
+    if icmp_type is None:
+        return XfrmSelector(dst=dst, src=src, proto=IPPROTO_ICMPV6)
+    return XfrmSelector(dst=dst, src=src, proto=IPPROTO_ICMPV6, sport=icmp_type, sport_mask=0xFFFF)
 
 
 def _wild(t: XfrmTemplate) -> XfrmTemplate:

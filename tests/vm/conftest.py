@@ -74,3 +74,7 @@ def modprobe(*modules: str) -> None:
 def mip6_modules() -> None:
     """The modules the Mobile IPv6 data path needs (built in or loaded here)."""
     modprobe("ip6_tunnel", "mip6", "esp6", "xfrm_user")
+    # the ESP algorithms of the tests' SAs: loaded now, not inside a daemon's first NEWSA
+    exe = shutil.which("modprobe") or "/usr/sbin/modprobe"
+    for alias in ("crypto-authenc", "crypto-cbc(aes)", "crypto-hmac(sha256)", "crypto-sha256"):
+        subprocess.run([exe, "-q", alias], capture_output=True, timeout=60)

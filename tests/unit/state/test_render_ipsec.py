@@ -211,3 +211,12 @@ def test_only_what_is_protected_is_rendered(tmp_path: Path, protect: list[str]) 
     _, states = _xfrm(d.objects.values())
     modes = {s.mode for s in states if s.proto == XfrmProto.ESP}
     assert modes == ({Mode.TRANSPORT} if protect == ["binding-update"] else {Mode.TUNNEL})
+
+
+def test_mobile_prefix_discovery_is_protected_too(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "ha", ["binding-update", "mobile-prefix-discovery"])
+    pols, _ = _xfrm(render(cfg, (), CAPS, _facts(cfg)).objects.values())  # type: ignore[arg-type]
+    icmp = {(p.direction, p.selector.sport) for p in pols if p.selector.proto == 58}
+    assert icmp == {(Direction.IN, 146), (Direction.OUT, 147)}  # MPS in, MPA out
+    mh = [p for p in pols if p.selector.proto == 135 and p.selector.mh_type in (5, 6)]
+    assert all(p.priority < min(q.priority for q in pols if q.selector.proto == 58) for p in mh)
