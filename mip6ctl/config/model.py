@@ -440,6 +440,14 @@ class IpsecTemplate(_Section):
     tunnel_reqid: ReqidPair | None = Field(
         default=None, description="reqids of the tunnel-mode SAs and policies (default: reqid)"
     )
+    rotation_grace: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=3600.0,
+        description="manual keys: a reload with new keys *and* new SPIs keeps the old SAs "
+        "this many seconds (inbound at once, outbound switched after one grace, old inbound "
+        "removed after two), so the two ends need not reload at the same moment",
+    )
     psk_file: FilePath | None = Field(
         default=None,
         description="pre-shared key for IKE (key_management = 'ike'): hexadecimal text, "

@@ -59,6 +59,7 @@ from mip6ctl.config.loader import ConfigError, Generation, load_directory
 from mip6ctl.config.model import Role
 from mip6ctl.daemon import sdnotify
 from mip6ctl.daemon.protection import Protection, with_generation_keys
+from mip6ctl.daemon.rotation import KeyRotations
 from mip6ctl.engine.engine import Engine
 from mip6ctl.engine.events import (
     BindingChanged,
@@ -162,6 +163,8 @@ class Daemon:
         self.control: Any = None
         self.engine: Engine | None = None
         self.protection: Protection = Protection.none()
+        self.rotations = KeyRotations()  # manual-key rotations in progress
+        self._rotation_timer: asyncio.TimerHandle | None = None
         self.transport_kind = "none"
         self.caps: Any = None
         self.watcher: Any = None  # hot reload (daemon/watch.py)
@@ -370,6 +373,8 @@ class Daemon:
             self.metrics.stop()
         if self._timer is not None:
             self._timer.cancel()
+        if self._rotation_timer is not None:
+            self._rotation_timer.cancel()
         for t in list(self._tasks):
             t.cancel()
         if self.control is not None:
@@ -430,9 +435,14 @@ class Daemon:
         old_cfg, number = self.cfg, self.generation_number + 1
         old_facts = self.loop.facts
         facts = with_generation_keys(gen, old_facts)
+        now = self.clock()
+        saved = self.rotations.snapshot()
+        self.rotations.start(old_cfg, old_facts, gen.config, facts, now)
+        facts = self.rotations.facts(facts, now)
         self.loop.set_generation(gen.config, number, facts=facts)
         static = await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
         if not static:
+            self.rotations.restore(saved)
             self.loop.set_generation(old_cfg, number + 1, facts=old_facts)
             await self.loop.wait_reconciled(STATIC, RELOAD_APPLY_WAIT)
             self.generation_number = number + 1
@@ -442,9 +452,8 @@ class Daemon:
             configure_logging(lg.level, lg.format, str(lg.file) if lg.file else None)
         self.gen = gen
         self.generation_number = number
-        migrations = self.protection.migrations
-        self.protection = Protection(gen.config, facts, self.transport_kind)
-        self.protection.migrations = migrations
+        self._set_protection(gen.config, facts)
+        self._arm_rotation()
         assert self.engine is not None
         actions = self.engine.load_config(gen.config, self.clock())
         await self._execute(actions)
@@ -690,6 +699,37 @@ class Daemon:
         except Exception:
             log.exception("executing actions failed")
 
+    def _ipsec_rows(self) -> list[dict[str, Any]]:
+        if not self.protection.active:
+            return []
+        rows = self.protection.status(self.loop.observer.owned)
+        rotating = self.rotations.status(self.clock())
+        for r in rows:
+            r["rotation"] = rotating.get(r["template"])
+        return rows
+
+    def _set_protection(self, cfg: Any, facts: Any) -> None:
+        migrations = self.protection.migrations
+        self.protection = Protection(cfg, facts, self.transport_kind)
+        self.protection.migrations = migrations
+
+    def _arm_rotation(self) -> None:
+        """Wake up when a key rotation changes phase (daemon/rotation.py)."""
+        if self._rotation_timer is not None:
+            self._rotation_timer.cancel()
+            self._rotation_timer = None
+        delay = self.rotations.next_change(self.clock())
+        if delay is not None:
+            aio = asyncio.get_running_loop()
+            self._rotation_timer = aio.call_later(delay + 0.01, self._rotation_step)
+
+    def _rotation_step(self) -> None:
+        self._rotation_timer = None
+        facts = self.rotations.facts(self.loop.facts, self.clock())
+        self.loop.set_generation(self.cfg, self.generation_number, facts=facts)
+        self._set_protection(self.cfg, facts)
+        self._arm_rotation()
+
     def _protected(self, ev: Any) -> Any:
         """A BU the kernel's IPsec policy let through is protected (daemon/protection.py)."""
         owned = self.loop.observer.owned
@@ -865,9 +905,7 @@ class Daemon:
             return_routability=rr_rows,
             reconcile=loop_status,
             acknowledged=self.acks,
-            ipsec=self.protection.status(self.loop.observer.owned)
-            if self.protection.active
-            else [],
+            ipsec=self._ipsec_rows(),
         )
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:

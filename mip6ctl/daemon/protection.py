@@ -54,8 +54,14 @@ class Protection:
             for mn in cfg.ha.mobile_nodes:
                 tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
                 if tpl is not None:
+                    name = mn.ipsec or ""
                     objs = ipsec.transport(
-                        "ha", tpl, mn.home_address, addr, self.facts.keys_of(mn.ipsec or "")
+                        "ha",
+                        tpl,
+                        mn.home_address,
+                        addr,
+                        self.facts.keys_of(name),
+                        self.facts.retiring_of(name),
                     )
                     self._static[mn.home_address] = (mn.ipsec or "", tuple(objs))
         elif cfg.node.role == Role.MN and cfg.mn is not None and cfg.mn.ipsec in cfg.ipsec:
@@ -63,7 +69,12 @@ class Protection:
             if isinstance(ha, IPv6Address):
                 name = cfg.mn.ipsec or ""
                 objs = ipsec.transport(
-                    "mn", cfg.ipsec[name], cfg.mn.home_address.ip, ha, self.facts.keys_of(name)
+                    "mn",
+                    cfg.ipsec[name],
+                    cfg.mn.home_address.ip,
+                    ha,
+                    self.facts.keys_of(name),
+                    self.facts.retiring_of(name),
                 )
                 self._static[cfg.mn.home_address.ip] = (name, tuple(objs))
 

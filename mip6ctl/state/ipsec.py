@@ -110,6 +110,57 @@ class TemplateKeys:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Retiring:
+    """A template's previous SAs during a key rotation (manual keys, new SPIs).
+
+    Phase 1: the new inbound SAs are in, the old ones stay, and traffic still
+    leaves on the old outbound SA -- the peer may not have the new keys yet.
+    Phase 2 (one grace period later): the new outbound SA replaces the old
+    one; the old inbound SAs stay for a peer still in its phase 1.  After two
+    grace periods the caller drops the `Retiring` and only the new SAs remain.
+    """
+
+    template: IpsecTemplate
+    keys: TemplateKeys
+    phase: Literal[1, 2] = 1
+
+
+def rotation_possible(old: IpsecTemplate, new: IpsecTemplate) -> bool:
+    """Old and new SAs can live side by side: every SPI changed, the reqids did not
+    (the policies' templates name reqids, not SPIs), the same traffic is protected."""
+
+    def spis(t: IpsecTemplate) -> set[int]:
+        return {*_pair(t.spi), *_pair(t.tunnel_spi)} - {0}
+
+    return (
+        old.key_management == new.key_management == "manual"
+        and not spis(old) & spis(new)
+        and _pair(old.reqid) == _pair(new.reqid)
+        and _pair(old.tunnel_reqid, old.reqid) == _pair(new.tunnel_reqid, new.reqid)
+        and set(old.protect) == set(new.protect)
+    )
+
+
+def _rotate(
+    side: Side,
+    new: tuple[XfrmState, XfrmState],
+    old: tuple[XfrmState, XfrmState] | None,
+    phase: int,
+) -> Iterator[XfrmState]:
+    """The SAs of one (towards HA, towards MN) pair, old ones kept as `Retiring` says."""
+    up, down = new
+    if old is None:
+        yield up
+        yield down
+        return
+    inbound, outbound = (up, down) if side == "ha" else (down, up)
+    old_in, old_out = (old[0], old[1]) if side == "ha" else (old[1], old[0])
+    yield inbound
+    yield old_in
+    yield old_out if phase == 1 else outbound
+
+
 def template_keys(tpl: IpsecTemplate, keys: Mapping[str, bytes]) -> TemplateKeys | None:
     """Algorithms from a template and its key bytes (``keys``: section -> bytes).
 
@@ -162,6 +213,7 @@ def transport(
     home: IPv6Address,
     ha: IPv6Address,
     keys: TemplateKeys | None,
+    retiring: Retiring | None = None,
 ) -> Iterator[XfrmObject]:
     """The static transport-mode protection of one mobile node: BU/BA (or all MH), and
     Mobile Prefix Discovery, all ICMPv6 or everything between home address and HA."""
@@ -205,30 +257,37 @@ def transport(
             )
     if keys is None:
         return
-    spi_ha, spi_mn = _pair(tpl.spi)
     sel_ha, sel_mn = XfrmSelector(dst=h, src=m), XfrmSelector(dst=m, src=h)
-    yield XfrmState(
-        ha,
-        home,
-        XfrmProto.ESP,
-        spi_ha,
-        Mode.TRANSPORT,
-        to_ha,
-        sel_ha,
-        algorithms=keys.algorithms,
-        replay_window=32,
-    )
-    yield XfrmState(
-        home,
-        ha,
-        XfrmProto.ESP,
-        spi_mn,
-        Mode.TRANSPORT,
-        to_mn,
-        sel_mn,
-        algorithms=keys.algorithms,
-        replay_window=32,
-    )
+
+    def pair(t: IpsecTemplate, k: TemplateKeys) -> tuple[XfrmState, XfrmState]:
+        spi_ha, spi_mn = _pair(t.spi)
+        return (
+            XfrmState(
+                ha,
+                home,
+                XfrmProto.ESP,
+                spi_ha,
+                Mode.TRANSPORT,
+                to_ha,
+                sel_ha,
+                algorithms=k.algorithms,
+                replay_window=32,
+            ),
+            XfrmState(
+                home,
+                ha,
+                XfrmProto.ESP,
+                spi_mn,
+                Mode.TRANSPORT,
+                to_mn,
+                sel_mn,
+                algorithms=k.algorithms,
+                replay_window=32,
+            ),
+        )
+
+    old = pair(retiring.template, retiring.keys) if retiring is not None else None
+    yield from _rotate(side, pair(tpl, keys), old, retiring.phase if retiring else 1)
 
 
 def _icmp(src: IPv6Network, dst: IPv6Network, icmp_type: int | None) -> XfrmSelector:
@@ -282,6 +341,7 @@ def tunnel(
     ha: IPv6Address,
     care_of: IPv6Address,
     keys: TemplateKeys | None,
+    retiring: Retiring | None = None,
 ) -> Iterator[XfrmObject]:
     """The tunnel-mode protection of one binding (care-of address `care_of`)."""
     if not tunnels(tpl) or care_of == home:
@@ -299,27 +359,34 @@ def tunnel(
             yield XfrmPolicy(to_home, Direction.IN, priority=prio, templates=(down,))
     if keys is None:
         return
-    spi_ha, spi_mn = _pair(tpl.tunnel_spi)
-    yield XfrmState(
-        ha,
-        care_of,
-        XfrmProto.ESP,
-        spi_ha,
-        Mode.TUNNEL,
-        to_ha,
-        algorithms=keys.algorithms,
-        replay_window=32,
-    )
-    yield XfrmState(
-        care_of,
-        ha,
-        XfrmProto.ESP,
-        spi_mn,
-        Mode.TUNNEL,
-        to_mn,
-        algorithms=keys.algorithms,
-        replay_window=32,
-    )
+
+    def pair(t: IpsecTemplate, k: TemplateKeys) -> tuple[XfrmState, XfrmState]:
+        spi_ha, spi_mn = _pair(t.tunnel_spi)
+        return (
+            XfrmState(
+                ha,
+                care_of,
+                XfrmProto.ESP,
+                spi_ha,
+                Mode.TUNNEL,
+                to_ha,
+                algorithms=k.algorithms,
+                replay_window=32,
+            ),
+            XfrmState(
+                care_of,
+                ha,
+                XfrmProto.ESP,
+                spi_mn,
+                Mode.TUNNEL,
+                to_mn,
+                algorithms=k.algorithms,
+                replay_window=32,
+            ),
+        )
+
+    old = pair(retiring.template, retiring.keys) if retiring is not None else None
+    yield from _rotate(side, pair(tpl, keys), old, retiring.phase if retiring else 1)
 
 
 def keyring(

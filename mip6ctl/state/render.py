@@ -60,7 +60,7 @@ from typing import Any, Literal, Protocol
 from mip6ctl import ownership
 from mip6ctl.config.model import KernelSection, Mip6Config, Role
 from mip6ctl.state import ipsec
-from mip6ctl.state.ipsec import TemplateKeys
+from mip6ctl.state.ipsec import Retiring, TemplateKeys
 from mip6ctl.state.objects import (
     IFA_F_HOMEADDRESS,
     IFA_F_NODAD,
@@ -175,11 +175,19 @@ class HostFacts:
     #: manual IPsec keys per [ipsec.NAME] template, read from the key files by the
     #: caller (`config.secrets.template_keys`); compared and shown by digest only
     ipsec_keys: tuple[tuple[str, TemplateKeys], ...] = ()
+    #: templates in a key rotation: their previous SAs and the phase (`state.ipsec.Retiring`)
+    retiring: tuple[tuple[str, Retiring], ...] = ()
 
     def keys_of(self, template: str) -> TemplateKeys | None:
         for name, keys in self.ipsec_keys:
             if name == template:
                 return keys
+        return None
+
+    def retiring_of(self, template: str) -> Retiring | None:
+        for name, r in self.retiring:
+            if name == template:
+                return r
         return None
 
     @classmethod
@@ -201,6 +209,9 @@ class HostFacts:
 
     def with_keys(self, keys: Mapping[str, TemplateKeys]) -> HostFacts:
         return dataclasses.replace(self, ipsec_keys=tuple(sorted(keys.items())))
+
+    def with_retiring(self, retiring: Mapping[str, Retiring]) -> HostFacts:
+        return dataclasses.replace(self, retiring=tuple(sorted(retiring.items())))
 
 
 @dataclass
@@ -500,7 +511,13 @@ def render_binding(
         if name is not None and ha_addr is not None:
             tpl = cfg.ipsec[name]
             for obj in ipsec.tunnel(
-                "ha", tpl, b.home_address, ha_addr, b.care_of_address, facts.keys_of(name)
+                "ha",
+                tpl,
+                b.home_address,
+                ha_addr,
+                b.care_of_address,
+                facts.keys_of(name),
+                facts.retiring_of(name),
             ):
                 out.add(obj, origin)
     return out
@@ -740,8 +757,9 @@ def _ipsec_ha(cfg: Mip6Config, addr: IPv6Address, facts: HostFacts, out: Desired
         if tpl is None:
             continue
         origin = Origin("config", f"ha.mobile_nodes[{i}].ipsec")
-        keys = facts.keys_of(mn.ipsec)  # type: ignore[arg-type]
-        for obj in ipsec.transport("ha", tpl, mn.home_address, addr, keys):
+        name: str = mn.ipsec  # type: ignore[assignment]
+        keys, old = facts.keys_of(name), facts.retiring_of(name)
+        for obj in ipsec.transport("ha", tpl, mn.home_address, addr, keys, old):
             out.add(obj, origin)
 
 
@@ -759,8 +777,8 @@ def _ipsec_mn(cfg: Mip6Config, facts: HostFacts, out: Desired) -> None:
     if tpl is None or ha is None:
         return
     assert cfg.mn is not None and cfg.mn.ipsec is not None
-    keys = facts.keys_of(cfg.mn.ipsec)
-    for obj in ipsec.transport("mn", tpl, cfg.mn.home_address.ip, ha, keys):
+    keys, old = facts.keys_of(cfg.mn.ipsec), facts.retiring_of(cfg.mn.ipsec)
+    for obj in ipsec.transport("mn", tpl, cfg.mn.home_address.ip, ha, keys, old):
         out.add(obj, Origin("config", "mn.ipsec"))
 
 
@@ -787,8 +805,8 @@ def _ipsec_mn_away(
             ),
             origin,
         )
-    keys = facts.keys_of(cfg.mn.ipsec)
-    for obj in ipsec.tunnel("mn", tpl, home, ha, view.care_of_address, keys):
+    keys, old = facts.keys_of(cfg.mn.ipsec), facts.retiring_of(cfg.mn.ipsec)
+    for obj in ipsec.tunnel("mn", tpl, home, ha, view.care_of_address, keys, old):
         out.add(obj, origin)
 
 

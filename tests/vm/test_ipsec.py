@@ -29,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
@@ -380,6 +381,64 @@ def test_move_migrates_the_tunnel_sas(bed: Bed) -> None:
     assert {TUNNEL_SPI_TO_HA, TUNNEL_SPI_TO_MN} <= spis, spis
 
 
+NEW_SPIS = {
+    "spi = { to_ha = 0x2001, to_mn = 0x2002 }": "spi = { to_ha = 0x2101, to_mn = 0x2102 }",
+    "tunnel_spi = { to_ha = 0x2003, to_mn = 0x2004 }": (
+        "tunnel_spi = { to_ha = 0x2103, to_mn = 0x2104 }"
+    ),
+}
+NEW_KEYS = {"mn1.enc": bytes(range(0xA0, 0xB0)), "mn1.auth": bytes(range(0x40, 0x60))}
+
+
+def _rotate_files(d: HaDaemon) -> None:
+    """New keys (mode 0600, renamed into place) and new SPIs, as an operator would."""
+    for name, key in NEW_KEYS.items():
+        tmp = d.config / "keys" / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex() + "\n")
+        os.replace(tmp, d.config / "keys" / name)
+    main = d.config / "mip6.toml"
+    text = main.read_text()
+    for a, b in NEW_SPIS.items():
+        assert a in text, a
+        text = text.replace(a, b)
+    tmp = main.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, main)
+
+
+def test_key_rotation_by_reload_loses_no_ping(bed: Bed) -> None:
+    from tests.netns.test_mobile_node import PingStream
+
+    coa = IPv6Address(bed.ha.bindings()[str(HOA)]["care_of_address"])
+    grace = 10.0  # the template's rotation_grace (default)
+    with PingStream(bed.tb, "cn", HOA, 0.1) as stream:
+        time.sleep(2.0)
+        t0 = time.monotonic()
+        for d in (bed.ha, bed.mn):  # one after the other, seconds apart under emulation
+            _rotate_files(d)
+            r = d.rpc("reload", timeout=120.0)
+            assert r.get("applied") or r.get("unchanged"), r
+        spread = time.monotonic() - t0
+        rows = {d.node: d.rpc("status", timeout=10.0)["ipsec"][0] for d in (bed.ha, bed.mn)}
+        assert all(r["rotation"] is not None for r in rows.values()), rows
+        done = lambda: all(  # noqa: E731
+            set(esp_states(bed, n)) == {0x2101, 0x2102, 0x2103, 0x2104} for n in ("ha", "mn")
+        )
+        wait_for("old SAs removed", done, bed.logs, 2 * grace + spread + 30)
+        time.sleep(1.0)
+    got = stream.summary(t0)
+    assert got["sent"] > 50 and got["lost"] == 0, (got, spread, bed.logs())
+    # the new SAs carry the traffic, at the care-of address of the binding
+    assert esp_states(bed, "ha")[0x2104] == (str(HA), str(coa), "tunnel")
+    for d in (bed.ha, bed.mn):
+        (row,) = d.rpc("status", timeout=10.0)["ipsec"]
+        assert row["rotation"] is None and row["in_kernel"], row
+        assert row["spi"] == {"to_ha": "0x2101", "to_mn": "0x2102"}, row
+    assert ping(bed.tb, "mn", CN, src=HOA) >= 2
+
+
 def test_no_key_byte_in_any_output(bed: Bed) -> None:
     outputs = []
     for d in (bed.ha, bed.mn):
@@ -395,7 +454,7 @@ def test_no_key_byte_in_any_output(bed: Bed) -> None:
     )
     outputs += [cli.stdout, cli.stderr]
     text = "\n".join(outputs)
-    for key in _keys():
+    for key in [*_keys(), *NEW_KEYS.values()]:
         for form in (key.hex(), key.hex().upper()):
             assert form not in text, "a key appears in an output"
     assert "sha256:" in text

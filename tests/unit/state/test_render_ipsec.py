@@ -220,3 +220,49 @@ def test_mobile_prefix_discovery_is_protected_too(tmp_path: Path) -> None:
     assert icmp == {(Direction.IN, 146), (Direction.OUT, 147)}  # MPS in, MPA out
     mh = [p for p in pols if p.selector.proto == 135 and p.selector.mh_type in (5, 6)]
     assert all(p.priority < min(q.priority for q in pols if q.selector.proto == 58) for p in mh)
+
+
+def _rotated(cfg: object) -> tuple[object, HostFacts]:
+    """The same template with new SPIs and a new authentication key."""
+    tpl = cfg.ipsec["mn1"]  # type: ignore[attr-defined]
+    new_tpl = tpl.model_copy(
+        update={
+            "spi": tpl.spi.model_copy(update={"to_ha": 0x1101, "to_mn": 0x1102}),
+            "tunnel_spi": tpl.tunnel_spi.model_copy(update={"to_ha": 0x2101, "to_mn": 0x2102}),
+        }
+    )
+    new_cfg = cfg.model_copy(update={"ipsec": {"mn1": new_tpl}})  # type: ignore[attr-defined]
+    keys = ipsec.keyring(new_cfg.ipsec, {"mn1": {"encryption": ENC, "authentication": bytes(32)}})
+    return new_cfg, HostFacts(HA).with_keys(keys)
+
+
+@pytest.mark.parametrize("side", ["ha", "mn"])
+def test_a_rotation_keeps_old_sas_in_two_phases(tmp_path: Path, side: str) -> None:
+    cfg = _config(tmp_path, side)
+    old_keys = _facts(cfg).keys_of("mn1")
+    new_cfg, facts = _rotated(cfg)
+    assert ipsec.rotation_possible(cfg.ipsec["mn1"], new_cfg.ipsec["mn1"])  # type: ignore[attr-defined]
+    me = HA if side == "ha" else HOA
+
+    def spis(phase: int | None) -> set[tuple[int, bool]]:
+        f = facts
+        if phase is not None:
+            f = facts.with_retiring({"mn1": ipsec.Retiring(cfg.ipsec["mn1"], old_keys, phase)})  # type: ignore[arg-type, attr-defined]
+        d = render(new_cfg, (), CAPS, f)  # type: ignore[arg-type]
+        return {
+            (s.spi, s.dst == me)  # (SPI, inbound here)
+            for s in d.objects.values()
+            if isinstance(s, XfrmState) and s.mode == Mode.TRANSPORT
+        }
+
+    inbound_old, inbound_new = (0x1001, 0x1101) if side == "ha" else (0x1002, 0x1102)
+    outbound_old, outbound_new = (0x1002, 0x1102) if side == "ha" else (0x1001, 0x1101)
+    assert spis(1) == {(inbound_new, True), (inbound_old, True), (outbound_old, False)}
+    assert spis(2) == {(inbound_new, True), (inbound_old, True), (outbound_new, False)}
+    assert spis(None) == {(inbound_new, True), (outbound_new, False)}
+
+
+def test_new_keys_under_the_same_spis_cannot_rotate(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "ha")
+    tpl = cfg.ipsec["mn1"]  # type: ignore[attr-defined]
+    assert not ipsec.rotation_possible(tpl, tpl)
