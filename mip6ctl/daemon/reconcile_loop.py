@@ -394,6 +394,14 @@ class ReconcileLoop:
             keys = [STATIC, *self._bindings_out_of_sync()]
         keys += self._orphans()
         keys += self._rerender_correspondents()
+        if self._mobile is not None:
+            # the mobile node's own objects depend on the generation too (its IPsec
+            # template and keys): render its view again, queue it when it changed
+            d = render_mobile_node(self.cfg, self._mobile, self._caps, self._facts)
+            if d.objects != self._mobile_desired.objects:
+                self._mobile_desired = d
+                self._mobile_keys |= set(d.objects) | set(d.takeovers)
+                keys.append(MOBILE)
         self._gen_pending = set(keys)
         for key in keys:
             self.enqueue(key)
