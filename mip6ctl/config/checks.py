@@ -12,10 +12,10 @@ from ipaddress import IPv6Address, IPv6Network
 from itertools import chain, islice
 from pathlib import Path
 
-from mip6ctl.config.ipsec_needs import TUNNEL_KINDS
+from mip6ctl.config.ipsec_needs import TRANSPORT_KINDS, TUNNEL_KINDS
 from mip6ctl.config.model import HaSection, IpsecTemplate, Mip6Config, Role
 from mip6ctl.config.problems import KeyPath, format_path
-from mip6ctl.config.secrets import KeyFileError, KeyInfo, key_info
+from mip6ctl.config.secrets import KeyFileError, KeyInfo, key_info, read_psk
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +189,7 @@ def _mobile_nodes(cfg: Mip6Config, ha: HaSection, where: Where) -> Iterator[Find
     anycast = {int(p.network_address) for p in ha.home_prefixes}
     own = int(ha.address) if ha.address is not None else None
     first: dict[int, int] = {}
-    manual_user: dict[str, int] = {}  # manual-key template -> first mobile node using it
+    template_user: dict[str, int] = {}  # template -> first mobile node using it
     network_prefixes: list[tuple[IPv6Network, KeyPath, str]] = []
     for i, mn in enumerate(ha.mobile_nodes):
         path: KeyPath = ("ha", "mobile_nodes", i)
@@ -225,18 +225,28 @@ def _mobile_nodes(cfg: Mip6Config, ha: HaSection, where: Where) -> Iterator[Find
             tpl = cfg.ipsec.get(mn.ipsec)
             if tpl is None:
                 yield _missing_template((*path, "ipsec"), mn.ipsec, cfg)
-            elif tpl.key_management == "manual":
-                if mn.ipsec in manual_user:
-                    other = ("ha", "mobile_nodes", manual_user[mn.ipsec], "ipsec")
-                    yield Finding(
-                        "conflict",
-                        (*path, "ipsec"),
-                        f"template {mn.ipsec} has manual keys and is already used by the "
-                        f"mobile node at {where(other)} ({format_path(other)}); its SPIs "
-                        "identify the SAs of one mobile node, so give each node its own template",
+            elif mn.ipsec in template_user:
+                other = ("ha", "mobile_nodes", template_user[mn.ipsec], "ipsec")
+                if tpl.key_management == "manual":
+                    why = (
+                        "has manual keys and is already used by the mobile node at "
+                        f"{where(other)} ({format_path(other)}); its SPIs identify the SAs of "
+                        "one mobile node"
                     )
                 else:
-                    manual_user[mn.ipsec] = i
+                    why = (
+                        "uses IKE and is already used by the mobile node at "
+                        f"{where(other)} ({format_path(other)}); charon's migrate job moves "
+                        "every IKE SA with a CHILD_SA of the migrated reqid, so nodes sharing "
+                        "a template's reqids would all move to one node's care-of address"
+                    )
+                yield Finding(
+                    "conflict",
+                    (*path, "ipsec"),
+                    f"template {mn.ipsec} {why}, so give each node its own template",
+                )
+            else:
+                template_user[mn.ipsec] = i
         if ha.require_ipsec and mn.ipsec is None:
             yield Finding(
                 "consistency",
@@ -327,8 +337,11 @@ def _ipsec(
         used.update(m.ipsec for m in cfg.ha.mobile_nodes if m.ipsec is not None)
     if cfg.mn is not None and cfg.mn.ipsec is not None:
         used.add(cfg.mn.ipsec)
+    psks: dict[Path, str | None] = {}  # PSK file -> its problem, read once
     for name, tpl in cfg.ipsec.items():
         yield from _template(name, tpl, base, keys)
+        if tpl.key_management == "ike":
+            yield from _ike_template(name, tpl, base, psks, where)
         if name not in used:
             yield Finding(
                 "reference",
@@ -388,6 +401,80 @@ def _reqid_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
                     f"({format_path(seen)}); fixed reqids must be unique to a template so "
                     "that its policies and SAs match only each other",
                 )
+
+
+def _ike_template(
+    name: str, tpl: IpsecTemplate, base: Path, psks: dict[Path, str | None], where: Where
+) -> Iterator[Finding]:
+    """The rules of the strongSwan generator (`mip6ctl.ike.swanctl`), found at validate
+    time instead of when the daemon loads the connections into charon."""
+    path: KeyPath = ("ipsec", name)
+    if tpl.psk_file is None:
+        yield Finding(
+            "consistency",
+            path,
+            "key_management = 'ike' needs psk_file: the pre-shared key both ends "
+            "authenticate with (hexadecimal text, 128 to 2048 bits, mode 0600)",
+        )
+    else:
+        full = tpl.psk_file if tpl.psk_file.is_absolute() else base / tpl.psk_file
+        if full not in psks:
+            try:
+                read_psk(full)
+                psks[full] = None
+            except KeyFileError as e:
+                psks[full] = str(e)
+        problem = psks[full]
+        if problem is not None:
+            yield Finding("key-file", (*path, "psk_file"), problem)
+    kinds = set(tpl.protect)
+    both = bool(kinds & TRANSPORT_KINDS) and bool(kinds & TUNNEL_KINDS)
+    if tpl.reqid is None:
+        more = (
+            " and tunnel_reqid = { to_ha, to_mn } (the tunnel CHILD_SA needs its own)"
+            if both and tpl.tunnel_reqid is None
+            else ""
+        )
+        yield Finding(
+            "consistency",
+            path,
+            f"key_management = 'ike' needs fixed reqids: reqid = {{ to_ha, to_mn }}{more}, "
+            "so that mip6ctl's policies and charon's SAs match whatever starts first",
+        )
+        return
+    equal = True
+    for field in ("reqid", "tunnel_reqid"):
+        pair = getattr(tpl, field)
+        if pair is not None and pair.to_ha != pair.to_mn:
+            equal = False
+            yield Finding(
+                "consistency",
+                (*path, field),
+                "with key_management = 'ike' to_ha and to_mn must be equal: charon gives "
+                "both SAs of a CHILD_SA one reqid",
+            )
+    if not both:
+        return
+    if tpl.tunnel_reqid is None:
+        transport = ", ".join(str(p) for p in tpl.protect if p in TRANSPORT_KINDS)
+        tunnel = ", ".join(str(p) for p in tpl.protect if p in TUNNEL_KINDS)
+        yield Finding(
+            "consistency",
+            path,
+            f"key_management = 'ike' with transport-mode ({transport}) and tunnel-mode "
+            f"({tunnel}) protection needs tunnel_reqid = {{ to_ha, to_mn }}, different from "
+            "reqid: the tunnel CHILD_SA needs a reqid of its own, since charon's migrate job "
+            "finds a CHILD_SA by reqid",
+        )
+    elif equal and tpl.tunnel_reqid.to_ha == tpl.reqid.to_ha:
+        there: KeyPath = (*path, "reqid")
+        yield Finding(
+            "consistency",
+            (*path, "tunnel_reqid"),
+            f"reqid {tpl.reqid.to_ha} is also the transport CHILD_SA's, at {where(there)} "
+            f"({format_path(there)}); with key_management = 'ike' the tunnel CHILD_SA needs "
+            "a reqid of its own, since charon's migrate job finds a CHILD_SA by reqid",
+        )
 
 
 def _template(

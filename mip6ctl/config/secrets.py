@@ -1,4 +1,4 @@
-"""IPsec key files: read, check, fingerprint — and never show the key.
+"""IPsec key files and IKE pre-shared keys: read, check, fingerprint — never show the key.
 
 Keys are referenced by path in the configuration and stored as hexadecimal
 text (what `ip xfrm` prints, easy to template with Ansible); a raw binary
@@ -35,6 +35,12 @@ KEY_LENGTHS: dict[str, tuple[int, ...]] = {
 MAX_KEY_FILE_BYTES = 4096
 
 _HEX = re.compile(rb"^\s*(?:0x)?([0-9a-fA-F\s]*)\s*$")
+
+#: Smallest and largest IKE pre-shared key accepted (bytes, after hex decoding).
+PSK_MIN_BYTES = 16
+PSK_MAX_BYTES = 256
+#: a PSK file is hexadecimal text only (at least one digit), no raw form
+_PSK_HEX = re.compile(rb"^\s*(?:0x)?([0-9a-fA-F\s]+)\s*$")
 
 
 class KeyFileError(ValueError):
@@ -84,10 +90,8 @@ def _decode(raw: bytes, want: tuple[int, ...]) -> bytes:
     raise KeyFileError("neither hexadecimal text nor a raw key of a valid length")
 
 
-def read_key(path: Path, algorithm: str, *, base: Path | None = None) -> SecretBytes:
-    """Read and check a key file for `algorithm`; raise KeyFileError with a safe message."""
-    full = path if path.is_absolute() or base is None else base / path
-    want = KEY_LENGTHS[algorithm]
+def _read_file(full: Path) -> bytes:
+    """The bytes of a key file: regular, no group/other bits, at most MAX_KEY_FILE_BYTES."""
     try:
         st = os.stat(full)
     except FileNotFoundError:
@@ -115,12 +119,41 @@ def read_key(path: Path, algorithm: str, *, base: Path | None = None) -> SecretB
         raise KeyFileError(f"key file {full}: {e.strerror}") from None
     if len(raw) > MAX_KEY_FILE_BYTES:
         raise KeyFileError(f"key file {full} grew past {MAX_KEY_FILE_BYTES:,} bytes")
-    key = _decode(raw, want)
+    return raw
+
+
+def read_key(path: Path, algorithm: str, *, base: Path | None = None) -> SecretBytes:
+    """Read and check a key file for `algorithm`; raise KeyFileError with a safe message."""
+    full = path if path.is_absolute() or base is None else base / path
+    want = KEY_LENGTHS[algorithm]
+    key = _decode(_read_file(full), want)
     if len(key) not in want:
         bits = [str(n * 8) for n in want]
         sizes = bits[0] if len(bits) == 1 else ", ".join(bits[:-1]) + " or " + bits[-1]
         raise KeyFileError(
             f"key file {full} holds a {len(key) * 8}-bit key; {algorithm} needs {sizes} bits"
+        )
+    return SecretBytes(key)
+
+
+def read_psk(path: Path, *, base: Path | None = None) -> SecretBytes:
+    """Read and check an IKE pre-shared key file (``psk_file``): the file rules of
+    `read_key` (regular, mode 0600, small), hexadecimal text only, 128 to 2048 bits.
+
+    Raise KeyFileError with a message that shows no key byte.  Used by `checks`
+    (validate) and by the strongSwan generator (`mip6ctl.ike.swanctl`)."""
+    full = path if path.is_absolute() or base is None else base / path
+    m = _PSK_HEX.match(_read_file(full))
+    if not m:
+        raise KeyFileError(f"PSK file {full} is not hexadecimal text")
+    digits = re.sub(rb"\s+", b"", m.group(1))
+    if len(digits) % 2:
+        raise KeyFileError(f"PSK file {full}: odd number of hexadecimal digits")
+    key = bytes.fromhex(digits.decode())
+    if not PSK_MIN_BYTES <= len(key) <= PSK_MAX_BYTES:
+        raise KeyFileError(
+            f"PSK file {full} holds {len(key) * 8} bits; a PSK needs "
+            f"{PSK_MIN_BYTES * 8} to {PSK_MAX_BYTES * 8} bits"
         )
     return SecretBytes(key)
 

@@ -26,17 +26,15 @@ swanctl.conf text for humans; it never contains the key, only its fingerprint.
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+from mip6ctl.config import secrets
 from mip6ctl.config.model import IpsecTemplate, Mip6Config, Protect
-from mip6ctl.config.secrets import SecretBytes, fingerprint
+from mip6ctl.config.secrets import KeyFileError, SecretBytes, fingerprint
 
 KeyPath = tuple[str | int, ...]
 
@@ -63,10 +61,8 @@ IPPROTO_ICMPV6 = 58
 IPPROTO_MH = 135
 
 #: Smallest and largest pre-shared key accepted (bytes, after hex decoding).
-PSK_MIN_BYTES = 16
-PSK_MAX_BYTES = 256
-_PSK_FILE_MAX = 4096
-_HEX = re.compile(rb"^\s*(?:0x)?([0-9a-fA-F\s]+)\s*$")
+PSK_MIN_BYTES = secrets.PSK_MIN_BYTES
+PSK_MAX_BYTES = secrets.PSK_MAX_BYTES
 
 _ENCRYPTION = {
     "aes-cbc": "aes{bits}",
@@ -106,43 +102,13 @@ class PskInfo:
 def read_psk(path: Path, *, base: Path | None = None, key_path: KeyPath = ()) -> SecretBytes:
     """Read a PSK file: regular, mode 0600 (no group/other bits), hexadecimal text.
 
-    Same rules as the manual key files (`mip6ctl.config.secrets`); at least
-    128 bits.  Raises IkeConfigError with a message that shows no key byte."""
-    full = path if path.is_absolute() or base is None else base / path
+    The checks are `mip6ctl.config.secrets.read_psk`'s (the ones `validate`
+    runs); 128 to 2048 bits.  Raises IkeConfigError with a message that shows
+    no key byte."""
     try:
-        st = os.stat(full)
-    except FileNotFoundError:
-        raise IkeConfigError(key_path, f"PSK file {full} does not exist") from None
-    except OSError as e:
-        raise IkeConfigError(key_path, f"PSK file {full}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise IkeConfigError(key_path, f"PSK file {full} is not a regular file")
-    if st.st_mode & 0o077:
-        raise IkeConfigError(
-            key_path,
-            f"PSK file {full} has mode {stat.S_IMODE(st.st_mode):04o}: group/other may "
-            f"access it; run `chmod 600 {full}`",
-        )
-    if st.st_size > _PSK_FILE_MAX:
-        raise IkeConfigError(key_path, f"PSK file {full} is {st.st_size:,} bytes: not a key file")
-    try:
-        raw = full.read_bytes()[: _PSK_FILE_MAX + 1]
-    except OSError as e:
-        raise IkeConfigError(key_path, f"PSK file {full}: {e.strerror}") from None
-    m = _HEX.match(raw)
-    if not m:
-        raise IkeConfigError(key_path, f"PSK file {full} is not hexadecimal text")
-    digits = re.sub(rb"\s+", b"", m.group(1))
-    if len(digits) % 2:
-        raise IkeConfigError(key_path, f"PSK file {full}: odd number of hexadecimal digits")
-    key = bytes.fromhex(digits.decode())
-    if not PSK_MIN_BYTES <= len(key) <= PSK_MAX_BYTES:
-        raise IkeConfigError(
-            key_path,
-            f"PSK file {full} holds {len(key) * 8} bits; a PSK needs "
-            f"{PSK_MIN_BYTES * 8} to {PSK_MAX_BYTES * 8} bits",
-        )
-    return SecretBytes(key)
+        return secrets.read_psk(path, base=base)
+    except KeyFileError as e:
+        raise IkeConfigError(key_path, str(e)) from None
 
 
 # --------------------------------------------------------------------------- model

@@ -2,9 +2,10 @@
 
 Key files (missing, wrong length, group/world-readable), tunnel-mode SPIs,
 SPI and reqid collisions, templates no node uses, a manual-key template
-shared by two nodes, and a home agent that would accept forged Binding
-Updates; then `mip6ctl.config.ipsec_needs` and the no-key-byte-in-any-output
-test.
+shared by two nodes, the IKE rules of the strongSwan generator (psk_file,
+fixed and equal reqids, tunnel_reqid, one node per template), and a home
+agent that would accept forged Binding Updates; then
+`mip6ctl.config.ipsec_needs` and the no-key-byte-in-any-output test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mip6ctl.config.secrets import fingerprint
 
 ENC = bytes(range(0x10, 0x20))  # aes-cbc 128
 AUTH = bytes(range(0x40, 0x60))  # hmac-sha256
+PSK = bytes(range(0x80, 0xA0))  # IKE pre-shared key, 256 bits
 
 NODE = """\
 [node]
@@ -72,7 +74,7 @@ def _dir(write, ipsec: str = IPSEC, node: str = NODE, extra: dict | None = None)
     d = write({"10-node.toml": node, "20-ipsec.toml": ipsec, **(extra or {})})
     keys = d / "keys"
     keys.mkdir(exist_ok=True)
-    for name, key in (("mn1.enc", ENC), ("mn1.auth", AUTH)):
+    for name, key in (("mn1.enc", ENC), ("mn1.auth", AUTH), ("mn1.psk", PSK)):
         f = keys / name
         if not f.exists():
             f.write_text(key.hex() + "\n")
@@ -88,6 +90,17 @@ def _problems(d: Path) -> list[tuple[str, int | None, str, str, str]]:
         (Path(p.file).name if p.file else "", p.line, p.key, p.kind, p.message)
         for p in e.value.problems
     ]
+
+
+# an IKE template: line numbers of 20-ipsec.toml, used by the assertions below
+IKE = """\
+[ipsec.mn1]
+protect = ["binding-update", "payload"]
+key_management = "ike"
+psk_file = "keys/mn1.psk"
+reqid = { to_ha = 1001, to_mn = 1001 }
+tunnel_reqid = { to_ha = 1002, to_mn = 1002 }
+"""
 
 
 def _only(d: Path) -> tuple[str, int | None, str, str, str]:
@@ -188,8 +201,7 @@ def test_transport_kinds_or_ike_need_no_tunnel_spi(write):
         "tunnel_spi = { to_ha = 0x1003, to_mn = 0x1004 }\n", ""
     )
     load_directory(_dir(write, transport))
-    ike = '[ipsec.mn1]\nprotect = ["binding-update", "payload"]\nkey_management = "ike"\n'
-    load_directory(_dir(write, ike))
+    load_directory(_dir(write, IKE))
 
 
 def test_tunnel_spi_pair_must_differ(write):
@@ -270,18 +282,172 @@ def test_manual_template_shared_by_two_mobile_nodes(write, capsys):
     assert len(_refused_by_validate(d, capsys)) == 1
 
 
-def test_an_ike_template_may_serve_a_group(write):
+def test_ike_template_shared_by_two_mobile_nodes(write, capsys):
     node = NODE + '\n[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::101"\nipsec = "mn1"\n'
-    load_directory(
-        _dir(write, '[ipsec.mn1]\nprotect = ["binding-update"]\nkey_management = "ike"\n', node)
+    d = _dir(write, IKE, node)
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("10-node.toml", 14, "ha.mobile_nodes[1].ipsec", "conflict")
+    assert msg.startswith(
+        f"template mn1 uses IKE and is already used by the mobile node at "
+        f"{d / '10-node.toml'}:10 (ha.mobile_nodes[0].ipsec); charon's migrate job moves "
+        "every IKE SA"
     )
+    assert msg.endswith("give each node its own template")
+    (err,) = _refused_by_validate(d, capsys)
+    assert (Path(err["file"]).name, err["line"], err["key"]) == (name, line, key)
+
+
+def test_ike_templates_one_per_mobile_node(write):
+    # its own template and reqids; one PSK file may serve both
+    tpl = IKE.replace("[ipsec.mn1]", "[ipsec.mn2]").replace("100", "200")
+    mn2 = '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::200"\nipsec = "mn2"\n' + tpl
+    load_directory(_dir(write, IKE, extra={"30-mn2.toml": mn2}))
+
+
+# --------------------------------------------------------------------------- IKE templates
+
+
+def test_the_ike_configuration_is_valid(write):
+    load_directory(_dir(write, IKE))
+
+
+def test_ike_needs_psk_file(write, capsys):
+    d = _dir(write, IKE.replace('psk_file = "keys/mn1.psk"\n', ""))
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("20-ipsec.toml", 1, "ipsec.mn1", "consistency")
+    assert msg.startswith("key_management = 'ike' needs psk_file")
+    (err,) = _refused_by_validate(d, capsys)
+    assert (Path(err["file"]).name, err["line"], err["key"]) == (name, line, key)
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "text"),
+    [
+        (None, 0o600, "key file {f} does not exist"),
+        (PSK.hex(), 0o644, "key file {f} has mode 0644: group/other may access it"),
+        (PSK.hex(), 0o660, "has mode 0660"),
+        (PSK.hex()[:30], 0o600, "PSK file {f} holds 120 bits; a PSK needs 128 to 2048 bits"),
+        ("not a key at all", 0o600, "PSK file {f} is not hexadecimal text"),
+        (PSK.hex() + "a", 0o600, "odd number of hexadecimal digits"),
+        (PSK, 0o600, "is not hexadecimal text"),  # raw bytes: a PSK file is text
+    ],
+)
+def test_ike_psk_file_problems(write, capsys, content, mode, text):
+    d = _dir(write, IKE)
+    f = d / "keys" / "mn1.psk"
+    if content is None:
+        f.unlink()
+    else:
+        f.write_bytes(content if isinstance(content, bytes) else content.encode())
+        f.chmod(mode)
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("20-ipsec.toml", 4, "ipsec.mn1.psk_file", "key-file")
+    assert text.format(f=f) in msg
+    assert PSK.hex() not in msg.lower() and PSK.hex()[:12] not in msg.lower()
+    (err,) = _refused_by_validate(d, capsys)
+    assert (Path(err["file"]).name, err["line"], err["key"]) == (name, line, key)
+
+
+def test_ike_needs_fixed_reqids(write, capsys):
+    d = _dir(write, IKE.replace("reqid = { to_ha = 1001, to_mn = 1001 }\n", ""))
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("20-ipsec.toml", 1, "ipsec.mn1", "consistency")
+    assert msg.startswith("key_management = 'ike' needs fixed reqids: reqid = { to_ha, to_mn },")
+    assert len(_refused_by_validate(d, capsys)) == 1
+
+
+def test_ike_without_any_reqid_says_both_once(write):
+    ipsec = "".join(x for x in IKE.splitlines(keepends=True) if "reqid" not in x)
+    name, line, key, kind, msg = _only(_dir(write, ipsec))
+    assert (name, line, key, kind) == ("20-ipsec.toml", 1, "ipsec.mn1", "consistency")
+    assert "reqid = { to_ha, to_mn } and tunnel_reqid = { to_ha, to_mn }" in msg
+
+
+@pytest.mark.parametrize(("field", "line"), [("reqid", 5), ("tunnel_reqid", 6)])
+def test_ike_reqid_pairs_must_be_equal(write, capsys, field, line):
+    value = "1001" if field == "reqid" else "1002"
+    ipsec = IKE.replace(
+        f"{field} = {{ to_ha = {value}, to_mn = {value} }}",
+        f"{field} = {{ to_ha = {value}, to_mn = 77 }}",
+    )
+    d = _dir(write, ipsec)
+    name, got_line, key, kind, msg = _only(d)
+    assert (name, got_line, key, kind) == (
+        "20-ipsec.toml",
+        line,
+        f"ipsec.mn1.{field}",
+        "consistency",
+    )
+    assert msg == (
+        "with key_management = 'ike' to_ha and to_mn must be equal: charon gives both SAs "
+        "of a CHILD_SA one reqid"
+    )
+    assert len(_refused_by_validate(d, capsys)) == 1
+
+
+def test_manual_reqid_pairs_may_differ(write):
+    load_directory(_dir(write))  # IPSEC: reqid = { to_ha = 1, to_mn = 2 }
+
+
+@pytest.mark.parametrize(
+    "protect",
+    [
+        '["binding-update", "payload"]',
+        '["mobility-header", "return-routability"]',
+        '["any", "tunnel-mobility-header"]',
+        '["icmp", "mobile-prefix-discovery", "payload"]',
+    ],
+)
+def test_ike_transport_and_tunnel_kinds_need_tunnel_reqid(write, capsys, protect):
+    ipsec = IKE.replace('["binding-update", "payload"]', protect).replace(
+        "tunnel_reqid = { to_ha = 1002, to_mn = 1002 }\n", ""
+    )
+    d = _dir(write, ipsec)
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("20-ipsec.toml", 1, "ipsec.mn1", "consistency")
+    assert "protection needs tunnel_reqid = { to_ha, to_mn }, different from reqid" in msg
+    assert len(_refused_by_validate(d, capsys)) == 1
+
+
+def test_ike_tunnel_reqid_must_differ_from_reqid(write, capsys):
+    d = _dir(write, IKE.replace("to_ha = 1002, to_mn = 1002", "to_ha = 1001, to_mn = 1001"))
+    name, line, key, kind, msg = _only(d)
+    assert (name, line, key, kind) == ("20-ipsec.toml", 6, "ipsec.mn1.tunnel_reqid", "consistency")
+    assert msg.startswith(
+        f"reqid 1001 is also the transport CHILD_SA's, at {d / '20-ipsec.toml'}:5 "
+        "(ipsec.mn1.reqid); with key_management = 'ike' the tunnel CHILD_SA needs a reqid "
+        "of its own"
+    )
+    (err,) = _refused_by_validate(d, capsys)
+    assert (Path(err["file"]).name, err["line"], err["key"]) == (name, line, key)
+
+
+@pytest.mark.parametrize("protect", ['["binding-update", "icmp"]', '["payload"]'])
+def test_ike_with_one_mode_needs_no_tunnel_reqid(write, protect):
+    ipsec = IKE.replace('["binding-update", "payload"]', protect).replace(
+        "tunnel_reqid = { to_ha = 1002, to_mn = 1002 }\n", ""
+    )
+    load_directory(_dir(write, ipsec))
+
+
+def test_ike_rules_hold_on_a_mobile_node_too(write):
+    node = (
+        '[node]\nrole = "mn"\n[mn]\nhome_address = "2001:db8:1::100/64"\n'
+        'home_agent = "2001:db8:1::1"\ninterfaces = [{ name = "mn0" }]\nipsec = "mn1"\n'
+    )
+    load_directory(_dir(write, IKE, node))
+    d = _dir(write, IKE.replace("to_mn = 1001", "to_mn = 1"), node)
+    assert _only(d)[:4] == ("20-ipsec.toml", 5, "ipsec.mn1.reqid", "consistency")
 
 
 # --------------------------------------------------------------------------- references
 
 
 def test_template_used_by_no_mobile_node(write, capsys):
-    spare = '\n[ipsec.spare]\nprotect = ["binding-update"]\nkey_management = "ike"\n'
+    spare = (
+        '\n[ipsec.spare]\nprotect = ["binding-update"]\nkey_management = "ike"\n'
+        'psk_file = "keys/mn1.psk"\nreqid = { to_ha = 9, to_mn = 9 }\n'
+    )
     d = _dir(write, IPSEC + spare)
     name, line, key, kind, msg = _only(d)
     assert (name, line, key, kind) == ("20-ipsec.toml", 9, "ipsec.spare", "reference")
@@ -367,7 +533,7 @@ def test_needs_names_the_references(write):
 
 
 def test_ike_tunnel_templates_need_migrate(write):
-    cfg = _cfg(write, '[ipsec.mn1]\nprotect = ["payload"]\nkey_management = "ike"\n')
+    cfg = _cfg(write, IKE.replace('"binding-update", ', ""))
     n = needs(cfg)
     assert n.requires_migrate and n.migrate == (("ha", "mobile_nodes", 0, "ipsec"),)
     assert kernel_problems(cfg, FULL) == []

@@ -10,7 +10,7 @@ import pytest
 
 from mip6ctl.cli.main import main
 from mip6ctl.config.loader import ConfigError, load_directory
-from mip6ctl.config.secrets import KeyFileError, SecretBytes, fingerprint, read_key
+from mip6ctl.config.secrets import KeyFileError, SecretBytes, fingerprint, read_key, read_psk
 
 from .conftest import HA_MIN
 
@@ -116,10 +116,52 @@ def test_ike_templates_must_not_name_key_files(write):
         {
             "a.toml": HA_MIN + '\n[ipsec.x]\nprotect = ["any"]\nkey_management = "ike"\n'
             'authentication = { algorithm = "hmac-sha1", key_file = "k" }\n'
-            '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::100"\nipsec = "x"\n'
+            'psk_file = "x.psk"\nreqid = { to_ha = 1, to_mn = 1 }\n'
+            '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::100"\nipsec = "x"\n',
+            "x.psk": AUTH.hex() + "\n",
         }
     )
+    (d / "x.psk").chmod(0o600)
     with pytest.raises(ConfigError) as e:
         load_directory(d)
     (p,) = e.value.problems
     assert p.key == "ipsec.x.authentication.key_file" and p.line == 11
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "text"),
+    [
+        (AUTH.hex() + "\n", 0o600, None),
+        ("0x" + ENC.hex().upper(), 0o600, None),
+        (bytes(256).hex(), 0o600, None),  # 2048 bits, the largest
+        (AUTH.hex(), 0o640, "has mode 0640: group/other may access it"),
+        (ENC.hex()[:30], 0o600, "holds 120 bits; a PSK needs 128 to 2048 bits"),
+        (bytes(257).hex(), 0o600, "holds 2056 bits"),
+        (AUTH.hex() + "0", 0o600, "odd number of hexadecimal digits"),
+        ("", 0o600, "is not hexadecimal text"),
+        (AUTH, 0o600, "is not hexadecimal text"),  # raw bytes: a PSK file is text
+    ],
+)
+def test_read_psk_cases(tmp_path, content, mode, text):
+    p = tmp_path / "psk"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    p.chmod(mode)
+    if text is None:
+        assert len(read_psk(p)) in (16, 32, 256)
+        return
+    with pytest.raises(KeyFileError, match=text) as e:
+        read_psk(p)
+    for key in (ENC, AUTH):
+        assert key.hex() not in str(e.value).lower()
+
+
+def test_read_psk_file_rules_are_the_key_files(tmp_path):
+    with pytest.raises(KeyFileError, match="does not exist"):
+        read_psk(Path("nope.psk"), base=tmp_path)
+    with pytest.raises(KeyFileError, match="is not a regular file"):
+        read_psk(tmp_path)
+    big = tmp_path / "big"
+    big.write_text("00" * 4096)
+    big.chmod(0o600)
+    with pytest.raises(KeyFileError, match="a key file holds at most 4,096"):
+        read_psk(big)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from ipaddress import IPv6Address
 from pathlib import Path
 
 import pytest
 
 from mip6ctl.config.loader import load_directory
+from mip6ctl.config.model import Mip6Config
+from mip6ctl.config.problems import ConfigError
 from mip6ctl.ike import swanctl
 from mip6ctl.ike.swanctl import IkeConfigError
 
@@ -64,6 +67,18 @@ def load(tmp_path: Path, toml: str, *, key: str = KEY_HEX, mode: int = 0o600):
     k.chmod(mode)
     gen = load_directory(d)
     return gen.config, gen.directory
+
+
+def unchecked(tmp_path: Path, toml: str, *, key: str = KEY_HEX, mode: int = 0o600):
+    """Like `load`, but only the schema: a configuration `validate` refuses (it checks
+    the generator's rules too, tests/unit/config/test_ipsec_checks.py), to test that
+    the generator still refuses it on its own."""
+    d = tmp_path / "cfg"
+    d.mkdir(exist_ok=True)
+    k = d / "mn1.psk"
+    k.write_text(key + "\n")
+    k.chmod(mode)
+    return Mip6Config.model_validate(tomllib.loads(toml)), d
 
 
 def test_mobile_node_connection(tmp_path: Path) -> None:
@@ -180,27 +195,47 @@ def test_manual_template_gives_no_connection(tmp_path: Path) -> None:
     assert swanctl.ha_connections(cfg, base=base) == []
 
 
-@pytest.mark.parametrize(
-    ("tpl", "path", "words"),
-    [
-        (template(psk=None), "ipsec.mn1", "needs psk_file"),
-        (template(reqid=""), "ipsec.mn1", "fixed reqids"),
-        (template(reqid="{ to_ha = 1, to_mn = 2 }"), "ipsec.mn1.reqid", "must be equal"),
-        (
-            template(tunnel_reqid="{ to_ha = 7, to_mn = 8 }"),
-            "ipsec.mn1.tunnel_reqid",
-            "must be equal",
-        ),
-        (template(tunnel_reqid=None), "ipsec.mn1.reqid", "its own reqid"),
-        (template(psk="missing.psk"), "ipsec.mn1.psk_file", "does not exist"),
-    ],
-)
-def test_configuration_errors_name_the_key(tmp_path, tpl, path, words) -> None:
-    cfg, base = load(tmp_path, mn_toml(tpl))
+ERRORS = [
+    # (template, generator's key path, its words, validate's key path)
+    (template(psk=None), "ipsec.mn1", "needs psk_file", "ipsec.mn1"),
+    (template(reqid=""), "ipsec.mn1", "fixed reqids", "ipsec.mn1"),
+    (
+        template(reqid="{ to_ha = 1, to_mn = 2 }"),
+        "ipsec.mn1.reqid",
+        "must be equal",
+        "ipsec.mn1.reqid",
+    ),
+    (
+        template(tunnel_reqid="{ to_ha = 7, to_mn = 8 }"),
+        "ipsec.mn1.tunnel_reqid",
+        "must be equal",
+        "ipsec.mn1.tunnel_reqid",
+    ),
+    (template(tunnel_reqid=None), "ipsec.mn1.reqid", "its own reqid", "ipsec.mn1"),
+    (
+        template(tunnel_reqid="{ to_ha = 1001, to_mn = 1001 }"),
+        "ipsec.mn1.tunnel_reqid",
+        "its own reqid",
+        "ipsec.mn1.tunnel_reqid",
+    ),
+    (template(psk="missing.psk"), "ipsec.mn1.psk_file", "does not exist", "ipsec.mn1.psk_file"),
+]
+
+
+@pytest.mark.parametrize(("tpl", "path", "words", "_checked"), ERRORS)
+def test_configuration_errors_name_the_key(tmp_path, tpl, path, words, _checked) -> None:
+    cfg, base = unchecked(tmp_path, mn_toml(tpl))
     with pytest.raises(IkeConfigError) as e:
         swanctl.mn_connection(cfg, care_of_address=COA, base=base)
     assert ".".join(map(str, e.value.path)) == path
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize(("tpl", "_path", "_words", "checked"), ERRORS)
+def test_validate_refuses_what_the_generator_refuses(tmp_path, tpl, _path, _words, checked):
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, mn_toml(tpl))
+    assert [p.key for p in e.value.problems] == [checked]
 
 
 @pytest.mark.parametrize(
@@ -213,11 +248,16 @@ def test_configuration_errors_name_the_key(tmp_path, tpl, path, words) -> None:
     ],
 )
 def test_bad_psk_files_are_refused_without_showing_the_key(tmp_path, key, mode, words) -> None:
-    cfg, base = load(tmp_path, mn_toml(template()), key=key, mode=mode)
+    cfg, base = unchecked(tmp_path, mn_toml(template()), key=key, mode=mode)
     with pytest.raises(IkeConfigError) as e:
         swanctl.mn_connection(cfg, care_of_address=COA, base=base)
+    assert e.value.path == ("ipsec", "mn1", "psk_file")
     assert words in str(e.value)
     assert key not in str(e.value) or len(key) < 8
+    with pytest.raises(ConfigError) as v:  # validate: the same words at the same key
+        load(tmp_path, mn_toml(template()), key=key, mode=mode)
+    ((k, msg),) = [(p.key, p.message) for p in v.value.problems]
+    assert k == "ipsec.mn1.psk_file" and words in msg
 
 
 def test_dhaad_needs_the_discovered_home_agent(tmp_path: Path) -> None:
@@ -230,7 +270,7 @@ def test_dhaad_needs_the_discovered_home_agent(tmp_path: Path) -> None:
 
 def test_home_agent_refuses_a_reqid_shared_by_two_mobile_nodes(tmp_path: Path) -> None:
     nodes = ((str(HOA), "mn1"), ("2001:db8:1::101", "mn1"))
-    cfg, base = load(tmp_path, ha_toml(template(), nodes))
+    cfg, base = unchecked(tmp_path, ha_toml(template(), nodes))
     with pytest.raises(IkeConfigError, match="its own reqids") as e:
         swanctl.ha_connections(cfg, base=base)
     assert e.value.path == ("ha", "mobile_nodes", 1, "ipsec")
