@@ -50,6 +50,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Literal
 
 from mip6ctl import ownership
+from mip6ctl.config.ipsec_needs import TRANSPORT_KINDS, TUNNEL_KINDS
 from mip6ctl.config.model import IpsecTemplate, Protect
 from mip6ctl.state.xfrm import (
     Direction,
@@ -70,21 +71,9 @@ TRANSPORT_PRIORITY = ownership.XFRM_PRIORITY_MIN
 TUNNEL_MH_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x8
 TUNNEL_PAYLOAD_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x30
 
-TRANSPORT_KINDS = frozenset(
-    {
-        Protect.BINDING_UPDATE,
-        Protect.MOBILITY_HEADER,
-        Protect.MOBILE_PREFIX_DISCOVERY,
-        Protect.ICMP,
-        Protect.ANY,
-    }
-)
 #: ICMPv6 Mobile Prefix Solicitation / Advertisement (RFC 6275 §6.7, RFC 3776 §4.3)
 ICMP_MPS, ICMP_MPA = 146, 147
 IPPROTO_ICMPV6 = 58
-TUNNEL_KINDS = frozenset(
-    {Protect.RETURN_ROUTABILITY, Protect.TUNNEL_MOBILITY_HEADER, Protect.PAYLOAD}
-)
 
 _ANY = IPv6Network("::/0")
 

@@ -32,7 +32,10 @@ def test_examples_with_key_files_exist() -> None:
     names = {str(p.relative_to(EXAMPLES)) for p in WITH_KEYS}
     assert names == {
         "broken/key-file",
+        "broken/missing-reference",
+        "broken/unused-template",
         "production/ha-ipsec",
+        "production/mn-multihomed",
         "testbed/ipsec/ha",
         "testbed/ipsec/mn",
     }

@@ -194,7 +194,12 @@ def test_doctor_without_a_configuration_reports_migrate_and_sub_policies(monkeyp
 def test_ike_tunnel_templates_fail_without_migrate(ipsec_ha, tmp_path):
     f = ipsec_ha / "mip6.toml"
     head, _, _tpl = f.read_text().partition("[ipsec.mn1]")
-    f.write_text(head + '[ipsec.mn1]\nprotect = ["payload"]\nkey_management = "ike"\n')
+    f.write_text(
+        head + '[ipsec.mn1]\nprotect = ["payload"]\nkey_management = "ike"\n'
+        'psk_file = "keys/mn1.psk"\nreqid = { to_ha = 1001, to_mn = 1001 }\n'
+    )
+    (ipsec_ha / "keys" / "mn1.psk").write_text("00" * 32 + "\n")
+    (ipsec_ha / "keys" / "mn1.psk").chmod(0o600)
     cfg = load_directory(ipsec_ha).config
     caps = _caps(mip6=True, esp=True, sub_policy=True, migrate=False)
     (failed,) = [c for c in doctor.checks(caps, cfg) if c["status"] == "failed"]
