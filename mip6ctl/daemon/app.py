@@ -327,6 +327,9 @@ class Daemon:
             from mip6ctl.daemon.mobile import MobileNodeController
 
             self.mobile = await MobileNodeController.attach(self)
+        from mip6ctl.daemon.ike import IkeController
+
+        self.ike = await IkeController.attach(self)  # charon over VICI; None without IKE
         self._start_watch_and_metrics(aio)
         self._set_condition("Ready", True, "Running", "")
         self._arm_timer()
@@ -388,6 +391,8 @@ class Daemon:
             self.nd.close()
         if getattr(self, "mobile", None) is not None:
             await self.mobile.stop()
+        if getattr(self, "ike", None) is not None:
+            await self.ike.close()
         if self.loop is not None:
             await self.loop.stop()
             if self.gen is not None and self.cfg.daemon.flush_on_stop:
@@ -457,6 +462,9 @@ class Daemon:
         assert self.engine is not None
         actions = self.engine.load_config(gen.config, self.clock())
         await self._execute(actions)
+        from mip6ctl.daemon.ike import IkeController
+
+        self.ike = await IkeController.follow(self, getattr(self, "ike", None))
         self._set_condition("ConfigValid", True, "Loaded", f"generation {gen.digest[:19]}")
         log.info(
             "configuration generation %d applied (%s)", self.generation_number, gen.digest[:19]
@@ -905,7 +913,9 @@ class Daemon:
             return_routability=rr_rows,
             reconcile=loop_status,
             acknowledged=self.acks,
-            ipsec=self._ipsec_rows(),
+            ipsec=await self.ike.rows(self._ipsec_rows())
+            if getattr(self, "ike", None) is not None
+            else self._ipsec_rows(),
         )
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -315,6 +315,9 @@ class MobileNodeController:
             log.warning("mobile node kernel state not in place yet: %s", result.message)
         if self.last_move is not None and self.last_move.get("at") == t0:
             self.last_move["kernel_ms"] = round((self.clock() - t0) * 1000, 3)
+        ike = getattr(self, "ike", None)  # daemon/ike.py: charon from the new care-of address
+        if ike is not None:
+            ike.moved(event, bool(result))
         self.feed(event)
         if advertise is not None:
             aio = asyncio.get_running_loop()

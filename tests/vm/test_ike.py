@@ -34,22 +34,18 @@ namespaces on failure.  Timings are from the emulated guest (qemu TCG).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
 
 import pytest
 
 from mip6ctl.config.loader import load_directory
 from mip6ctl.ike import swanctl
-from mip6ctl.ike.vici_client import Charon, IkeSaInfo, established
+from mip6ctl.ike.vici_client import IkeSaInfo, established
 from mip6ctl.kernel.xfrm import XfrmSocket
 from mip6ctl.kernel.xfrm_codec import KmAddress, XfrmMigration
 from mip6ctl.state.xfrm import (
@@ -62,10 +58,10 @@ from mip6ctl.state.xfrm import (
     XfrmTemplate,
 )
 from tests import nsutil
+from tests.vm.charon_helpers import CHARON, IKE_WAIT, CharonProc, start_charon
 
 pytestmark = pytest.mark.usefixtures("mip6_modules")
 
-CHARON = Path("/usr/lib/ipsec/charon")
 HOA = IPv6Address("2001:db8:1::100")
 HA = IPv6Address("2001:db8:1::1")
 HA_LINK = IPv6Address("2001:db8:a::1")
@@ -74,14 +70,6 @@ COA_B = IPv6Address("2001:db8:a::200")
 COA_C = IPv6Address("2001:db8:a::300")
 COA_D = IPv6Address("2001:db8:a::400")
 REQID_MH, REQID_TUNNEL = 1001, 1002
-#: bounds for the emulated guest (charon and its DH are ~10x slower there)
-START_WAIT, IKE_WAIT = 60.0, 60.0
-
-PLUGINS = (
-    "random nonce openssl aes sha1 sha2 hmac kdf gmp pem pkcs1 x509 pubkey "
-    "kernel-netlink socket-default vici"
-)
-
 TEMPLATE = f"""
 [ipsec.mn1]
 protect = ["binding-update", "payload"]
@@ -126,92 +114,6 @@ def ip(*args: str, ns: str) -> str:
     proc = nsutil.ip(*args, ns=ns, check=False)
     assert proc.returncode == 0, f"ip {' '.join(args)} (in {ns}): {proc.stderr.strip()}"
     return proc.stdout
-
-
-@dataclass
-class CharonProc:
-    ns: str
-    dir: Path
-    proc: subprocess.Popen[bytes]
-    vici: Charon | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "charon.log"
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def count(self, needle: str) -> int:
-        return self.log_text().count(needle)
-
-    def stop(self) -> None:
-        if self.vici is not None:
-            with contextlib.suppress(Exception):
-                self.vici.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-
-
-def start_charon(ns: str, workdir: Path) -> CharonProc:
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "strongswan.conf"
-    sock = workdir / "charon.vici"
-    conf.write_text(
-        "charon {\n"
-        "  load_modular = no\n"
-        f"  load = {PLUGINS}\n"
-        "  install_routes = no\n"
-        "  install_virtual_ip = no\n"
-        "  filelog {\n"
-        "    log {\n"
-        f"      path = {workdir / 'charon.log'}\n"
-        "      default = 1\n      knl = 2\n      job = 2\n      ike = 1\n"
-        "      flush_line = yes\n"
-        "    }\n"
-        "  }\n"
-        f"  plugins {{\n    vici {{\n      socket = unix://{sock}\n    }}\n  }}\n"
-        "}\n"
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "STRONGSWAN_CONF": str(conf),
-    }
-    # ip netns exec gives a mount namespace of its own; /run (the compiled-in
-    # pid file's directory) becomes a private tmpfs there, so two charons coexist.
-    cmd = [
-        "ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-        "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}",
-    ]  # fmt: skip
-    out = (workdir / "stdout").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    out.close()
-    cp = CharonProc(ns, workdir, proc)
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"charon in {ns} exited {proc.returncode}: "
-                f"{(workdir / 'stdout').read_text(errors='replace')[-2000:]}"
-            )
-        if sock.exists():
-            with contextlib.suppress(Exception):
-                cp.vici = Charon(str(sock), timeout=IKE_WAIT + 10)
-                cp.vici.version()
-                return cp
-        time.sleep(0.2)
-    cp.stop()
-    raise AssertionError(
-        f"charon in {ns}: no VICI socket after {START_WAIT}s: {cp.log_text()[-2000:]}"
-    )
 
 
 @dataclass

@@ -1,0 +1,363 @@
+"""IKE-keyed Mobile IPv6 end to end: the real daemons drive strongSwan's charon (RFC 4877).
+
+The reference testbed with the home agent and mobile node of
+examples/testbed/ike (template ``mn1``: ``key_management = "ike"``, BU/BA in
+a transport_proxy CHILD_SA with reqid 1001, payload in a tunnel CHILD_SA with
+reqid 1002, a PSK file), a charon started by the test in the ha and mn
+namespaces (tests/vm/charon_helpers.py: own strongswan.conf, VICI socket and
+log; private /run), and the daemons, told charon's socket through
+``MIP6CTL_VICI_SOCKET``.  mip6ctl renders the policies; `IkeController`
+(mip6ctl/daemon/ike.py) loads the connections over VICI and, on the mobile
+node, initiates from the care-of address after the move.
+
+* home -> f1: the IKE_SA is established from the care-of address, both
+  CHILD_SAs are in ``ip xfrm state`` with the fixed reqids, the BU/BA on the
+  wire are ESP under charon's transport SPIs (captured on the MN's
+  interface; no Mobility Header in clear), the registration completes,
+  pings CN <-> home address travel in charon's tunnel SAs, and the status
+  document's ``ipsec`` row carries the IKE_SA (``ike``);
+* f1 -> f2: the daemons' XFRM MIGRATEs (XFRMA_KMADDRESS) move charon's IKE_SA
+  on both ends -- same IKE SPIs and unique id (``list-sas``), no new
+  IKE_SA_INIT, "creating migrate job" in both charon logs -- the tunnel SAs
+  are at the new care-of address, pings flow, and the status shows the move.
+
+Every wait is bounded; the fixture stops daemons and charons (by pid) and
+tears the testbed down on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mip6ctl.ike.vici_client import IkeSaInfo, established
+from mip6ctl.testbed import Testbed
+from tests.netns.ha_helpers import REPO, HaDaemon, ip
+from tests.netns.test_mobile_node import ping
+from tests.vm.charon_helpers import CHARON, CharonProc, start_charon
+from tests.vm.daemon_helpers import DEBUG_LOG, wait_for, wait_ready
+from tests.vm.test_ipsec import NH_DSTOPTS, NH_ESP, NH_IPV6, NH_MH, NH_ROUTING, PREFIX, Capture
+
+pytestmark = pytest.mark.usefixtures("mip6_modules")
+
+EXAMPLES = REPO / "examples" / "testbed" / "ike"
+HOA = IPv6Address("2001:db8:1::100")
+HA = IPv6Address("2001:db8:1::1")
+CN = IPv6Address("2001:db8:c::2")
+CONN = "mip6-2001-db8-1--100"
+REQID_MH, REQID_TUNNEL = 1001, 1002
+#: the first IKE_SA of a boot took 3.7-5.3 s in the emulated guest (docs/ike.md), and
+#: the BUs the kernel held back meanwhile are retransmitted with back-off
+IKE_CONVERGE = 120.0
+SETTLE = 40.0
+
+
+def _copy_config(tmp: Path, node: str) -> Path:
+    d = tmp / f"{node}-example"
+    shutil.copytree(EXAMPLES / node, d)
+    for k in (d / "psk").iterdir():
+        k.chmod(0o600)  # git keeps 0644; the PSK file must not be group/other-readable
+    return d
+
+
+def launch(d: HaDaemon, vici: Path) -> None:
+    """`tests.vm.daemon_helpers.launch` with charon's VICI socket in the environment."""
+    argv = [sys.executable, "-m", "mip6ctl", "daemon", "-c", str(d.config)]
+    argv += ["--state-dir", str(d.state), "--socket", str(d.socket)]
+    env = {**os.environ, "MIP6CTL_VICI_SOCKET": str(vici)}
+    with open(d.log, "ab") as log:
+        d.proc = d.tb.exec(d.node, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+@dataclass
+class Bed:
+    tb: Testbed
+    ha: HaDaemon
+    mn: HaDaemon
+    charon_ha: CharonProc
+    charon_mn: CharonProc
+    capture: Capture
+
+    def charon(self, node: str) -> CharonProc:
+        return self.charon_ha if node == "ha" else self.charon_mn
+
+    def sas(self, node: str) -> list[IkeSaInfo]:
+        c = self.charon(node)
+        assert c.vici is not None
+        return c.vici.list_sas(CONN)
+
+    def logs(self) -> str:
+        out = [f"--- {d.node} daemon log ---\n{d.tail(80)}" for d in (self.mn, self.ha)]
+        for d in (self.mn, self.ha):
+            try:
+                doc = d.rpc("status", timeout=10.0)
+                keep = {k: doc.get(k) for k in ("conditions", "ipsec", "binding_update_list")}
+                out.append(f"--- {d.node} status ---\n{json.dumps(keep, indent=1)[:6000]}")
+            except Exception as e:
+                out.append(f"--- {d.node} status --- {e!r}")
+        for node in ("mn", "ha"):
+            try:
+                out.append(f"--- {node}: list-sas --- {self.sas(node)}")
+            except Exception as e:
+                out.append(f"--- {node}: list-sas --- {e!r}")
+            for args in (("-6", "addr", "show"), ("xfrm", "state"), ("xfrm", "policy")):
+                try:
+                    text = ip(self.tb, node, *args)
+                    text = re.sub(r"(\s(?:auth-trunc|auth|enc|aead) \S+) 0x[0-9a-f]+", r"\1 <key>",
+                                  text)  # fmt: skip
+                    out.append(f"--- {node}: ip {' '.join(args)} ---\n{text}")
+                except Exception as e:
+                    out.append(f"--- {node}: ip {' '.join(args)} --- {e!r}")
+            text = self.charon(node).log_text()
+            log = [ln for ln in text.splitlines() if "[JOB] watch" not in ln]
+            out.append(f"--- {node}: charon.log (tail) ---\n" + "\n".join(log[-60:]))
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    if not CHARON.exists():
+        pytest.skip(
+            f"missing capability: {CHARON} (Debian strongswan-charon; scripts/vm-tier installs it)"
+        )
+    tmp = tmp_path_factory.mktemp("ike-daemons")
+    with Testbed.build(timeout=60.0) as tb:
+        charons: list[CharonProc] = []
+        cap: Capture | None = None
+        ha = HaDaemon(
+            tb, tmp_path_factory.mktemp("ha"), example=_copy_config(tmp, "ha"), extra=DEBUG_LOG
+        )
+        mn = HaDaemon(
+            tb,
+            tmp_path_factory.mktemp("mn"),
+            node="mn",
+            example=_copy_config(tmp, "mn"),
+            replace={
+                "max_ha_binding_lifetime": "route_optimization = false\nmax_ha_binding_lifetime"
+            },
+            extra=DEBUG_LOG,
+        )
+        try:
+            for node in ("ha", "mn"):
+                charons.append(
+                    start_charon(
+                        tb.ns(node),
+                        tmp / f"charon-{node}",
+                        spawn=lambda argv, node=node, **kw: tb.exec(node, argv, **kw),
+                    )
+                )
+            cap = Capture(tb, "mn", "mn0")
+            launch(ha, charons[0].socket)
+            launch(mn, charons[1].socket)
+            wait_ready((ha, mn))
+            b = Bed(tb, ha, mn, charons[0], charons[1], cap)
+            wait_for("HA: IkeReady (connection loaded into charon)",
+                     lambda: condition(ha, "IkeReady") == "True", b.logs, 60.0)  # fmt: skip
+            yield b
+            for d in (ha, mn):
+                assert d.proc is not None and d.proc.poll() is None, (
+                    f"the {d.node} daemon died:\n{d.tail()}"
+                )
+        finally:
+            if cap is not None:
+                cap.close()
+            for d in (mn, ha):
+                d.stop()
+            for c in charons:
+                c.stop()
+
+
+def condition(d: HaDaemon, ctype: str) -> str | None:
+    doc = d.rpc("status", timeout=10.0)
+    return {c["type"]: c["status"] for c in doc["conditions"]}.get(ctype)
+
+
+def movement(bed: Bed) -> dict[str, Any]:
+    return bed.mn.rpc("movement", timeout=10.0)
+
+
+def registered(bed: Bed, link: str) -> dict[str, Any] | None:
+    m = movement(bed)
+    coa = m.get("care_of_address")
+    if m["location"] != "away" or coa is None or IPv6Address(coa) not in PREFIX[link]:
+        return None
+    rows = bed.mn.rpc("status", timeout=10.0)["binding_update_list"]["rows"]
+    home = [r for r in rows if r["peer"] == str(HA)]
+    entry = bed.ha.bindings().get(str(HOA))
+    ok = (
+        home
+        and home[0]["state"] == "registered"
+        and home[0]["care_of_address"] == coa
+        and entry is not None
+        and entry["care_of_address"] == coa
+        and m["kernel_in_sync"]
+    )
+    return {"coa": IPv6Address(coa)} if ok else None
+
+
+def move(bed: Bed, link: str) -> IPv6Address:
+    wait_for("previous move settled", lambda: movement(bed)["kernel_in_sync"], bed.logs, SETTLE)
+    t0 = time.monotonic()
+    bed.tb.move("mn", link)
+    got = wait_for(f"MN registered on {link}", lambda: registered(bed, link), bed.logs,
+                   IKE_CONVERGE)  # fmt: skip
+    print(f"\n--- registered on {link} {time.monotonic() - t0:.1f} s after the move (emulated)")
+    return got["coa"]  # type: ignore[no-any-return]
+
+
+def esp_states(bed: Bed, node: str) -> dict[int, tuple[str, str, int, str]]:
+    """SPI -> (src, dst, reqid, mode) of the node's ESP states (``ip xfrm state``)."""
+    out = {}
+    for block in re.split(r"\n(?=src )", ip(bed.tb, node, "xfrm", "state")):
+        m = re.match(
+            r"src (\S+) dst (\S+)\s+proto esp spi (0x[0-9a-f]+) reqid (\d+) mode (\w+)", block
+        )
+        if m:
+            out[int(m.group(3), 16)] = (m.group(1), m.group(2), int(m.group(4)), m.group(5))
+    return out
+
+
+def one_sa(bed: Bed, node: str, coa: IPv6Address) -> IkeSaInfo | None:
+    """The node's single established IKE_SA with both children, at `coa` (else None)."""
+    sas = bed.sas(node)
+    if len(sas) != 1 or not established(sas[0], ("mh", "tunnel")):
+        return None
+    sa = sas[0]
+    peer = sa.local_host if node == "mn" else sa.remote_host
+    return sa if peer == str(coa) else None
+
+
+def ike_row(d: HaDaemon) -> dict[str, Any]:
+    (row,) = d.rpc("status", timeout=15.0)["ipsec"]
+    assert row["key_management"] == "ike" and "ike" in row, row
+    return row["ike"]  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_registration_from_f1_is_keyed_by_charon(bed: Bed) -> None:
+    wait_for("MN at home", lambda: movement(bed)["location"] == "home", bed.logs, SETTLE)
+    inits = bed.charon_mn.count("IKE_SA_INIT")
+    bed.capture.drain()
+    coa = move(bed, "f1")
+    frames = bed.capture.drain()
+
+    # the IKE_SA from the care-of address, both CHILD_SAs with the fixed reqids
+    mn_sa = wait_for("MN IKE_SA at the CoA", lambda: one_sa(bed, "mn", coa), bed.logs, 30.0)
+    ha_sa = wait_for("HA IKE_SA at the CoA", lambda: one_sa(bed, "ha", coa), bed.logs, 30.0)
+    assert mn_sa.spis == ha_sa.spis and mn_sa.remote_host == str(HA), (mn_sa, ha_sa)
+    assert {c.name: c.reqid for c in mn_sa.children} == {"mh": REQID_MH, "tunnel": REQID_TUNNEL}
+    assert bed.charon_mn.count("IKE_SA_INIT") > inits, "no IKE_SA_INIT from the MN"
+    mh, tun = mn_sa.child("mh"), mn_sa.child("tunnel")
+    assert mh is not None and tun is not None
+    for node in ("mn", "ha"):
+        states = esp_states(bed, node)
+        print(f"--- {node} ESP states after f1: {states}")
+        got = {(src, dst, reqid, mode) for src, dst, reqid, mode in states.values()}
+        assert {
+            (str(HOA), str(HA), REQID_MH, "transport"),
+            (str(HA), str(HOA), REQID_MH, "transport"),
+            (str(coa), str(HA), REQID_TUNNEL, "tunnel"),
+            (str(HA), str(coa), REQID_TUNNEL, "tunnel"),
+        } <= got, (node, states, bed.logs())
+    mn_states = esp_states(bed, "mn")
+    assert {mh.spi_in, mh.spi_out, tun.spi_in, tun.spi_out} <= set(mn_states), mn_states
+
+    # BU/BA on the wire: ESP under charon's transport_proxy SAs, no Mobility Header in clear
+    sig = [f for f in frames if {f.src, f.dst} & {HA} or f.hao or f.rh2]
+    bus = [f for f in sig if f.outgoing and f.dst == HA and f.hao == HOA]
+    assert bus, f"no BU with a Home Address option from the MN: {sig}\n{bed.logs()}"
+    assert all(f.src == coa and f.chain[:2] == [NH_DSTOPTS, NH_ESP] for f in bus), bus
+    assert {f.spi for f in bus} == {mh.spi_out}, (bus, mh)
+    bas = [f for f in sig if not f.outgoing and f.src == HA and f.rh2 == HOA]
+    assert bas and all(f.dst == coa and f.chain[:2] == [NH_ROUTING, NH_ESP] for f in bas), sig
+    assert {f.spi for f in bas} == {mh.spi_in}, (bas, mh)
+    clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
+    assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
+    print(f"--- {len(bus)} BU(s) and {len(bas)} BA(s) on the wire, all ESP")
+
+    # status: the ipsec row of each daemon carries charon's IKE_SA
+    for d, sa in ((bed.mn, mn_sa), (bed.ha, ha_sa)):
+        row = ike_row(d)
+        print(f"--- {d.node} status ipsec[0].ike: {json.dumps(row)[:1500]}")
+        assert row["state"] == "ESTABLISHED" and row["connection"] == CONN, row
+        assert row["ike_spis"] == {
+            "initiator": f"{sa.initiator_spi:016x}",
+            "responder": f"{sa.responder_spi:016x}",
+        }, row
+        assert row["reqids"] == {"mh": REQID_MH, "tunnel": REQID_TUNNEL}, row
+        assert row["psk_fingerprint"].startswith("sha256:"), row
+    assert ike_row(bed.mn)["local_host"] == str(coa)
+    assert condition(bed.mn, "IkeReady") == "True"
+
+    # payload in charon's tunnel SAs, not in ip6tnl
+    bed.capture.drain()
+    assert ping(bed.tb, "cn", HOA) >= 2, "CN -> home address\n" + bed.logs()
+    assert ping(bed.tb, "mn", CN, src=HOA) >= 2, "home address -> CN\n" + bed.logs()
+    frames = bed.capture.drain()
+    spis = {f.spi for f in frames if f.chain[0] == NH_ESP and {f.src, f.dst} == {coa, HA}}
+    assert {tun.spi_in, tun.spi_out} <= spis, (spis, tun)
+    assert not [f for f in frames if f.chain[0] == NH_IPV6], "payload went through ip6tnl"
+
+
+def test_move_to_f2_migrates_charons_ike_sa(bed: Bed) -> None:
+    old = bed.ha.bindings()[str(HOA)]["care_of_address"]
+    before = {n: bed.sas(n) for n in ("mn", "ha")}
+    assert all(len(v) == 1 for v in before.values()), before
+    inits = {n: bed.charon(n).count("IKE_SA_INIT") for n in ("mn", "ha")}
+    jobs = {n: bed.charon(n).count("creating migrate job") for n in ("mn", "ha")}
+    coa = move(bed, "f2")
+    assert str(coa) != old
+    after = {
+        n: wait_for(f"{n} IKE_SA at {coa}", lambda n=n: one_sa(bed, n, coa), bed.logs, 30.0)
+        for n in ("mn", "ha")
+    }
+    for n in ("mn", "ha"):
+        b, a = before[n][0], after[n]
+        print(
+            f"--- {n}: IKE SPIs {b.spis[0]:016x}_i {b.spis[1]:016x}_r -> "
+            f"{a.spis[0]:016x}_i {a.spis[1]:016x}_r; {a.local_host} <-> {a.remote_host}; "
+            f"migrate jobs +{bed.charon(n).count('creating migrate job') - jobs[n]}"
+        )
+        assert a.spis == b.spis and a.uniqueid == b.uniqueid, (n, b, a)  # moved, not re-made
+        assert bed.charon(n).count("IKE_SA_INIT") == inits[n], f"{n}: a new IKE_SA_INIT"
+        assert bed.charon(n).count("creating migrate job") > jobs[n], bed.logs()
+        tunnel = {
+            (src, dst)
+            for src, dst, reqid, _m in esp_states(bed, n).values()
+            if reqid == REQID_TUNNEL
+        }
+        assert tunnel == {(str(coa), str(HA)), (str(HA), str(coa))}, (n, tunnel, bed.logs())
+    tun_b, tun_a = before["mn"][0].child("tunnel"), after["mn"].child("tunnel")
+    assert tun_b is not None and tun_a is not None
+    assert (tun_a.spi_in, tun_a.spi_out) == (tun_b.spi_in, tun_b.spi_out)  # same CHILD_SA
+
+    bed.capture.drain()
+    assert ping(bed.tb, "cn", HOA) >= 2, "CN -> home address after the move\n" + bed.logs()
+    assert ping(bed.tb, "mn", CN, src=HOA) >= 2, "home address -> CN after the move\n" + bed.logs()
+    spis = {f.spi for f in bed.capture.drain() if f.chain[0] == NH_ESP and coa in (f.src, f.dst)}
+    assert {tun_a.spi_in, tun_a.spi_out} <= spis, spis
+
+    row = wait_for(
+        "MN status: IKE at the new CoA",
+        lambda: (r := ike_row(bed.mn))["local_host"] == str(coa) and r["last_move"] and r,
+        bed.logs,
+        30.0,
+    )
+    print(f"--- MN status ipsec[0].ike after f2: {json.dumps(row)[:1500]}")
+    assert row["last_move"]["care_of_address"] == str(coa), row
+    assert row["last_move"]["how"].startswith("migrated"), row
+    assert ike_row(bed.ha)["remote_host"] == str(coa)
