@@ -160,7 +160,7 @@ class IkeController:
         set_condition: Callable[[str, bool, str, str], None],
         ha_address: IPv6Address | None = None,
         socket_path: str | None = None,
-        charon: Callable[[str, float], Any] = _charon,
+        charon: Callable[[str, float], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -168,7 +168,7 @@ class IkeController:
         self.migrate = migrate
         self.ha_address = ha_address
         self.socket_path = socket_path or vici_socket()
-        self._charon = charon
+        self._charon = charon or _charon
         self._set_condition = set_condition
         self.clock = clock
         self.conns: dict[str, _Conn] = {}  # by connection name
@@ -189,17 +189,22 @@ class IkeController:
         On a mobile node it is handed to the mobile node controller (``mobile.ike``)
         and, when the node is already away, brought up from its care-of address."""
         cfg = daemon.cfg
-        if not uses_ike(cfg):
+        try:
+            if not uses_ike(cfg):
+                return None
+            ctl = cls(
+                cfg,
+                base=daemon.gen.directory if daemon.gen is not None else None,
+                migrate=bool(getattr(daemon.caps, "migrate", False)),
+                set_condition=daemon._set_condition,
+                ha_address=_ha_address(daemon),
+            )
+            await ctl.start()
+            ctl._hand_to_mobile(daemon)
+        except Exception as e:  # a bug here must not keep the node from running
+            log.exception("IKE controller not attached")
+            daemon._set_condition(CONDITION, False, "Failed", f"controller not attached: {e}")
             return None
-        ctl = cls(
-            cfg,
-            base=daemon.gen.directory if daemon.gen is not None else None,
-            migrate=bool(getattr(daemon.caps, "migrate", False)),
-            set_condition=daemon._set_condition,
-            ha_address=_ha_address(daemon),
-        )
-        await ctl.start()
-        ctl._hand_to_mobile(daemon)
         return ctl
 
     @classmethod
@@ -208,15 +213,19 @@ class IkeController:
         closed), handed to the mobile node controller again."""
         if ctl is None:
             return await cls.attach(daemon)
-        if not uses_ike(daemon.cfg):
-            await ctl.close()
-            daemon._set_condition(CONDITION, True, "NotUsed", "no template uses IKE")
-            mobile = getattr(daemon, "mobile", None)
-            if mobile is not None:
-                mobile.ike = None
-            return None
-        ctl.ha_address = _ha_address(daemon) or ctl.ha_address
-        await ctl.reload(daemon.cfg, daemon.gen.directory if daemon.gen is not None else None)
+        try:
+            if not uses_ike(daemon.cfg):
+                await ctl.close()
+                daemon._set_condition(CONDITION, True, "NotUsed", "no template uses IKE")
+                mobile = getattr(daemon, "mobile", None)
+                if mobile is not None:
+                    mobile.ike = None
+                return None
+            ctl.ha_address = _ha_address(daemon) or ctl.ha_address
+            await ctl.reload(daemon.cfg, daemon.gen.directory if daemon.gen is not None else None)
+        except Exception as e:  # keep the controller of the last generation
+            log.exception("IKE connections not reloaded")
+            daemon._set_condition(CONDITION, False, "Failed", f"not reloaded: {e}")
         return ctl
 
     def _hand_to_mobile(self, daemon: Any) -> None:
@@ -530,7 +539,13 @@ class IkeController:
 
     async def rows(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The daemon's ``ipsec`` status rows with the ``ike`` field (`merge_status`)."""
-        return merge_status(rows, await self.status())
+        rows = list(rows)
+        try:
+            return merge_status(rows, await self.status())
+        except Exception as e:  # status must answer whatever happens here
+            log.exception("IKE status failed")
+            return merge_status(rows, {r["home_address"]: {"state": None, "error": str(e)}
+                                       for r in rows})  # fmt: skip
 
     async def status(self) -> dict[str, dict[str, Any]]:
         """Home address -> connection, charon's IKE_SAs (list-sas, bounded: the last

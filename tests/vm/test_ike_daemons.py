@@ -16,10 +16,12 @@ node, initiates from the care-of address after the move.
   interface; no Mobility Header in clear), the registration completes,
   pings CN <-> home address travel in charon's tunnel SAs, and the status
   document's ``ipsec`` row carries the IKE_SA (``ike``);
-* f1 -> f2: the daemons' XFRM MIGRATEs (XFRMA_KMADDRESS) move charon's IKE_SA
+* f1 -> f2: the daemons' XFRM MIGRATEs (seen on the kernel's migrate group
+  in both namespaces, XFRMA_KMADDRESS = new CoA and HA) move charon's IKE_SA
   on both ends -- same IKE SPIs and unique id (``list-sas``), no new
   IKE_SA_INIT, "creating migrate job" in both charon logs -- the tunnel SAs
-  are at the new care-of address, pings flow, and the status shows the move.
+  are at the new care-of address, pings flow, the status shows the move, and
+  the HA's binding has the K flag.
 
 Every wait is bounded; the fixture stops daemons and charons (by pid) and
 tears the testbed down on failure.
@@ -43,6 +45,8 @@ from typing import Any
 import pytest
 
 from mip6ctl.ike.vici_client import IkeSaInfo, established
+from mip6ctl.kernel.xfrm import XfrmEventSocket
+from mip6ctl.kernel.xfrm_codec import XFRMNLGRP_MIGRATE, MigrateEvent
 from mip6ctl.testbed import Testbed
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 from tests.netns.test_mobile_node import ping
@@ -287,7 +291,8 @@ def test_registration_from_f1_is_keyed_by_charon(bed: Bed) -> None:
     assert {f.spi for f in bas} == {mh.spi_in}, (bas, mh)
     clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
     assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
-    print(f"--- {len(bus)} BU(s) and {len(bas)} BA(s) on the wire, all ESP")
+    print(f"--- {len(bus)} BU(s) and {len(bas)} BA(s) on the wire, all ESP; MN daemon: "
+          f"{ike_log(bed.mn)}; HA daemon: {ike_log(bed.ha)}")  # fmt: skip
 
     # status: the ipsec row of each daemon carries charon's IKE_SA
     for d, sa in ((bed.mn, mn_sa), (bed.ha, ha_sa)):
@@ -319,8 +324,24 @@ def test_move_to_f2_migrates_charons_ike_sa(bed: Bed) -> None:
     assert all(len(v) == 1 for v in before.values()), before
     inits = {n: bed.charon(n).count("IKE_SA_INIT") for n in ("mn", "ha")}
     jobs = {n: bed.charon(n).count("creating migrate job") for n in ("mn", "ha")}
-    coa = move(bed, "f2")
+    socks = {}
+    for node in ("ha", "mn"):
+        with bed.tb.inside(node):
+            socks[node] = XfrmEventSocket(groups=(XFRMNLGRP_MIGRATE,))
+    try:
+        coa = move(bed, "f2")
+        events = {
+            n: [e for e in s.wait(10.0) if isinstance(e, MigrateEvent)] for n, s in socks.items()
+        }
+    finally:
+        for s in socks.values():
+            s.close()
     assert str(coa) != old
+    for node, evs in events.items():  # the daemons' MIGRATEs, naming the IKE endpoints
+        km = [e.kmaddress for e in evs if e.kmaddress is not None]
+        pairs = sorted({(str(k.local), str(k.remote)) for k in km})
+        print(f"--- {node}: {len(evs)} MIGRATE(s), KMADDRESS (local, remote) {pairs}")
+        assert km and all({k.local, k.remote} == {coa, HA} for k in km), (node, evs)
     after = {
         n: wait_for(f"{n} IKE_SA at {coa}", lambda n=n: one_sa(bed, n, coa), bed.logs, 30.0)
         for n in ("mn", "ha")
@@ -361,3 +382,11 @@ def test_move_to_f2_migrates_charons_ike_sa(bed: Bed) -> None:
     assert row["last_move"]["care_of_address"] == str(coa), row
     assert row["last_move"]["how"].startswith("migrated"), row
     assert ike_row(bed.ha)["remote_host"] == str(coa)
+    flags = bed.ha.bindings()[str(HOA)]["flags"]
+    print(f"--- HA binding flags {flags!r}; MN daemon: {ike_log(bed.mn)}")
+    assert "K" in flags, flags  # IKE template + MIGRATE: the IKE SA survives movement
+
+
+def ike_log(d: HaDaemon) -> list[str]:
+    lines = (d.tail(400) or "").splitlines()
+    return [ln[-160:] for ln in lines if "IKE" in ln and ("loaded" in ln or " at " in ln)]

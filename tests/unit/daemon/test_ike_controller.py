@@ -458,3 +458,68 @@ def test_a_hanging_charon_bounds_status(tmp_path: Path, monkeypatch: pytest.Monk
     status, took = asyncio.run(run())
     assert took < 1.0
     assert "no answer from charon" in status[str(HOA)]["stale"]
+
+
+# --------------------------------------------------------------------------- daemon glue
+
+
+@dataclass
+class FakeDaemon:
+    cfg: Any
+    gen: Any
+    caps: Any
+    conds: Conditions
+    mobile: Any = None
+    loop: Any = None
+
+    def _set_condition(self, ctype: str, status: bool, reason: str, message: str) -> None:
+        self.conds(ctype, status, reason, message)
+
+
+def test_attach_hands_itself_to_the_mobile_node_and_follows_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    fake = FakeCharon()
+    monkeypatch.setattr(ike, "_charon", fake.session)
+    gen = generation(tmp_path / "g1", MN_TOML)
+    mobile = SimpleNamespace(location="away", view=SimpleNamespace(care_of_address=COA_1))
+    d = FakeDaemon(gen.config, gen, SimpleNamespace(migrate=True), Conditions(), mobile=mobile)
+
+    async def run() -> None:
+        ctl = await IkeController.attach(d)
+        assert ctl is not None and mobile.ike is ctl  # type: ignore[attr-defined]
+        await settle(ctl)  # already away at start: brought up at once
+        assert ("bring_up", (str(COA_1),)) in fake.calls
+        same = await IkeController.follow(d, ctl)
+        assert same is ctl
+        plain = generation(tmp_path / "g2", '[node]\nrole = "cn"\n')
+        d.cfg, d.gen = plain.config, plain
+        assert await IkeController.follow(d, ctl) is None
+        assert mobile.ike is None  # type: ignore[attr-defined]
+        assert ctl._closed
+
+    asyncio.run(run())
+    assert d.conds.last["IkeReady"][:2] == (True, "NotUsed")
+
+
+def test_attach_without_ike_is_none_and_a_broken_config_is_a_condition(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    plain = generation(tmp_path / "cn", '[node]\nrole = "cn"\n')
+    d = FakeDaemon(plain.config, plain, SimpleNamespace(migrate=True), Conditions())
+    assert asyncio.run(IkeController.attach(d)) is None
+    assert "IkeReady" not in d.conds.last
+    gen = generation(tmp_path / "ha", ha_toml())
+    d = FakeDaemon(gen.config, gen, None, Conditions())  # no caps at all: still no exception
+    (tmp_path / "ha" / "mn1.psk").unlink()
+
+    async def run() -> Any:
+        ctl = await IkeController.attach(d)
+        if ctl is not None:
+            await ctl.close()
+        return ctl
+
+    assert asyncio.run(run()) is not None
+    assert d.conds.last["IkeReady"][:2] == (False, "ConfigError")
