@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mip6ctl.config import secrets
+from mip6ctl.config.ipsec_needs import TRANSPORT_KINDS, TUNNEL_KINDS
 from mip6ctl.config.model import IpsecTemplate, Mip6Config, Protect
 from mip6ctl.config.secrets import KeyFileError, SecretBytes, fingerprint
 
@@ -42,20 +43,8 @@ KeyPath = tuple[str | int, ...]
 CHILD_MH = "mh"
 CHILD_TUNNEL = "tunnel"
 
-#: Protect kinds carried by the transport_proxy child (HoA <-> HA).
-TRANSPORT_KINDS = frozenset(
-    {
-        Protect.BINDING_UPDATE,
-        Protect.MOBILITY_HEADER,
-        Protect.MOBILE_PREFIX_DISCOVERY,
-        Protect.ICMP,
-        Protect.ANY,
-    }
-)
-#: Protect kinds carried by the tunnel child (CoA <-> HA outer addresses).
-TUNNEL_KINDS = frozenset(
-    {Protect.RETURN_ROUTABILITY, Protect.TUNNEL_MOBILITY_HEADER, Protect.PAYLOAD}
-)
+# Protect kinds: config.ipsec_needs.TRANSPORT_KINDS go to the transport_proxy child
+# (HoA <-> HA), TUNNEL_KINDS to the tunnel child (CoA <-> HA outer addresses).
 
 IPPROTO_ICMPV6 = 58
 IPPROTO_MH = 135

@@ -150,6 +150,23 @@ def _rotate(
     yield old_out if phase == 1 else outbound
 
 
+def _esp_pair(
+    spis: tuple[int, int],
+    mode: Mode,
+    reqids: tuple[int, int],
+    mn_end: IPv6Address,
+    ha: IPv6Address,
+    keys: TemplateKeys,
+    selectors: tuple[XfrmSelector | None, XfrmSelector | None] = (None, None),
+) -> tuple[XfrmState, XfrmState]:
+    """The two ESP SAs of a template: (towards the HA, towards the mobile node)."""
+    common = {"algorithms": keys.algorithms, "replay_window": 32}
+    return (
+        XfrmState(ha, mn_end, XfrmProto.ESP, spis[0], mode, reqids[0], selectors[0], **common),  # type: ignore[arg-type]
+        XfrmState(mn_end, ha, XfrmProto.ESP, spis[1], mode, reqids[1], selectors[1], **common),  # type: ignore[arg-type]
+    )
+
+
 def template_keys(tpl: IpsecTemplate, keys: Mapping[str, bytes]) -> TemplateKeys | None:
     """Algorithms from a template and its key bytes (``keys``: section -> bytes).
 
@@ -249,30 +266,8 @@ def transport(
     sel_ha, sel_mn = XfrmSelector(dst=h, src=m), XfrmSelector(dst=m, src=h)
 
     def pair(t: IpsecTemplate, k: TemplateKeys) -> tuple[XfrmState, XfrmState]:
-        spi_ha, spi_mn = _pair(t.spi)
-        return (
-            XfrmState(
-                ha,
-                home,
-                XfrmProto.ESP,
-                spi_ha,
-                Mode.TRANSPORT,
-                to_ha,
-                sel_ha,
-                algorithms=k.algorithms,
-                replay_window=32,
-            ),
-            XfrmState(
-                home,
-                ha,
-                XfrmProto.ESP,
-                spi_mn,
-                Mode.TRANSPORT,
-                to_mn,
-                sel_mn,
-                algorithms=k.algorithms,
-                replay_window=32,
-            ),
+        return _esp_pair(
+            _pair(t.spi), Mode.TRANSPORT, (to_ha, to_mn), home, ha, k, (sel_ha, sel_mn)
         )
 
     old = pair(retiring.template, retiring.keys) if retiring is not None else None
@@ -350,29 +345,7 @@ def tunnel(
         return
 
     def pair(t: IpsecTemplate, k: TemplateKeys) -> tuple[XfrmState, XfrmState]:
-        spi_ha, spi_mn = _pair(t.tunnel_spi)
-        return (
-            XfrmState(
-                ha,
-                care_of,
-                XfrmProto.ESP,
-                spi_ha,
-                Mode.TUNNEL,
-                to_ha,
-                algorithms=k.algorithms,
-                replay_window=32,
-            ),
-            XfrmState(
-                care_of,
-                ha,
-                XfrmProto.ESP,
-                spi_mn,
-                Mode.TUNNEL,
-                to_mn,
-                algorithms=k.algorithms,
-                replay_window=32,
-            ),
-        )
+        return _esp_pair(_pair(t.tunnel_spi), Mode.TUNNEL, (to_ha, to_mn), care_of, ha, k)
 
     old = pair(retiring.template, retiring.keys) if retiring is not None else None
     yield from _rotate(side, pair(tpl, keys), old, retiring.phase if retiring else 1)
