@@ -17,10 +17,12 @@ when the generation has such a template:
   (`moved`, called by the mobile node controller right after the mobile key
   reconciled; independent of the Binding Update, which the kernel holds back
   until charon's SA exists).  On later moves, with CONFIG_XFRM_MIGRATE
-  (``caps.migrate``) the executor's MIGRATE with XFRMA_KMADDRESS moves
-  charon's IKE_SA: the controller only checks (bounded) that it did, and
-  re-initiates when it did not; without MIGRATE it re-initiates from the new
-  care-of address (`Charon.reinitiate`: a new IKE_SA, K = 0).
+  (``caps.migrate``) the executor's MIGRATE of the tunnel-mode policies, with
+  XFRMA_KMADDRESS, moves charon's IKE_SA: the controller only checks
+  (bounded) that it did, and re-initiates when it did not; without MIGRATE,
+  or with a transport-only template (no tunnel policy, so no MIGRATE), it
+  re-initiates from the new care-of address (`Charon.reinitiate`: a new
+  IKE_SA).
 
 This module never writes the kernel (the one-writer rule): the MIGRATE of the
 transport-mode policy that would re-register charon's transport_proxy child
@@ -437,6 +439,9 @@ class IkeController:
                 return
             entry.conn = replace(entry.conn, care_of_address=coa, local_addrs=(str(coa),))
             t0 = self.clock()
+            # only tunnel-mode policies are migrated: a transport-only template's move
+            # sends no MIGRATE that charon could follow
+            tunnelled = entry.conn.child(swanctl.CHILD_TUNNEL) is not None
             try:
                 sas = await self._list(entry.conn.name)
                 up = [s for s in sas if s.state == "ESTABLISHED"]
@@ -444,7 +449,7 @@ class IkeController:
                     # with MIGRATE the executor's message usually got there first
                     moved = previous is not None and previous != coa
                     how = "migrated (charon followed the MIGRATE)" if moved else "established"
-                elif up and self.migrate and previous is not None:
+                elif up and self.migrate and previous is not None and tunnelled:
                     how = await self._follow_migrate(entry, coa)
                 elif up:
                     how = await self._reinitiate(entry, coa)

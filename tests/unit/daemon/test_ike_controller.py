@@ -394,6 +394,26 @@ def test_move_without_migrate_reinitiates_from_the_new_address(tmp_path: Path) -
     assert row["last_move"]["how"].startswith("re-initiated")
 
 
+def test_transport_only_template_reinitiates_even_with_migrate(tmp_path: Path) -> None:
+    text = MN_TOML.replace('["binding-update", "payload"]', '["binding-update"]')
+    text = text.replace("tunnel_reqid = { to_ha = 1002, to_mn = 1002 }\n", "")
+    gen = generation(tmp_path, text)
+    fake, conds = FakeCharon(), Conditions()
+
+    async def run() -> dict[str, Any]:
+        ctl = controller(gen, fake, conds, migrate=True)
+        ctl.moved(COA_1)
+        await settle(ctl)
+        ctl.moved(COA_2)  # no tunnel policy: the executor sends no MIGRATE to follow
+        await settle(ctl)
+        return (await ctl.status())[str(HOA)]
+
+    row = asyncio.run(run())
+    assert ("reinitiate", str(COA_2)) in fake.calls
+    assert row["reqids"] == {"mh": 1001}
+    assert row["last_move"]["how"].startswith("re-initiated")
+
+
 def test_at_home_and_other_events_are_ignored(tmp_path: Path) -> None:
     from mip6ctl.engine.events import AtHome, CareOfAddressChanged
 
