@@ -8,8 +8,10 @@ kernel (ESP, MIP6, ip6tnl, XFRM MIGRATE):
 * the registration from f1 is ESP on the wire both ways (captured on the
   MN's interface: the BU leaves from the care-of address with a Home Address
   option *before* ESP, the BA comes back with a type 2 routing header before
-  ESP; no Mobility Header in clear), and pings CN <-> home address travel
-  in ESP tunnel mode between care-of address and HA (no ip6tnl packets);
+  ESP; no Mobility Header in clear); the Home Test Init of return
+  routability with the CN leaves the MN in the ESP tunnel and appears in
+  clear only behind the HA; pings CN <-> home address travel in ESP tunnel
+  mode between care-of address and HA (no ip6tnl packets);
 * a scapy tester on f1 sends a Binding Update for the MN's home address,
   valid in every other respect: unprotected, and with ESP under a wrong
   key -- the HA answers neither, its binding stays the MN's, and the kernel's
@@ -139,6 +141,7 @@ class Bed:
     mn: HaDaemon
     f1: Station
     capture: Capture
+    core: Capture  # the HA's interface towards the CN: what left the tunnel, decrypted
 
     def logs(self) -> str:
         out = [f"--- {d.node} log ---\n{d.tail(60)}" for d in (self.mn, self.ha)]
@@ -194,8 +197,11 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             tmp_path_factory.mktemp("mn"),
             node="mn",
             example=_copy_config(tmp, "mn"),
+            # route optimisation with the CN (no daemon there): the MN sends a HoTI,
+            # which must leave through the ESP tunnel
             replace={
-                "max_ha_binding_lifetime": "route_optimization = false\nmax_ha_binding_lifetime"
+                "max_ha_binding_lifetime": "route_optimization = true\n"
+                f'correspondents = [{{ prefix = "{CN}/128" }}]\nmax_ha_binding_lifetime'
             },
             extra=DEBUG_LOG,
         )
@@ -204,13 +210,15 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 assert k.stat().st_mode & 0o077 == 0, k
         f1: Station | None = None
         cap: Capture | None = None
+        core: Capture | None = None
         try:
             cap = Capture(tb, "mn", "mn0")
+            core = Capture(tb, "ha", "core0")
             for d in (ha, mn):
                 launch(d)
             wait_ready((ha, mn))
             f1 = Station(tb, "f1", "vf1", [str(FORGER_COA)], "2001:db8:a::1")
-            yield Bed(tb, ha, mn, f1, cap)
+            yield Bed(tb, ha, mn, f1, cap, core)
             for d in (ha, mn):
                 assert d.proc is not None and d.proc.poll() is None, (
                     f"the {d.node} daemon died:\n{d.tail()}"
@@ -218,8 +226,9 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         finally:
             if f1 is not None:
                 f1.close()
-            if cap is not None:
-                cap.close()
+            for c in (cap, core):
+                if c is not None:
+                    c.close()
             for d in (mn, ha):
                 d.stop()
 
@@ -283,6 +292,17 @@ def test_registration_and_traffic_are_esp(bed: Bed) -> None:
     assert {f.spi for f in bas} == {SPI_TO_MN}, bas
     clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
     assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
+
+    # the Home Test Init: ESP tunnel CoA -> HA on the MN's link, in clear only behind the HA
+    def hoti_left_the_ha() -> list[Frame]:
+        return [f for f in bed.core.drain() if f.src == HOA and f.dst == CN and NH_MH in f.chain]
+
+    wait_for("HoTI forwarded by the HA", hoti_left_the_ha, bed.logs, CONVERGE)
+    frames += bed.capture.drain()
+    assert not [f for f in frames if f.src == HOA and NH_MH in f.chain and f.dst == CN], (
+        "a HoTI left the MN outside the tunnel"
+    )
+    assert any(f.spi == TUNNEL_SPI_TO_HA and f.src == coa for f in frames), frames
 
     # the kernel holds what the status says, with fingerprints only
     doc = bed.ha.rpc("status", timeout=10.0)
