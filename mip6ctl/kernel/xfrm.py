@@ -172,6 +172,8 @@ class XfrmSocket:
             self._sock.close()
             raise
         self._seq = int(time.monotonic_ns() & 0x3FFFFFFF)
+        #: MIGRATE: this kernel matched the exact selector form (see `migrate`)
+        self._migrate_exact = False
         self._buf = bytearray(1 << 20)
         # keep the send size under the socket buffer (netlink refuses > sndbuf - 32)
         self._max_send = max(
@@ -545,10 +547,17 @@ class XfrmSocket:
                     "migrate",
                 )
         r = XfrmResult("migrate", selector, _errno.ENOENT)
-        for sel in dict.fromkeys((migrate_flow_selector(selector), selector)):
+        forms = (migrate_flow_selector(selector), selector)
+        if self._migrate_exact:  # a kernel that matched the exact form: memcmp() kind
+            forms = (selector, forms[0])
+        for i, sel in enumerate(dict.fromkeys(forms)):
             body = encode_migrate(sel, direction, migrations, ptype=ptype, kmaddress=kmaddress)
             r = self._execute([_Request("migrate", selector, XFRM_MSG_MIGRATE, body)])[0]
             if r.error != _errno.ENOENT:
+                if i == 1 and sel == selector:
+                    # the flow form found nothing, the exact one did: this kernel
+                    # memcmp()s selectors (≤ 6.9), where the exact form is always right
+                    self._migrate_exact = True
                 break
         r.raise_for_error()
         if not guard:

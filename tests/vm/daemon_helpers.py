@@ -8,13 +8,14 @@ launches every daemon first and then waits for all of them (bounded).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tests.netns.ha_helpers import HaDaemon
+from tests.netns.ha_helpers import HaDaemon, ip
 
 #: guest bounds (emulated CPU, ~20x slower Python than the host)
 START_TIMEOUT = 180.0
@@ -84,3 +85,33 @@ def ip6tnl_devices(out: str) -> dict[str, str]:
             if name.startswith("m6t"):
                 devs[name] = parts[2]
     return devs
+
+
+#: `ip xfrm state` prints SA keys as ``enc cbc(aes) 0x...``, ``auth-trunc hmac(sha256) 0x...``
+_KEYS = re.compile(r"((?:enc|auth|auth-trunc|aead|comp) \S+ )0x[0-9a-fA-F]+")
+
+#: what a failure message shows of a node's kernel state
+KERNEL_VIEWS = (
+    ("-d", "link", "show"),
+    ("-6", "addr", "show"),
+    ("-6", "rule", "show"),
+    ("-6", "route", "show", "table", "all"),
+    ("xfrm", "state", "show"),
+    ("xfrm", "policy", "show"),
+)
+
+
+def kernel_dump(tb: Any, nodes: Iterable[str]) -> list[str]:
+    """`ip` views and the non-zero XFRM / IPv6 counters of each node, for a failure message."""
+    out = []
+    for node in nodes:
+        for args in KERNEL_VIEWS:
+            try:
+                text = _KEYS.sub(r"\1<key>", ip(tb, node, *args))  # never print key material
+                out.append(f"--- {node}: ip {' '.join(args)} ---\n{text}")
+            except Exception as e:
+                out.append(f"--- {node}: ip {' '.join(args)} --- {e!r}")
+        r = tb.run(node, ["cat", "/proc/net/xfrm_stat", "/proc/net/snmp6"], timeout=30)
+        kept = [x for x in r.stdout.splitlines() if not x.rstrip().endswith(" 0")]
+        out.append(f"--- {node}: counters ---\n" + "\n".join(kept))
+    return out

@@ -65,6 +65,7 @@ from tests.vm.daemon_helpers import (
     HA_KERNEL,
     KERNEL_SECTION,
     ip6tnl_devices,
+    kernel_dump,
     launch,
     wait_for,
     wait_ready,
@@ -107,22 +108,7 @@ class Bed:
                 out.append(f"--- {what} ---\n{json.dumps(get(), indent=1)[:4000]}")
             except Exception as e:
                 out.append(f"--- {what} --- {e!r}")
-        for node in ("mn", "ha"):
-            for args in (
-                ("-d", "link", "show"),
-                ("-6", "addr", "show"),
-                ("-6", "rule", "show"),
-                ("-6", "route", "show", "table", "all"),
-                ("xfrm", "state", "show"),
-                ("xfrm", "policy", "show"),
-            ):
-                try:
-                    out.append(f"--- {node}: ip {' '.join(args)} ---\n{ip(self.tb, node, *args)}")
-                except Exception as e:
-                    out.append(f"--- {node}: ip {' '.join(args)} --- {e!r}")
-            r = self.tb.run(node, ["cat", "/proc/net/xfrm_stat", "/proc/net/snmp6"], timeout=30)
-            kept = [x for x in r.stdout.splitlines() if not x.rstrip().endswith(" 0")]
-            out.append(f"--- {node}: counters ---\n" + "\n".join(kept))
+        out += kernel_dump(self.tb, ("mn", "ha"))
         return "\n".join(out)
 
 
