@@ -219,3 +219,42 @@ def render(doc: dict[str, Any]) -> None:
                 f"{_duration(r.get('home_token_age_s'))} old, care-of token "
                 f"{_duration(r.get('care_of_token_age_s'))} old{err}"
             )
+
+    ipsec = doc.get("ipsec") or []
+    if ipsec:
+        con.print()
+        t = Table(title=f"IPsec ({len(ipsec)})", title_justify="left")
+        for col in ("home address", "template", "keys", "SPIs", "fingerprints", "kernel", "moved"):
+            t.add_column(col, no_wrap=col != "fingerprints")
+        for r in ipsec:
+            spi = r.get("spi") or {}
+            tun = r.get("tunnel_spi") or {}
+            spis = " ".join(
+                f"{k} {v}"
+                for k, v in (
+                    ("→ha", spi.get("to_ha")),
+                    ("→mn", spi.get("to_mn")),
+                    ("tun→ha", tun.get("to_ha")),
+                    ("tun→mn", tun.get("to_mn")),
+                )
+                if v
+            )
+            fps = r.get("fingerprints") or {}
+            ike = r.get("ike") or {}
+            keys = str(r.get("key_management"))
+            if ike:
+                keys += f" ({_esc(ike.get('state') or '-')})"
+            rot = r.get("rotation")
+            if rot:
+                keys += f", rotating (phase {rot.get('phase')})"
+            moved = r.get("last_migration") or {}
+            t.add_row(
+                _esc(r.get("home_address")),
+                _esc(r.get("template")),
+                _esc(keys),
+                _esc(spis or "-"),
+                _esc(" ".join(f"{k[:4]} {v}" for k, v in fps.items()) or "-"),
+                "[green]in sync[/]" if r.get("in_kernel") else "[yellow]pending[/]",
+                _esc(moved.get("care_of_address") or "-"),
+            )
+        con.print(t)

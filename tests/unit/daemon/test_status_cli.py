@@ -238,6 +238,32 @@ def test_store_failure_and_pending_bindings(sock: Path, capsys: pytest.CaptureFi
     assert conditions_by_type(body)["BindingStoreHealthy"]["reason"] == "WriteFailed"
 
 
+def test_ipsec_rows(sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14: per protected node its template, keying, SPIs, fingerprints, last move."""
+    doc = copy.deepcopy(HA_STATUS)
+    doc["ipsec"] = [{
+        "home_address": "2001:db8:1::100", "template": "mn1", "key_management": "ike",
+        "spi": None, "tunnel_spi": None, "in_kernel": True, "rotation": {"phase": 2},
+        "fingerprints": None, "ike": {"state": "ESTABLISHED"},
+        "last_migration": {"at": 1.0, "care_of_address": "2001:db8:b::100", "how": "migrated"},
+    }, {
+        "home_address": "2001:db8:1::200", "template": "mn2", "key_management": "manual",
+        "spi": {"to_ha": "0x2001", "to_mn": "0x2002"}, "tunnel_spi": None, "in_kernel": False,
+        "fingerprints": {"encryption": "sha256:0123456789abcdef",
+                         "authentication": "sha256:fedcba9876543210"},
+        "last_migration": None, "rotation": None,
+    }]  # fmt: skip
+    with serve(sock, doc):
+        assert main(["status", "--socket", str(sock)]) == 0
+    out = capsys.readouterr().out
+    assert "IPsec (2)" in out
+    row1 = next(line for line in out.splitlines() if "2001:db8:1::100" in line and "mn1" in line)
+    assert "ike (ESTABLISHED), rotating (phase 2)" in row1 and "2001:db8:b::100" in row1
+    row2 = next(line for line in out.splitlines() if "mn2" in line)
+    assert "→ha 0x2001 →mn 0x2002" in row2 and "sha256:0123456789abcdef" in row2
+    assert "pending" in row2
+
+
 def conditions_by_type(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in doc["conditions"]}
 
