@@ -23,6 +23,11 @@ pytestmark = pytest.mark.vm
 
 
 def test_run_ipsec_migrate_with_states() -> None:
+    # the first ESP state loads the crypto modules inside NEWSA: seconds under emulation,
+    # longer than the executor's XFRM socket waits -- load them first (as the vm tier does)
+    for mod in ("esp6", "mip6", "xfrm_user", "crypto-authenc", "crypto-cbc(aes)",
+                "crypto-hmac(sha256)"):
+        subprocess.run(["modprobe", "-q", mod], capture_output=True, timeout=120)
     nodes = os.environ.get("MIP6_BENCH_NODES", "1000")
     out = subprocess.run(
         [sys.executable, "bench/ipsec_migrate.py", "--states", "--nodes", nodes,
