@@ -24,9 +24,15 @@ when the generation has such a template:
   re-initiates from the new care-of address (`Charon.reinitiate`: a new
   IKE_SA).
 
-This module never writes the kernel (the one-writer rule): the MIGRATE of the
-transport-mode policy that would re-register charon's transport_proxy child
-(docs/ike.md, limit 3) belongs to the plan executor.
+After a move charon followed by MIGRATE, its transport_proxy child (``mh``)
+is still registered at the old care-of address: a rekey of it would fail
+(docs/ike.md, limit 3).  Once the home registration at the new care-of
+address is done (its BU/BA travel in the old transport SAs, HoA<->HA, which a
+move does not touch), the controller re-creates that child over the moved
+IKE_SA (`Charon.recreate_child`: a DELETE of the old one, then a
+CREATE_CHILD_SA -- charon refuses a duplicate while the old one is installed;
+no IKE_SA_INIT).  This module never writes the kernel (the one-writer
+rule): charon does, over VICI.
 
 Every VICI call runs in a thread (`asyncio.to_thread`) on a session of its
 own, bounded by the session's socket timeout and an ``asyncio.wait_for``;
@@ -70,6 +76,9 @@ INITIATE_ATTEMPTS = 3
 RETRY_DELAY = 2.0
 #: charon not reachable / connections not loaded: try again this often
 RELOAD_RETRY = 10.0
+#: after a followed MIGRATE the mh child is re-created once the home registration at the
+#: new care-of address is done, or after this long anyway
+REGISTRATION_WAIT = 30.0
 
 CONDITION = "IkeReady"
 
@@ -164,6 +173,7 @@ class IkeController:
         socket_path: str | None = None,
         charon: Callable[[str, float], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        registered_care_of: Callable[[], IPv6Address | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.base = base
@@ -173,6 +183,9 @@ class IkeController:
         self._charon = charon or _charon
         self._set_condition = set_condition
         self.clock = clock
+        #: the care-of address of the mobile node's completed home registration (None:
+        #: none); unset, the mh child is re-created as soon as charon followed
+        self.registered_care_of = registered_care_of
         self.conns: dict[str, _Conn] = {}  # by connection name
         self.care_of_address: IPv6Address | None = None
         self.config_error: str | None = None
@@ -235,6 +248,9 @@ class IkeController:
         if mobile is None:
             return
         mobile.ike = self
+        engine = getattr(daemon, "engine", None)
+        if self.registered_care_of is None and engine is not None:
+            self.registered_care_of = lambda: _registered_care_of(engine)
         view = getattr(mobile, "view", None)
         coa = getattr(view, "care_of_address", None)
         if getattr(mobile, "location", None) == "away" and coa is not None:
@@ -470,6 +486,86 @@ class IkeController:
             log.info("IKE at %s: %s in %.0f ms", coa, how, entry.last_move["ms"])
             await self._list(entry.conn.name)
             self._update_condition()
+            if how.startswith("migrated") and entry.conn.child(swanctl.CHILD_MH) is not None:
+                self._spawn(self._renew_mh(coa, t0))
+
+    async def _renew_mh(self, coa: IPv6Address, t0: float) -> None:
+        """charon followed the MIGRATE of the tunnel child only: re-create the mh child over
+        the moved IKE_SA once the home registration at `coa` is done (docs/ike.md, limit 3)."""
+        waited = await self._wait_registered(coa)
+        if waited is None:
+            return  # moved on meanwhile: that move renews it
+        async with self._lock:
+            entry = self.mn_conn
+            if entry is None or self.care_of_address != coa:
+                return
+            name = entry.conn.name
+            t1 = self.clock()
+            try:
+                r = await self._vici(
+                    f"re-create {name}/{swanctl.CHILD_MH}",
+                    lambda c: c.recreate_child(name, swanctl.CHILD_MH, timeout=INITIATE_TIMEOUT),
+                    bound=INITIATE_TIMEOUT * 3 + VICI_TIMEOUT,
+                )
+            except RuntimeError as e:
+                entry.last_error = f"mh child not re-created after the move to {coa}: {e}"
+                log.error("IKE: %s", entry.last_error)
+                self._update_condition()
+                return
+            entry.last_error = None
+            renewed = {
+                "how": "re-created over the moved IKE_SA",
+                "old_child_ids": list(r.old_ids),
+                "child_id": r.new.uniqueid,
+                "spi_in": f"{r.new.spi_in:#x}",
+                "spi_out": f"{r.new.spi_out:#x}",
+                "registration_wait_ms": round(waited * 1000, 1),
+                "ms": round((self.clock() - t1) * 1000, 1),
+                "initiate_ms": round(r.initiate_s * 1000, 1),
+                "terminate_ms": round(r.terminate_s * 1000, 1),
+                "after_move_ms": round((self.clock() - t0) * 1000, 1),
+            }
+            if entry.last_move is not None and entry.last_move.get("care_of_address") == str(coa):
+                entry.last_move["mh"] = renewed
+            log.info(
+                "IKE at %s: mh child re-created (#%s -> #%d, spi %s/%s) in %.0f ms "
+                "(after %.0f ms waiting for the home registration)",
+                coa,
+                ",".join(map(str, r.old_ids)) or "-",
+                r.new.uniqueid,
+                renewed["spi_in"],
+                renewed["spi_out"],
+                renewed["ms"],
+                renewed["registration_wait_ms"],
+            )
+            with contextlib.suppress(RuntimeError):
+                await self._list(name)
+            self._update_condition()
+
+    async def _wait_registered(self, coa: IPv6Address) -> float | None:
+        """Seconds until the home registration at `coa` is done (bounded: proceed after
+        REGISTRATION_WAIT anyway); None when the node moved on meanwhile."""
+        probe = self.registered_care_of
+        t0 = self.clock()
+        if probe is None:
+            return 0.0
+        deadline = t0 + REGISTRATION_WAIT
+        while self.care_of_address == coa and not self._closed:
+            try:
+                if probe() == coa:
+                    return self.clock() - t0
+            except Exception:  # a probe that breaks must not keep the child stale
+                log.exception("IKE: home registration probe failed")
+                return self.clock() - t0
+            if self.clock() >= deadline:
+                log.warning(
+                    "IKE: no home registration at %s in %.0f s: re-creating the mh child anyway",
+                    coa,
+                    REGISTRATION_WAIT,
+                )
+                return self.clock() - t0
+            await asyncio.sleep(0.05)
+        return None
 
     async def _list(self, name: str) -> list[IkeSaInfo]:
         sas = await self._vici(f"list-sas {name}", lambda c: c.list_sas(name), bound=VICI_TIMEOUT)
@@ -587,6 +683,16 @@ class IkeController:
                 "stale": stale,
             }
         return out
+
+
+def _registered_care_of(engine: Any) -> IPv6Address | None:
+    """The care-of address the home agent accepted last, while the home registration is
+    current (`mip6ctl.engine.mobile_node.MobileNode`; read only)."""
+    mn = getattr(engine, "mn", None)
+    if mn is None or getattr(mn, "state", None) != "registered":
+        return None
+    coa = getattr(mn, "registered_care_of", None)
+    return coa if isinstance(coa, IPv6Address) else None
 
 
 def _ha_address(daemon: Any) -> IPv6Address | None:

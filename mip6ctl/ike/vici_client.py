@@ -11,7 +11,12 @@ What mip6ctl needs and nothing more:
 * `Charon.list_sas` -- typed IKE_SA/CHILD_SA snapshots (SPIs, hosts, reqids);
 * `Charon.reinitiate` -- the movement fallback where the kernel has no
   ``CONFIG_XFRM_MIGRATE``: terminate the IKE_SA and initiate it again from the
-  new care-of address (a full IKE exchange; the K flag is 0).
+  new care-of address (a full IKE exchange; the K flag is 0);
+* `Charon.recreate_child` -- a CHILD_SA deleted by its unique id and made
+  again over the existing IKE_SA (CREATE_CHILD_SA, no IKE_SA_INIT): after a
+  tunnel MIGRATE charon no longer finds the transport_proxy child for a rekey
+  (docs/ike.md, limit 3); the new one is registered at the IKE_SA's current
+  address.
 
 Key material goes to charon only through `IkeConnection.vici_shared`; nothing
 here logs or returns it.
@@ -131,6 +136,20 @@ def parse_list_sa(event: dict[str, Any]) -> list[IkeSaInfo]:
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Recreated:
+    """What `Charon.recreate_child` did (seconds, monotonic clock)."""
+
+    child: str
+    old_ids: tuple[int, ...]  # CHILD_SA unique ids deleted
+    new: ChildSaInfo
+    ike_spis: tuple[int, int]  # unchanged: the same IKE_SA
+    terminate_s: float  # the old child's DELETE (from here on the kernel has no such SA)
+    initiate_s: float  # CREATE_CHILD_SA until the new one is installed
+    total_s: float
+    log: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +274,73 @@ class Charon:
         if force:
             msg["force"] = "yes"
         return self._stream(f"terminate {conn or ike_id}", self._session.terminate(msg))
+
+    def terminate_child(self, child_id: int, *, timeout: float | None = None) -> list[str]:
+        """Delete one CHILD_SA by its unique id (an INFORMATIONAL DELETE to the peer)."""
+        t = self.timeout if timeout is None else timeout
+        msg = {"child-id": str(child_id), "timeout": str(int(t * 1000)), "loglevel": "1"}
+        return self._stream(f"terminate CHILD_SA #{child_id}", self._session.terminate(msg))
+
+    def recreate_child(self, conn: str, child: str, *, timeout: float | None = None) -> Recreated:
+        """`child` of the established IKE_SA of `conn` deleted by its unique id, then
+        initiated again over the same IKE_SA (one CREATE_CHILD_SA, the child's fixed
+        reqid; no IKE_SA_INIT).
+
+        Break before make: charon 5.9.8 refuses to initiate a CHILD_SA while an
+        installed one of the same config and reqid exists ("not establishing
+        CHILD_SA ... due to existing duplicate"), and a rekey cannot be asked for
+        a child charon no longer finds (docs/ike.md, limit 3).  ``initiate``
+        reuses the IKE_SA as long as the connection was not loaded again since
+        it was made (charon's ``checkout_by_config`` compares the configs).
+        `ViciError` when there is no such IKE_SA, or when no new CHILD_SA is
+        installed on it (two initiate attempts) or it landed on another IKE_SA."""
+        t0 = time.monotonic()
+        first = self.list_sas(conn)
+        known = {s.uniqueid for s in first}
+        up = [s for s in first if s.state == "ESTABLISHED"]
+        if not up:
+            raise ViciError(f"re-create {conn}/{child}: no established IKE_SA")
+        ike = up[0]
+        old = tuple(c.uniqueid for c in ike.children if c.name == child)
+        log: list[str] = []
+        for uid in old:
+            log += self.terminate_child(uid, timeout=timeout)
+        t1 = time.monotonic()
+        new: list[ChildSaInfo] = []
+        for attempt in (1, 2):
+            try:
+                log += self.initiate(conn, child, timeout=timeout)
+            except ViciError:
+                if attempt == 2:
+                    raise
+                continue
+            every = self.list_sas(conn)
+            others = sorted(s.uniqueid for s in every if s.uniqueid not in known)
+            if others:
+                raise ViciError(
+                    f"re-create {conn}/{child}: charon made it on another IKE_SA {others}"
+                    f" (not #{ike.uniqueid}; was the connection loaded again?)"
+                )
+            sas = [s for s in every if s.uniqueid == ike.uniqueid]
+            if not sas or sas[0].spis != ike.spis:
+                raise ViciError(f"re-create {conn}/{child}: the IKE_SA #{ike.uniqueid} is gone")
+            new = [c for c in sas[0].children if c.name == child and c.state == "INSTALLED"]
+            new = [c for c in new if c.uniqueid not in old]
+            if new:
+                break
+        if not new:
+            raise ViciError(f"re-create {conn}/{child}: no new CHILD_SA installed")
+        t2 = time.monotonic()
+        return Recreated(
+            child=child,
+            old_ids=old,
+            new=new[-1],
+            ike_spis=ike.spis,
+            terminate_s=t1 - t0,
+            initiate_s=t2 - t1,
+            total_s=t2 - t0,
+            log=tuple(log),
+        )
 
     def rekey_child(self, conn: str, child: str) -> None:
         self._call(f"rekey {conn}/{child}", self._session.rekey, {"child": child, "ike": conn})

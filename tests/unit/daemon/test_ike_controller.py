@@ -19,7 +19,7 @@ import pytest
 from mip6ctl.config.loader import load_directory
 from mip6ctl.daemon import ike
 from mip6ctl.daemon.ike import IkeController, merge_status, uses_ike
-from mip6ctl.ike.vici_client import ChildSaInfo, IkeSaInfo, Reinitiated, ViciError
+from mip6ctl.ike.vici_client import ChildSaInfo, IkeSaInfo, Recreated, Reinitiated, ViciError
 
 KEY_HEX = "00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef"
 HOA = IPv6Address("2001:db8:1::100")
@@ -92,6 +92,8 @@ class FakeCharon:
     follows_after: int | None = 0
     pending_move: str | None = None
     sessions: int = 0
+    #: recreate_child raises this (None: it works)
+    recreate_error: str | None = None
 
     def session(self, path: str, timeout: float) -> FakeCharon:
         if self.unreachable:
@@ -131,6 +133,17 @@ class FakeCharon:
         self.sas = []
         return []
 
+    def recreate_child(self, conn: str, child: str, *, timeout: float | None = None) -> Recreated:
+        self.calls.append(("recreate_child", child))
+        if self.recreate_error is not None:
+            raise ViciError(self.recreate_error)
+        (ike_sa,) = [s for s in self.sas if s.name == conn]
+        (old,) = [c for c in ike_sa.children if c.name == child]
+        new = replace(old, uniqueid=old.uniqueid + 10, spi_in=0xE1, spi_out=0xE2)
+        children = tuple(new if c is old else c for c in ike_sa.children)
+        self.sas = [replace(ike_sa, children=children)]
+        return Recreated(child, (old.uniqueid,), new, ike_sa.spis, 0.05, 0.02, 0.07, ())
+
     def reinitiate(self, conn: Any, coa: Any, *, timeout: float | None = None) -> Reinitiated:
         self.calls.append(("reinitiate", str(coa)))
         self.sas = [sa(local=str(coa), remote=str(HA), spis=(0x3333, 0x4444), uid=2)]
@@ -146,7 +159,12 @@ class Conditions:
 
 
 def controller(
-    gen: Any, fake: FakeCharon, conds: Conditions, *, migrate: bool = True
+    gen: Any,
+    fake: FakeCharon,
+    conds: Conditions,
+    *,
+    migrate: bool = True,
+    registered: Any = None,
 ) -> IkeController:
     return IkeController(
         gen.config,
@@ -155,6 +173,7 @@ def controller(
         set_condition=conds,
         socket_path="/nonexistent/charon.vici",
         charon=fake.session,
+        registered_care_of=registered,
     )
 
 
@@ -331,7 +350,8 @@ def test_move_with_migrate_waits_for_charon_to_follow(tmp_path: Path) -> None:
         return (await ctl.status())[str(HOA)]
 
     row = asyncio.run(run())
-    assert [c[0] for c in fake.calls] == []  # no terminate, no initiate: charon followed
+    # no terminate, no initiate of the IKE_SA: charon followed; only mh is re-created over it
+    assert [c[0] for c in fake.calls] == ["recreate_child"]
     assert row["local_host"] == str(COA_2) and row["ike_spis"]["initiator"] == f"{0x1111:016x}"
     assert row["last_move"]["how"].startswith("migrated")
 
@@ -351,7 +371,7 @@ def test_move_after_charon_already_followed_is_a_migration(tmp_path: Path) -> No
         return (await ctl.status())[str(HOA)]
 
     row = asyncio.run(run())
-    assert fake.calls == []
+    assert fake.calls == [("recreate_child", "mh")]
     assert row["last_move"]["how"] == "migrated (charon followed the MIGRATE)"
 
 
@@ -374,6 +394,90 @@ def test_move_with_migrate_not_followed_reinitiates(
     row = asyncio.run(run())
     assert ("reinitiate", str(COA_2)) in fake.calls
     assert "MIGRATE not followed" in row["last_move"]["how"]
+
+
+def test_followed_migrate_recreates_mh_after_the_home_registration(tmp_path: Path) -> None:
+    """docs/ike.md limit 3: charon re-registers only the tunnel child on a MIGRATE; the
+    controller re-creates mh over the moved IKE_SA (same IKE SPIs), once the home
+    registration at the new care-of address is done (BU/BA keep the old transport SAs)."""
+    gen = generation(tmp_path, MN_TOML)
+    fake, conds = FakeCharon(), Conditions()
+    registered: list[IPv6Address | None] = [COA_1]
+
+    async def run() -> dict[str, Any]:
+        ctl = controller(gen, fake, conds, registered=lambda: registered[0])
+        ctl.moved(COA_1)
+        await settle(ctl)
+        assert fake.calls == [("bring_up", (str(COA_1),))]  # initiated: mh is fresh
+        fake.calls.clear()
+        fake.sas = [replace(s, local_host=str(COA_2)) for s in fake.sas]  # charon followed
+        ctl.moved(COA_2)
+        for _ in range(20):  # registration at COA_2 not yet done: the child is left alone
+            await asyncio.sleep(0.01)
+        assert fake.calls == [] and ctl._tasks
+        registered[0] = COA_2  # the BA at COA_2 arrived
+        await settle(ctl)
+        return (await ctl.status())[str(HOA)]
+
+    row = asyncio.run(run())
+    assert fake.calls == [("recreate_child", "mh")]
+    mh = row["last_move"]["mh"]
+    assert mh["how"] == "re-created over the moved IKE_SA" and mh["old_child_ids"] == [1]
+    assert mh["child_id"] == 11 and mh["spi_in"] == "0xe1" and mh["registration_wait_ms"] > 0
+    assert row["ike_spis"]["initiator"] == f"{0x1111:016x}"  # the same IKE_SA
+    children = {c["name"]: c for c in row["sas"][0]["children"]}
+    assert (
+        children["mh"]["spi_out"] == "0xe2" and children["tunnel"]["spi_in"] == f"{0xC0 + 1002:#x}"
+    )
+    assert row["last_error"] is None and conds.last["IkeReady"][0] is True
+
+
+def test_mh_recreation_failure_is_shown_not_raised(tmp_path: Path) -> None:
+    gen = generation(tmp_path, MN_TOML)
+    fake, conds = FakeCharon(), Conditions()
+
+    async def run() -> dict[str, Any]:
+        ctl = controller(gen, fake, conds)
+        ctl.moved(COA_1)
+        await settle(ctl)
+        fake.sas = [replace(s, local_host=str(COA_2)) for s in fake.sas]
+        fake.recreate_error = "initiate mip6-2001-db8-1--100/mh: establishing CHILD_SA 'mh' failed"
+        ctl.moved(COA_2)
+        await settle(ctl)
+        return (await ctl.status())[str(HOA)]
+
+    row = asyncio.run(run())
+    assert ("recreate_child", "mh") in fake.calls
+    assert row["last_move"]["how"].startswith("migrated") and "mh" not in row["last_move"]
+    assert "mh child not re-created" in row["last_error"], row
+    assert "establishing CHILD_SA 'mh' failed" in row["last_error"]
+    assert conds.last["IkeReady"][:2] == (False, "InitiateFailed")
+    assert row["state"] == "ESTABLISHED"  # the IKE_SA and the tunnel child are untouched
+
+
+def test_mh_not_recreated_for_a_care_of_address_left_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ike, "REGISTRATION_WAIT", 0.3)
+    gen = generation(tmp_path, MN_TOML)
+    fake, conds = FakeCharon(), Conditions()
+    registered: list[IPv6Address | None] = [None]
+    coa_3 = IPv6Address("2001:db8:c::100")
+
+    async def run() -> None:
+        ctl = controller(gen, fake, conds, registered=lambda: registered[0])
+        ctl.moved(COA_1)
+        await settle(ctl)
+        fake.calls.clear()
+        fake.sas = [replace(s, local_host=str(COA_2)) for s in fake.sas]
+        ctl.moved(COA_2)
+        await asyncio.sleep(0.1)
+        fake.sas = [replace(s, local_host=str(coa_3)) for s in fake.sas]
+        ctl.moved(coa_3)  # before the registration at COA_2: only coa_3 renews mh
+        await settle(ctl)  # no registration at coa_3 either: after REGISTRATION_WAIT anyway
+
+    asyncio.run(run())
+    assert fake.calls == [("recreate_child", "mh")]
 
 
 def test_move_without_migrate_reinitiates_from_the_new_address(tmp_path: Path) -> None:

@@ -175,3 +175,54 @@ def test_wait_sa_is_bounded(charon) -> None:
     fake.sas = [_str_keys(EVENT)]
     sa = c.wait_sa("x", lambda s: s.state == "ESTABLISHED", timeout=0.2)
     assert sa is not None and sa.uniqueid == 3
+
+
+def _with_mh(uid: int, spi_in: str, *, ike_uid: str = "3", ike_spi: str = "5ad1c3b2a1f0e9d8"):
+    ev = _str_keys(EVENT)
+    (body,) = ev.values()
+    body["uniqueid"], body["initiator-spi"] = ike_uid.encode(), ike_spi.encode()
+    (mh,) = body["child-sas"].values()
+    body["child-sas"] = {f"mh-{uid}": {**mh, "uniqueid": str(uid).encode(),
+                                       "spi-in": spi_in.encode()}}  # fmt: skip
+    return ev
+
+
+def test_recreate_child_deletes_the_old_one_then_initiates_over_the_ike_sa(charon) -> None:
+    c, fake = charon
+    fake.sas = [_with_mh(5, "c1a2b3c4")]
+    initiate = fake.initiate
+
+    def initiate_and_install(msg: Any):
+        fake.sas = [_with_mh(9, "e1e2e3e4")]
+        yield from initiate(msg)
+
+    fake.initiate = initiate_and_install  # type: ignore[method-assign]
+    r = c.recreate_child("mip6-2001-db8-1--100", "mh", timeout=2.0)
+    names = [n for n, _ in fake.calls]
+    assert names == ["list_sas", "terminate", "initiate", "list_sas"]
+    term = fake.calls[1][1]
+    assert term["child-id"] == "5" and "ike" not in term and "force" not in term
+    assert term["timeout"] == "2000"
+    assert fake.calls[2][1]["child"] == "mh" and fake.calls[2][1]["ike"] == "mip6-2001-db8-1--100"
+    assert r.old_ids == (5,) and r.new.uniqueid == 9 and r.new.spi_in == 0xE1E2E3E4
+    assert r.ike_spis == (0x5AD1C3B2A1F0E9D8, 0x0102030405060708)
+    assert r.total_s >= r.initiate_s >= 0 and r.terminate_s >= 0
+
+
+def test_recreate_child_refuses_when_nothing_new_lands_on_the_ike_sa(charon) -> None:
+    c, fake = charon
+    with pytest.raises(ViciError, match="no established IKE_SA"):
+        c.recreate_child("mip6-2001-db8-1--100", "mh")
+    fake.sas = [_with_mh(5, "c1a2b3c4")]
+    with pytest.raises(ViciError, match="no new CHILD_SA installed"):
+        c.recreate_child("mip6-2001-db8-1--100", "mh")  # initiate changed nothing, twice
+    assert [n for n, _ in fake.calls].count("initiate") == 2
+    initiate = fake.initiate
+
+    def new_ike_sa(msg: Any):
+        fake.sas = [_with_mh(5, "c1a2b3c4"), _with_mh(9, "e1e2e3e4", ike_uid="4", ike_spi="77")]
+        yield from initiate(msg)
+
+    fake.initiate = new_ike_sa  # type: ignore[method-assign]
+    with pytest.raises(ViciError, match=r"another IKE_SA \[4\]"):
+        c.recreate_child("mip6-2001-db8-1--100", "mh")
