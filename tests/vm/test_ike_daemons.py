@@ -21,7 +21,14 @@ node, initiates from the care-of address after the move.
   on both ends -- same IKE SPIs and unique id (``list-sas``), no new
   IKE_SA_INIT, "creating migrate job" in both charon logs -- the tunnel SAs
   are at the new care-of address, pings flow, the status shows the move, and
-  the HA's binding has the K flag.
+  the HA's binding has the K flag;
+* after f2: the MN daemon re-created the transport_proxy child over the moved
+  IKE_SA once the registration was done (docs/ike.md, limit 3): a VICI rekey
+  of ``mh`` (the test's own session) then succeeds, the IKE SPIs are those of
+  the IKE_SA made at f1 (no IKE_SA_INIT since), the kernel holds only the
+  current transport pair, and the next BU refresh (binding lifetime 32 s
+  here, so a refresh ~24 s after the BA) and its BA are ESP under the
+  rekeyed child's SPIs.
 
 Every wait is bounded; the fixture stops daemons and charons (by pid) and
 tears the testbed down on failure.
@@ -36,8 +43,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -66,6 +73,7 @@ REQID_MH, REQID_TUNNEL = 1001, 1002
 #: the BUs the kernel held back meanwhile are retransmitted with back-off
 IKE_CONVERGE = 120.0
 SETTLE = 40.0
+BINDING_LIFETIME = 32
 
 
 def _copy_config(tmp: Path, node: str) -> Path:
@@ -93,6 +101,7 @@ class Bed:
     charon_ha: CharonProc
     charon_mn: CharonProc
     capture: Capture
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def charon(self, node: str) -> CharonProc:
         return self.charon_ha if node == "ha" else self.charon_mn
@@ -148,8 +157,9 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             tmp_path_factory.mktemp("mn"),
             node="mn",
             example=_copy_config(tmp, "mn"),
-            replace={
-                "max_ha_binding_lifetime": "route_optimization = false\nmax_ha_binding_lifetime"
+            replace={  # a short lifetime: a BU refresh within the test (~24 s after a BA)
+                "max_ha_binding_lifetime = 3600": "route_optimization = false\n"
+                f"max_ha_binding_lifetime = {BINDING_LIFETIME}"
             },
             extra=DEBUG_LOG,
         )
@@ -289,6 +299,7 @@ def test_registration_from_f1_is_keyed_by_charon(bed: Bed) -> None:
     bas = [f for f in sig if not f.outgoing and f.src == HA and f.rh2 == HOA]
     assert bas and all(f.dst == coa and f.chain[:2] == [NH_ROUTING, NH_ESP] for f in bas), sig
     assert {f.spi for f in bas} == {mh.spi_in}, (bas, mh)
+    bed.notes["ike_spis"] = mn_sa.spis
     clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
     assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
     print(f"--- {len(bus)} BU(s) and {len(bas)} BA(s) on the wire, all ESP; MN daemon: "
@@ -390,3 +401,102 @@ def test_move_to_f2_migrates_charons_ike_sa(bed: Bed) -> None:
 def ike_log(d: HaDaemon) -> list[str]:
     lines = (d.tail(400) or "").splitlines()
     return [ln[-160:] for ln in lines if "IKE" in ln and ("loaded" in ln or " at " in ln)]
+
+
+def mh_pairs(bed: Bed, node: str) -> set[tuple[int, str, str]]:
+    """(SPI, src, dst) of the node's transport SAs with the mh reqid."""
+    return {
+        (spi, src, dst)
+        for spi, (src, dst, reqid, mode) in esp_states(bed, node).items()
+        if reqid == REQID_MH and mode == "transport"
+    }
+
+
+def test_mh_child_recreated_after_the_move_rekeys_and_protects_the_refresh(
+    bed: Bed, record_testsuite_property: Callable[[str, object], None]
+) -> None:
+    """The figures also go into junit.xml (``record_testsuite_property``)."""
+    coa = IPv6Address(movement(bed)["care_of_address"])
+    assert coa in PREFIX["f2"], coa
+    inits = {n: bed.charon(n).count("IKE_SA_INIT") for n in ("mn", "ha")}
+
+    # the MN daemon re-created mh over the moved IKE_SA once the registration at f2 was done
+    row = wait_for(
+        "MN status: mh re-created after the move",
+        lambda: (r := ike_row(bed.mn))["last_move"] and r["last_move"].get("mh") and r,
+        bed.logs,
+        60.0,
+    )
+    mh_doc = row["last_move"]["mh"]
+    print(f"--- MN daemon: mh after the move to f2: {json.dumps(mh_doc)}")
+    record_testsuite_property("mh_recreated", json.dumps(mh_doc))
+    assert row["last_error"] is None, row
+    assert mh_doc["how"] == "re-created over the moved IKE_SA", mh_doc
+    mn_sa = wait_for("MN IKE_SA at f2", lambda: one_sa(bed, "mn", coa), bed.logs, 30.0)
+    ha_sa = wait_for("HA IKE_SA at f2", lambda: one_sa(bed, "ha", coa), bed.logs, 30.0)
+    mh = mn_sa.child("mh")
+    assert mh is not None and mh.uniqueid == mh_doc["child_id"], (mn_sa, mh_doc)
+    assert mh.uniqueid not in mh_doc["old_child_ids"]
+    assert [c.name for c in mn_sa.children].count("mh") == 1, mn_sa  # the old one deleted
+    assert mn_sa.spis == ha_sa.spis == bed.notes.get("ike_spis", mn_sa.spis), (mn_sa, ha_sa)
+    ha_mh = ha_sa.child("mh")
+    assert ha_mh is not None and (ha_mh.spi_in, ha_mh.spi_out) == (mh.spi_out, mh.spi_in)
+    want = {(mh.spi_out, str(HOA), str(HA)), (mh.spi_in, str(HA), str(HOA))}
+    for node in ("mn", "ha"):  # only the new transport pair in the kernel
+        wait_for(f"{node}: the old mh pair deleted",
+                 lambda n=node: mh_pairs(bed, n) == want, bed.logs, 30.0)  # fmt: skip
+        print(f"--- {node}: mh transport SAs after the re-creation {sorted(want)}")
+
+    # a rekey of mh over the moved IKE_SA: charon finds the child now
+    vici = bed.charon_mn.vici
+    assert vici is not None
+    mark = len(bed.charon_mn.log_text())
+    t0 = time.monotonic()
+    vici.rekey_child(CONN, "mh")
+    rekeyed = vici.wait_sa(
+        CONN,
+        lambda s: any(
+            c.name == "mh" and c.state == "INSTALLED" and c.spi_in not in (mh.spi_in, 0)
+            for c in s.children
+        ),
+        timeout=60.0,
+        interval=0.02,
+    )
+    took = time.monotonic() - t0
+    refused = [ln for ln in bed.charon_mn.log_text()[mark:].splitlines() if "not found" in ln]
+    verdict = "rekeyed" if rekeyed else "NOT rekeyed"
+    print(f"--- VICI rekey of mh after the re-creation: {verdict} in {took * 1000:.0f} ms", refused)
+    record_testsuite_property("mh_rekey_ms", round(took * 1000))
+    assert rekeyed is not None and not refused, (refused, bed.logs())
+    assert rekeyed.spis == mn_sa.spis and rekeyed.uniqueid == mn_sa.uniqueid, (rekeyed, mn_sa)
+    new = next(c for c in rekeyed.children if c.name == "mh" and c.spi_in != mh.spi_in)
+    for n in ("mn", "ha"):
+        assert bed.charon(n).count("IKE_SA_INIT") == inits[n], f"{n}: a new IKE_SA_INIT"
+
+    # the next BU refresh and its BA: ESP under the rekeyed child's SPIs, nothing in clear
+    bed.capture.drain()
+    frames: list[Any] = []
+
+    def refreshed() -> bool:
+        frames.extend(bed.capture.drain())
+        return any(f.outgoing and f.dst == HA and f.hao == HOA for f in frames) and any(
+            not f.outgoing and f.src == HA and f.rh2 == HOA for f in frames
+        )
+
+    t1 = time.monotonic()
+    wait_for("a BU refresh and its BA", refreshed, bed.logs, BINDING_LIFETIME * 2.0)
+    bus = [f for f in frames if f.outgoing and f.dst == HA and f.hao == HOA]
+    bas = [f for f in frames if not f.outgoing and f.src == HA and f.rh2 == HOA]
+    record_testsuite_property("refresh_after_rekey_s", round(time.monotonic() - t1, 1))
+    spis = f"BU {sorted({f.spi for f in bus})} BA {sorted({f.spi for f in bas})}"
+    record_testsuite_property("refresh_spis", f"{spis} mh {new.spi_out:#x}/{new.spi_in:#x}")
+    print(f"--- BU refresh {time.monotonic() - t1:.1f} s after the rekey: {len(bus)} BU(s) "
+          f"SPI {sorted({f.spi for f in bus})}, {len(bas)} BA(s) SPI {sorted({f.spi for f in bas})}"
+          f"; mh now {new.spi_out:#x}/{new.spi_in:#x}")  # fmt: skip
+    assert all(f.src == coa and f.chain[:2] == [NH_DSTOPTS, NH_ESP] for f in bus), bus
+    assert {f.spi for f in bus} == {new.spi_out}, (bus, new)
+    assert all(f.dst == coa and f.chain[:2] == [NH_ROUTING, NH_ESP] for f in bas), bas
+    assert {f.spi for f in bas} == {new.spi_in}, (bas, new)
+    clear = [f for f in frames if NH_MH in f.chain and HA in (f.src, f.dst)]
+    assert not clear, f"Mobility Header in clear between MN and HA: {clear}"
+    assert registered(bed, "f2") is not None, bed.logs()
