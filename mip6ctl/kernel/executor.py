@@ -263,71 +263,60 @@ class Executor:
 
     def _migrate(self, changes: list[Change], *, policies: bool) -> list[Outcome]:
         """XFRM MIGRATE of tunnel-mode policies (their SAs move with them; the kernel
-        tells key managers, with XFRMA_KMADDRESS naming the new IKE endpoints).
+        tells key managers, with XFRMA_KMADDRESS naming the new IKE endpoints), all
+        of a run in one batch (`XfrmSocket.migrate_many`).
 
         A state's migrate change is then only checked: the policy's MIGRATE moved it
         (same SPI), or -- no policy moved it, no CONFIG_XFRM_MIGRATE -- it is added
         at the new addresses and the old one deleted.  A policy whose MIGRATE the
         kernel refuses is replaced in place like any update."""
-        from mip6ctl.kernel.xfrm import XfrmError
+        from mip6ctl.kernel.xfrm import Migrate
         from mip6ctl.kernel.xfrm_codec import KmAddress, XfrmMigration
 
         xs = self.xfrm
         out: list[Outcome] = []
-        moved: list[Outcome] = []
-        for c in changes:
-            old, new = c.observed, c.desired
-            if not policies:
-                have = xs.get_state(new)
-                if have == new:
+        if not policies:
+            for c, have in zip(changes, xs.get_states([c.desired for c in changes]), strict=True):
+                if have == c.desired:
                     out.append(Outcome(c, "ok", "migrated"))
-                    moved.append(out[-1])
                     continue
-                made = xs.add_states([new], replace=True)[0]
+                made = xs.add_states([c.desired], replace=True)[0]
                 if made.error:
                     out.append(Outcome(c, "error", made.message, made.error))
                     continue
-                xs.delete_states([old])
+                xs.delete_states([c.observed])
                 out.append(Outcome(c, "ok", "re-added: no MIGRATE moved it"))
-                moved.append(out[-1])
-                continue
-            migrations = [
-                XfrmMigration(a.dst, a.src, b.dst, b.src, a.proto, a.mode, a.reqid)
-                for a, b in zip(old.templates, new.templates, strict=True)
-                if a != b and a.dst is not None and a.src is not None
-            ]
-            tmpl = next(b for a, b in zip(old.templates, new.templates, strict=True) if a != b)
-            local, remote = (tmpl.src, tmpl.dst) if new.direction == 1 else (tmpl.dst, tmpl.src)
-            try:
-                got = xs.migrate(
-                    new.selector,
-                    new.direction,
-                    migrations,
-                    ptype=new.ptype,
-                    mark=new.mark,
-                    kmaddress=KmAddress(local, remote),
-                )
-            except XfrmError as e:
-                if e.errno in (errno.EADDRINUSE, errno.EEXIST):
-                    out.append(Outcome(c, "conflict", str(e), e.errno))
-                    continue
-                r = xs.update_policies([new])[0]  # no MIGRATE here: replace in place
-                out.append(
-                    Outcome(c, "error", r.message, r.error)
-                    if r.error
-                    else Outcome(c, "ok", f"replaced: MIGRATE refused ({e.strerror})")
-                )
-                moved.append(out[-1])
-                continue
-            if got is not None and got != new:
-                r = xs.update_policies([new])[0]  # e.g. the priority: MIGRATE keeps the old one
-                if r.error:
-                    out.append(Outcome(c, "error", r.message, r.error))
-                    continue
-            out.append(Outcome(c, "ok", "migrated"))
-            moved.append(out[-1])
-        if moved and self.on_applied is not None:
-            self.on_applied([], moved)  # MIGRATE announces nothing on the SA/policy groups
+        else:
+            items = []
+            for c in changes:
+                old, new = c.observed, c.desired
+                pairs = list(zip(old.templates, new.templates, strict=True))
+                moves = [
+                    XfrmMigration(a.dst, a.src, b.dst, b.src, a.proto, a.mode, a.reqid)
+                    for a, b in pairs
+                    if a != b and a.dst is not None and a.src is not None
+                ]
+                t = next(b for a, b in pairs if a != b)
+                # the IKE endpoints after the move: (local, remote) of this end
+                local, remote = (t.src, t.dst) if new.direction == 1 else (t.dst, t.src)
+                km = KmAddress(local, remote)
+                items.append(Migrate(new.selector, new.direction, moves, new.ptype, new.mark, km))
+            for c, r in zip(changes, xs.migrate_many(items), strict=True):
+                if not r.error:
+                    out.append(Outcome(c, "ok", "migrated"))
+                elif r.error in (errno.EADDRINUSE, errno.EEXIST):
+                    out.append(Outcome(c, "conflict", r.message, r.error))
+                else:
+                    u = xs.update_policies([c.desired])[0]  # no MIGRATE here: replace in place
+                    why = errno.errorcode.get(r.error, str(r.error))
+                    out.append(
+                        Outcome(c, "error", u.message, u.error)
+                        if u.error
+                        else Outcome(c, "ok", f"replaced: MIGRATE refused ({why})")
+                    )
+        done = [o for o in out if o.ok]
+        if done and self.on_applied is not None:
+            self.on_applied([], done)  # MIGRATE announces nothing on the SA/policy groups
         return out
 
     def _write_nft(self, changes: list[Change]) -> list[Outcome]:

@@ -134,6 +134,18 @@ class _Request:
 _STATE_ABSENT = (_errno.ESRCH, _errno.ENOENT)
 
 
+@dataclass(frozen=True, slots=True)
+class Migrate:
+    """One policy's MIGRATE for `XfrmSocket.migrate_many`."""
+
+    selector: XfrmSelector
+    direction: Direction
+    migrations: Sequence[XfrmMigration]
+    ptype: PolicyType = PolicyType.MAIN
+    mark: Mark = OWNED_MARK
+    kmaddress: KmAddress | None = None
+
+
 class XfrmSocket:
     """Request/response XFRM netlink socket, opened in the caller's current namespace.
 
@@ -511,6 +523,128 @@ class XfrmSocket:
 
     # -- MIGRATE and cleanup --
 
+    def _get_many(
+        self, msg_type: int, reply: int, bodies: Sequence[bytes], decode: Callable[..., Any]
+    ) -> list[Any]:
+        """GETs in batches of one send each; replies matched by sequence number
+        (None for an absent object)."""
+        out: list[Any] = [None] * len(bodies)
+        for start in range(0, len(bodies), self.batch):
+            part: dict[int, int] = {}
+            chunk = []
+            for i in range(start, min(len(bodies), start + self.batch)):
+                seq = self._next_seq()
+                part[seq] = i
+                chunk.append(nl.message(msg_type, nl.NLM_F_REQUEST, seq, bodies[i]))
+            self._sock.sendall(b"".join(chunk))
+            deadline = time.monotonic() + self.timeout
+            while part:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise XfrmError(_errno.ETIMEDOUT, "", "get")
+                self._sock.settimeout(left)
+                try:
+                    data = self._recv()
+                except TimeoutError:
+                    raise XfrmError(_errno.ETIMEDOUT, "", "get") from None
+                finally:
+                    self._sock.settimeout(self.timeout)
+                for kind, flags, mseq, a, b in nl.iter_messages(data):
+                    idx = part.pop(mseq, None)
+                    if idx is None:
+                        continue
+                    if kind == nl.NLMSG_ERROR:
+                        err, _s, msg = nl.parse_error(data, a, b, flags, strerror=False)
+                        if err not in (0, *_STATE_ABSENT, _errno.ENOENT):
+                            raise XfrmError(err, msg, "get")
+                    elif kind == reply:
+                        out[idx] = decode(data, a, b)
+        return out
+
+    def get_policies(self, keys: Sequence[XfrmPolicyKey]) -> list[XfrmPolicy | None]:
+        """`get_policy` for many keys, one send per batch."""
+        bodies = [encode_policy_id(k) for k in keys]
+        return self._get_many(XFRM_MSG_GETPOLICY, XFRM_MSG_NEWPOLICY, bodies, decode_policy)
+
+    def get_states(self, keys: Sequence[XfrmStateKey | XfrmState]) -> list[XfrmState | None]:
+        """`get_state` for many SAs, one send per batch."""
+        bodies = [encode_state_id(k) for k in keys]
+        return self._get_many(XFRM_MSG_GETSA, XFRM_MSG_NEWSA, bodies, decode_state)
+
+    def _migrate_unguarded(self, items: Sequence[Migrate]) -> list[XfrmResult]:
+        """The MIGRATEs in one batch, in the selector form this kernel wants (`migrate`)."""
+
+        def send(batch: list[Migrate], exact: bool) -> list[XfrmResult]:
+            reqs = []
+            for m in batch:
+                sel = m.selector if exact else migrate_flow_selector(m.selector)
+                body = encode_migrate(
+                    sel, m.direction, m.migrations, ptype=m.ptype, kmaddress=m.kmaddress
+                )
+                reqs.append(_Request("migrate", m.selector, XFRM_MSG_MIGRATE, body))
+            return self._execute(reqs)
+
+        first_exact = self._migrate_exact
+        results = send(list(items), first_exact)
+        again = [
+            i
+            for i, r in enumerate(results)
+            if r.error == _errno.ENOENT
+            and migrate_flow_selector(items[i].selector) != items[i].selector
+        ]
+        if again:
+            for i, r in zip(again, send([items[i] for i in again], not first_exact), strict=True):
+                results[i] = r
+                if not r.error and not first_exact:
+                    self._migrate_exact = True  # a memcmp() kernel: exact form first
+        return results
+
+    def migrate_many(self, items: Sequence[Migrate]) -> list[XfrmResult]:
+        """`migrate` (with its guard) for many policies, each step one batch for all.
+
+        Guard: an unmarked policy of the same shape refuses its item (EEXIST);
+        after the MIGRATEs, our policy must be the one that moved (EADDRINUSE)."""
+        results: list[XfrmResult | None] = [None] * len(items)
+        twins = self.get_policies(
+            [XfrmPolicyKey(m.direction, m.ptype, m.selector, Mark()) for m in items]
+        )
+        todo = []
+        for i, (m, twin) in enumerate(zip(items, twins, strict=True)):
+            if twin is not None:
+                results[i] = XfrmResult(
+                    "migrate",
+                    m.selector,
+                    _errno.EEXIST,
+                    f"unmarked policy with priority {twin.priority} has the same selector",
+                )
+            else:
+                todo.append(i)
+
+        for i, r in zip(todo, self._migrate_unguarded([items[i] for i in todo]), strict=True):
+            results[i] = r
+        moved = [i for i in todo if not results[i].error]  # type: ignore[union-attr]
+        ours = self.get_policies(
+            [
+                XfrmPolicyKey(items[i].direction, items[i].ptype, items[i].selector, items[i].mark)
+                for i in moved
+            ]
+        )
+        for i, pol in zip(moved, ours, strict=True):
+            m = items[i]
+            ok = pol is not None and any(
+                (t.src, t.dst) == (x.new_src, x.new_dst)
+                for t in pol.templates
+                for x in m.migrations
+            )
+            if not ok:
+                results[i] = XfrmResult(
+                    "migrate",
+                    m.selector,
+                    _errno.EADDRINUSE,
+                    "the kernel migrated another policy matching this selector, not ours",
+                )
+        return [r for r in results if r is not None]
+
     def migrate(
         self,
         selector: XfrmSelector,
@@ -532,47 +666,20 @@ class XfrmSocket:
         the exact form of an MH-type selector looks up a flow of MH type 0, which
         can find (and move) a less specific policy with the same endpoints -- the
         payload policy next to a HoTI one -- instead of ours (ENODATA when that one
-        had moved already).  With ``guard``:
-        refuse (EEXIST) when an unmarked policy of the same shape exists, and
-        afterwards check that *our* policy (``mark``) is the one that moved
-        (EADDRINUSE if not).  Returns our policy as the kernel now has it.
+        had moved already).  A kernel that matched the exact form is remembered
+        (one round trip less).  With ``guard``: refuse (EEXIST) when an unmarked
+        policy of the same shape exists, and afterwards check that *our* policy
+        (``mark``) is the one that moved (EADDRINUSE if not).  Returns our policy
+        as the kernel now has it (None without ``guard``).
         """
-        key = XfrmPolicyKey(direction, ptype, selector, mark)
+        item = Migrate(selector, direction, migrations, ptype, mark, kmaddress)
         if guard:
-            foreign = self.get_policy(XfrmPolicyKey(direction, ptype, selector, Mark()))
-            if foreign is not None:
-                raise XfrmError(
-                    _errno.EEXIST,
-                    f"unmarked policy with priority {foreign.priority} has the same selector",
-                    "migrate",
-                )
-        r = XfrmResult("migrate", selector, _errno.ENOENT)
-        forms = (migrate_flow_selector(selector), selector)
-        if self._migrate_exact:  # a kernel that matched the exact form: memcmp() kind
-            forms = (selector, forms[0])
-        for i, sel in enumerate(dict.fromkeys(forms)):
-            body = encode_migrate(sel, direction, migrations, ptype=ptype, kmaddress=kmaddress)
-            r = self._execute([_Request("migrate", selector, XFRM_MSG_MIGRATE, body)])[0]
-            if r.error != _errno.ENOENT:
-                if i == 1 and sel == selector:
-                    # the flow form found nothing, the exact one did: this kernel
-                    # memcmp()s selectors (≤ 6.9), where the exact form is always right
-                    self._migrate_exact = True
-                break
-        r.raise_for_error()
-        if not guard:
-            return None
-        ours = self.get_policy(key)
-        moved = ours is not None and any(
-            (t.src, t.dst) == (m.new_src, m.new_dst) for t in ours.templates for m in migrations
-        )
-        if not moved:
-            raise XfrmError(
-                _errno.EADDRINUSE,
-                "the kernel migrated another policy matching this selector, not ours",
-                "migrate",
-            )
-        return ours
+            r = self.migrate_many([item])[0]
+            if r.error:
+                raise XfrmError(r.error, r.message, "migrate")
+            return self.get_policy(XfrmPolicyKey(direction, ptype, selector, mark))
+        self._migrate_unguarded([item])[0].raise_for_error()
+        return None
 
     def flush_owned(self) -> tuple[list[XfrmResult], list[XfrmResult]]:
         """Delete every owned policy and state, one by one by identity (never FLUSH*)."""
