@@ -36,6 +36,8 @@ def test_examples_with_key_files_exist() -> None:
         "broken/unused-template",
         "production/ha-ipsec",
         "production/mn-multihomed",
+        "testbed/ike/ha",
+        "testbed/ike/mn",
         "testbed/ipsec/ha",
         "testbed/ipsec/mn",
     }

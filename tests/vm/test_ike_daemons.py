@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -52,20 +51,30 @@ from typing import Any
 import pytest
 
 from mip6ctl.ike.vici_client import IkeSaInfo, established
-from mip6ctl.kernel.xfrm import XfrmEventSocket
-from mip6ctl.kernel.xfrm_codec import XFRMNLGRP_MIGRATE, MigrateEvent
 from mip6ctl.testbed import Testbed
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 from tests.netns.test_mobile_node import ping
 from tests.vm.charon_helpers import CHARON, CharonProc, start_charon
 from tests.vm.daemon_helpers import DEBUG_LOG, wait_for, wait_ready
-from tests.vm.test_ipsec import NH_DSTOPTS, NH_ESP, NH_IPV6, NH_MH, NH_ROUTING, PREFIX, Capture
+from tests.vm.ipsec_helpers import (
+    HA,
+    HOA,
+    NH_DSTOPTS,
+    NH_ESP,
+    NH_IPV6,
+    NH_MH,
+    NH_ROUTING,
+    PREFIX,
+    Capture,
+    copy_example,
+    movement,
+    registered,
+    with_migrate_events,
+)
 
 pytestmark = pytest.mark.usefixtures("mip6_modules")
 
 EXAMPLES = REPO / "examples" / "testbed" / "ike"
-HOA = IPv6Address("2001:db8:1::100")
-HA = IPv6Address("2001:db8:1::1")
 CN = IPv6Address("2001:db8:c::2")
 CONN = "mip6-2001-db8-1--100"
 REQID_MH, REQID_TUNNEL = 1001, 1002
@@ -74,14 +83,6 @@ REQID_MH, REQID_TUNNEL = 1001, 1002
 IKE_CONVERGE = 120.0
 SETTLE = 40.0
 BINDING_LIFETIME = 32
-
-
-def _copy_config(tmp: Path, node: str) -> Path:
-    d = tmp / f"{node}-example"
-    shutil.copytree(EXAMPLES / node, d)
-    for k in (d / "psk").iterdir():
-        k.chmod(0o600)  # git keeps 0644; the PSK file must not be group/other-readable
-    return d
 
 
 def launch(d: HaDaemon, vici: Path) -> None:
@@ -150,13 +151,16 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         charons: list[CharonProc] = []
         cap: Capture | None = None
         ha = HaDaemon(
-            tb, tmp_path_factory.mktemp("ha"), example=_copy_config(tmp, "ha"), extra=DEBUG_LOG
+            tb,
+            tmp_path_factory.mktemp("ha"),
+            example=copy_example(EXAMPLES / "ha", tmp / "ha-example"),
+            extra=DEBUG_LOG,
         )
         mn = HaDaemon(
             tb,
             tmp_path_factory.mktemp("mn"),
             node="mn",
-            example=_copy_config(tmp, "mn"),
+            example=copy_example(EXAMPLES / "mn", tmp / "mn-example"),
             replace={  # a short lifetime: a BU refresh within the test (~24 s after a BA)
                 "max_ha_binding_lifetime = 3600": "route_optimization = false\n"
                 f"max_ha_binding_lifetime = {BINDING_LIFETIME}"
@@ -196,29 +200,6 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def condition(d: HaDaemon, ctype: str) -> str | None:
     doc = d.rpc("status", timeout=10.0)
     return {c["type"]: c["status"] for c in doc["conditions"]}.get(ctype)
-
-
-def movement(bed: Bed) -> dict[str, Any]:
-    return bed.mn.rpc("movement", timeout=10.0)
-
-
-def registered(bed: Bed, link: str) -> dict[str, Any] | None:
-    m = movement(bed)
-    coa = m.get("care_of_address")
-    if m["location"] != "away" or coa is None or IPv6Address(coa) not in PREFIX[link]:
-        return None
-    rows = bed.mn.rpc("status", timeout=10.0)["binding_update_list"]["rows"]
-    home = [r for r in rows if r["peer"] == str(HA)]
-    entry = bed.ha.bindings().get(str(HOA))
-    ok = (
-        home
-        and home[0]["state"] == "registered"
-        and home[0]["care_of_address"] == coa
-        and entry is not None
-        and entry["care_of_address"] == coa
-        and m["kernel_in_sync"]
-    )
-    return {"coa": IPv6Address(coa)} if ok else None
 
 
 def move(bed: Bed, link: str) -> IPv6Address:
@@ -335,18 +316,7 @@ def test_move_to_f2_migrates_charons_ike_sa(bed: Bed) -> None:
     assert all(len(v) == 1 for v in before.values()), before
     inits = {n: bed.charon(n).count("IKE_SA_INIT") for n in ("mn", "ha")}
     jobs = {n: bed.charon(n).count("creating migrate job") for n in ("mn", "ha")}
-    socks = {}
-    for node in ("ha", "mn"):
-        with bed.tb.inside(node):
-            socks[node] = XfrmEventSocket(groups=(XFRMNLGRP_MIGRATE,))
-    try:
-        coa = move(bed, "f2")
-        events = {
-            n: [e for e in s.wait(10.0) if isinstance(e, MigrateEvent)] for n, s in socks.items()
-        }
-    finally:
-        for s in socks.values():
-            s.close()
+    coa, events = with_migrate_events(bed.tb, ("ha", "mn"), lambda: move(bed, "f2"))
     assert str(coa) != old
     for node, evs in events.items():  # the daemons' MIGRATEs, naming the IKE endpoints
         km = [e.kmaddress for e in evs if e.kmaddress is not None]

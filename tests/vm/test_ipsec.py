@@ -28,14 +28,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
+from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
@@ -51,19 +49,29 @@ from tests.vm.daemon_helpers import (
     wait_for,
     wait_ready,
 )
+from tests.vm.ipsec_helpers import (
+    HA,
+    HOA,
+    NH_DSTOPTS,
+    NH_ESP,
+    NH_IPV6,
+    NH_MH,
+    NH_ROUTING,
+    Capture,
+    Frame,
+    copy_example,
+    movement,
+    registered,
+    with_migrate_events,
+)
 
 pytestmark = pytest.mark.usefixtures("mip6_modules")
 
 EXAMPLES = REPO / "examples" / "testbed" / "ipsec"
-HOA = IPv6Address("2001:db8:1::100")
-HA = IPv6Address("2001:db8:1::1")
 CN = IPv6Address("2001:db8:c::2")
-PREFIX = {"f1": IPv6Network("2001:db8:a::/64"), "f2": IPv6Network("2001:db8:b::/64")}
 SPI_TO_HA, SPI_TO_MN = 0x2001, 0x2002
 TUNNEL_SPI_TO_HA, TUNNEL_SPI_TO_MN = 0x2003, 0x2004
 FORGER_COA = IPv6Address("2001:db8:a::bad")
-NH_DSTOPTS, NH_ROUTING, NH_ESP, NH_MH, NH_IPV6 = 60, 43, 50, 135, 41
-ETH_P_ALL, PACKET_OUTGOING = 0x0003, 4
 
 
 def _keys() -> list[bytes]:
@@ -71,71 +79,6 @@ def _keys() -> list[bytes]:
     for f in sorted((EXAMPLES / "ha" / "keys").iterdir()):
         out.append(bytes.fromhex(f.read_text().strip()))
     return out
-
-
-# --------------------------------------------------------------------------- capture
-
-
-@dataclass
-class Frame:
-    outgoing: bool
-    src: IPv6Address
-    dst: IPv6Address
-    chain: list[int]  # next-header values in order
-    hao: IPv6Address | None = None
-    rh2: IPv6Address | None = None
-    spi: int | None = None
-
-
-def parse(pkt: bytes, outgoing: bool) -> Frame:
-    f = Frame(outgoing, IPv6Address(pkt[8:24]), IPv6Address(pkt[24:40]), [])
-    nh, off = pkt[6], 40
-    while True:
-        f.chain.append(nh)
-        if nh in (NH_DSTOPTS, NH_ROUTING, 0) and off + 2 <= len(pkt):
-            nxt, hlen = pkt[off], (pkt[off + 1] + 1) * 8
-            if nh == NH_ROUTING and pkt[off + 2] == 2:
-                f.rh2 = IPv6Address(pkt[off + 8 : off + 24])
-            if nh == NH_DSTOPTS:
-                i = off + 2
-                while i < off + hlen:
-                    if pkt[i] == 0:
-                        i += 1
-                        continue
-                    if pkt[i] == 0xC9:
-                        f.hao = IPv6Address(pkt[i + 2 : i + 18])
-                    i += 2 + pkt[i + 1]
-            nh, off = nxt, off + hlen
-            continue
-        if nh == NH_ESP and off + 4 <= len(pkt):
-            f.spi = int.from_bytes(pkt[off : off + 4], "big")
-        return f
-
-
-class Capture:
-    """Every IPv6 frame on one interface of a testbed node, both directions."""
-
-    def __init__(self, tb: Testbed, node: str, ifname: str) -> None:
-        import socket
-
-        with tb.inside(node):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind((ifname, ETH_P_ALL))
-        self.sock.setblocking(False)
-
-    def drain(self) -> list[Frame]:
-        out = []
-        while True:
-            try:
-                frame, addr = self.sock.recvfrom(65535)
-            except BlockingIOError:
-                return out
-            if addr[1] == 0x86DD:
-                out.append(parse(frame[14:], addr[2] == PACKET_OUTGOING))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # --------------------------------------------------------------------------- the bed
@@ -172,26 +115,21 @@ def xfrm_stat(tb: Testbed, node: str) -> dict[str, int]:
     return out
 
 
-def _copy_config(tmp: Path, node: str) -> Path:
-    d = tmp / f"{node}-example"
-    shutil.copytree(EXAMPLES / node, d)
-    for k in (d / "keys").iterdir():
-        k.chmod(0o600)  # git keeps 0644; the daemon refuses group/other-readable keys
-    return d
-
-
 @pytest.fixture(scope="module")
 def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     tmp = tmp_path_factory.mktemp("ipsec")
     with Testbed.build(timeout=60.0) as tb:
         ha = HaDaemon(
-            tb, tmp_path_factory.mktemp("ha"), example=_copy_config(tmp, "ha"), extra=DEBUG_LOG
+            tb,
+            tmp_path_factory.mktemp("ha"),
+            example=copy_example(EXAMPLES / "ha", tmp / "ha-example"),
+            extra=DEBUG_LOG,
         )
         mn = HaDaemon(
             tb,
             tmp_path_factory.mktemp("mn"),
             node="mn",
-            example=_copy_config(tmp, "mn"),
+            example=copy_example(EXAMPLES / "mn", tmp / "mn-example"),
             # route optimisation with the CN (no daemon there): the MN sends a HoTI,
             # which must leave through the ESP tunnel
             replace={
@@ -236,29 +174,6 @@ def bed(mip6_modules: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                     c.close()
             for d in (mn, ha):
                 d.stop()
-
-
-def movement(bed: Bed) -> dict[str, Any]:
-    return bed.mn.rpc("movement", timeout=10.0)
-
-
-def registered(bed: Bed, link: str) -> dict[str, Any] | None:
-    m = movement(bed)
-    coa = m.get("care_of_address")
-    if m["location"] != "away" or coa is None or IPv6Address(coa) not in PREFIX[link]:
-        return None
-    rows = bed.mn.rpc("status", timeout=10.0)["binding_update_list"]["rows"]
-    home = [r for r in rows if r["peer"] == str(HA)]
-    entry = bed.ha.bindings().get(str(HOA))
-    ok = (
-        home
-        and home[0]["state"] == "registered"
-        and home[0]["care_of_address"] == coa
-        and entry is not None
-        and entry["care_of_address"] == coa
-        and m["kernel_in_sync"]
-    )
-    return {"coa": IPv6Address(coa), "movement": m} if ok else None
 
 
 def move(bed: Bed, link: str) -> IPv6Address:
@@ -365,24 +280,11 @@ def test_unprotected_and_wrongly_keyed_bus_are_dropped(bed: Bed) -> None:
 
 
 def test_move_migrates_the_tunnel_sas(bed: Bed) -> None:
-    from mip6ctl.kernel.xfrm import XfrmEventSocket
-    from mip6ctl.kernel.xfrm_codec import XFRMNLGRP_MIGRATE, MigrateEvent
 
     old = bed.ha.bindings()[str(HOA)]["care_of_address"]
     ha_before, mn_before = esp_states(bed, "ha"), esp_states(bed, "mn")
     assert ha_before[TUNNEL_SPI_TO_MN][1] == old, ha_before
-    socks = {}
-    for node in ("ha", "mn"):
-        with bed.tb.inside(node):
-            socks[node] = XfrmEventSocket(groups=(XFRMNLGRP_MIGRATE,))
-    try:
-        coa = move(bed, "f2")
-        events = {
-            n: [e for e in s.wait(10.0) if isinstance(e, MigrateEvent)] for n, s in socks.items()
-        }
-    finally:
-        for s in socks.values():
-            s.close()
+    coa, events = with_migrate_events(bed.tb, ("ha", "mn"), lambda: move(bed, "f2"))
     for node, evs in events.items():
         assert evs, f"no MIGRATE on {node}\n{bed.logs()}"
         km = [e.kmaddress for e in evs if e.kmaddress is not None]
