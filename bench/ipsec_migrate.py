@@ -24,6 +24,15 @@ SAs that move with their policies.
 
     sudo .venv/bin/python bench/ipsec_migrate.py [--nodes 10000] [--runs 3] [--moves 50]
         [--states] [--json]
+
+Results:
+- 2 vCPU VM ("AMD EPYC"), Linux 6.18, Python 3.11.7, quiet, ``--runs 3``.
+  - Mobile node move: 0.43 ms (p90 0.59 ms); engine 5.9 µs.
+  - Home agent: 30,000 policies of 10,000 nodes migrated in 3.32 s (9,032/s,
+    3,011 bindings/s); replaced in place they take 8.02 s (ratio 2.41).
+- Emulated vm tier (Debian 6.1, ESP SAs, 1,000 nodes).
+  - Mobile node move: 22 ms.
+  - Home agent: 544 policies/s (ratio 0.38).
 """
 
 from __future__ import annotations
