@@ -361,38 +361,7 @@ class XfrmSocket:
 
     def get_policy(self, key: XfrmPolicyKey | XfrmPolicy) -> XfrmPolicy | None:
         """The kernel's policy with exactly this identity, or None."""
-        seq = self._next_seq()
-        self._sock.sendall(
-            nl.message(XFRM_MSG_GETPOLICY, nl.NLM_F_REQUEST, seq, encode_policy_id(key))
-        )
-        return self._get_reply(seq, XFRM_MSG_NEWPOLICY, decode_policy)  # type: ignore[return-value]
-
-    def _get_reply(
-        self,
-        seq: int,
-        want: int,
-        decode: Callable[..., Any],
-        absent: tuple[int, ...] = (_errno.ENOENT,),
-    ) -> Any:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            self._sock.settimeout(max(0.001, deadline - time.monotonic()))
-            try:
-                data = self._recv()
-            except TimeoutError:
-                raise XfrmError(_errno.ETIMEDOUT, "", "get") from None
-            finally:
-                self._sock.settimeout(self.timeout)
-            for kind, flags, mseq, a, b in nl.iter_messages(data):
-                if mseq != seq:
-                    continue
-                if kind == nl.NLMSG_ERROR:
-                    err, _s, msg = nl.parse_error(data, a, b, flags, strerror=False)
-                    if err in absent:
-                        return None
-                    raise XfrmError(err, msg, "get")
-                if kind == want:
-                    return decode(data, a, b)
+        return self.get_policies([key])[0]
 
     def dump_policies(self, *, owned_only: bool = False) -> list[XfrmPolicy]:
         """All policies (main and sub); with owned_only, foreign ones are skipped undecoded."""
@@ -504,11 +473,7 @@ class XfrmSocket:
         return r
 
     def get_state(self, key: XfrmStateKey | XfrmState) -> XfrmState | None:
-        seq = self._next_seq()
-        self._sock.sendall(nl.message(XFRM_MSG_GETSA, nl.NLM_F_REQUEST, seq, encode_state_id(key)))
-        return self._get_reply(  # type: ignore[no-any-return]
-            seq, XFRM_MSG_NEWSA, decode_state, absent=_STATE_ABSENT
-        )
+        return self.get_states([key])[0]
 
     def dump_states(self, *, owned_only: bool = False) -> list[XfrmState]:
         # The SA dump parses attributes right after the header: send no body.
@@ -524,10 +489,15 @@ class XfrmSocket:
     # -- MIGRATE and cleanup --
 
     def _get_many(
-        self, msg_type: int, reply: int, bodies: Sequence[bytes], decode: Callable[..., Any]
+        self,
+        msg_type: int,
+        reply: int,
+        bodies: Sequence[bytes],
+        decode: Callable[..., Any],
+        absent: tuple[int, ...] = (_errno.ENOENT,),
     ) -> list[Any]:
         """GETs in batches of one send each; replies matched by sequence number
-        (None for an absent object)."""
+        (None for an absent object: an error in `absent`)."""
         out: list[Any] = [None] * len(bodies)
         for start in range(0, len(bodies), self.batch):
             part: dict[int, int] = {}
@@ -555,13 +525,13 @@ class XfrmSocket:
                         continue
                     if kind == nl.NLMSG_ERROR:
                         err, _s, msg = nl.parse_error(data, a, b, flags, strerror=False)
-                        if err not in (0, *_STATE_ABSENT, _errno.ENOENT):
+                        if err and err not in absent:
                             raise XfrmError(err, msg, "get")
                     elif kind == reply:
                         out[idx] = decode(data, a, b)
         return out
 
-    def get_policies(self, keys: Sequence[XfrmPolicyKey]) -> list[XfrmPolicy | None]:
+    def get_policies(self, keys: Sequence[XfrmPolicyKey | XfrmPolicy]) -> list[XfrmPolicy | None]:
         """`get_policy` for many keys, one send per batch."""
         bodies = [encode_policy_id(k) for k in keys]
         return self._get_many(XFRM_MSG_GETPOLICY, XFRM_MSG_NEWPOLICY, bodies, decode_policy)
@@ -569,7 +539,9 @@ class XfrmSocket:
     def get_states(self, keys: Sequence[XfrmStateKey | XfrmState]) -> list[XfrmState | None]:
         """`get_state` for many SAs, one send per batch."""
         bodies = [encode_state_id(k) for k in keys]
-        return self._get_many(XFRM_MSG_GETSA, XFRM_MSG_NEWSA, bodies, decode_state)
+        return self._get_many(
+            XFRM_MSG_GETSA, XFRM_MSG_NEWSA, bodies, decode_state, absent=_STATE_ABSENT
+        )
 
     def _migrate_unguarded(self, items: Sequence[Migrate]) -> list[XfrmResult]:
         """The MIGRATEs in one batch, in the selector form this kernel wants (`migrate`)."""
@@ -604,7 +576,14 @@ class XfrmSocket:
 
         Guard: an unmarked policy of the same shape refuses its item (EEXIST);
         after the MIGRATEs, our policy must be the one that moved (EADDRINUSE)."""
+        return self._migrate_guarded(items)[0]
+
+    def _migrate_guarded(
+        self, items: Sequence[Migrate]
+    ) -> tuple[list[XfrmResult], list[XfrmPolicy | None]]:
+        """`migrate_many`'s results and our policies as read back (None: not moved)."""
         results: list[XfrmResult | None] = [None] * len(items)
+        read: list[XfrmPolicy | None] = [None] * len(items)
         twins = self.get_policies(
             [XfrmPolicyKey(m.direction, m.ptype, m.selector, Mark()) for m in items]
         )
@@ -631,6 +610,7 @@ class XfrmSocket:
         )
         for i, pol in zip(moved, ours, strict=True):
             m = items[i]
+            read[i] = pol
             ok = pol is not None and any(
                 (t.src, t.dst) == (x.new_src, x.new_dst)
                 for t in pol.templates
@@ -643,7 +623,7 @@ class XfrmSocket:
                     _errno.EADDRINUSE,
                     "the kernel migrated another policy matching this selector, not ours",
                 )
-        return [r for r in results if r is not None]
+        return [r for r in results if r is not None], read
 
     def migrate(
         self,
@@ -674,10 +654,10 @@ class XfrmSocket:
         """
         item = Migrate(selector, direction, migrations, ptype, mark, kmaddress)
         if guard:
-            r = self.migrate_many([item])[0]
-            if r.error:
-                raise XfrmError(r.error, r.message, "migrate")
-            return self.get_policy(XfrmPolicyKey(direction, ptype, selector, mark))
+            results, read = self._migrate_guarded([item])
+            if results[0].error:
+                raise XfrmError(results[0].error, results[0].message, "migrate")
+            return read[0]
         self._migrate_unguarded([item])[0].raise_for_error()
         return None
 
