@@ -353,14 +353,14 @@ def _ipsec(
     yield from _reqid_collisions(cfg, where)
 
 
-def _spi_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
-    """An SPI (of spi or tunnel_spi, any template) given to two SAs: each names the first.
-
-    to_ha = to_mn within one pair is the pair's own finding ("must differ"), not repeated.
-    """
+def _repeats(
+    cfg: Mip6Config, fields: tuple[str, str], same: int
+) -> Iterator[tuple[int, KeyPath, KeyPath]]:
+    """(value, path, first path) for each value of the templates' `fields` pairs seen
+    before at a path that differs from this one in its first `same` elements."""
     first: dict[int, KeyPath] = {}
     for name, tpl in cfg.ipsec.items():
-        for field in ("spi", "tunnel_spi"):
+        for field in fields:
             pair = getattr(tpl, field)
             if pair is None:
                 continue
@@ -368,39 +368,36 @@ def _spi_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
                 value = getattr(pair, side)
                 path: KeyPath = ("ipsec", name, field, side)
                 seen = first.setdefault(value, path)
-                if seen is path or seen[:3] == path[:3]:
-                    continue
-                yield Finding(
-                    "conflict",
-                    path,
-                    f"SPI {value:#x} ({value}) is already used at {where(seen)} "
-                    f"({format_path(seen)}); every SA needs an SPI of its own",
-                )
+                if seen[:same] != path[:same]:
+                    yield value, path, seen
+
+
+def _spi_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
+    """An SPI (of spi or tunnel_spi, any template) given to two SAs: each names the first.
+
+    to_ha = to_mn within one pair is the pair's own finding ("must differ"), not repeated.
+    """
+    for value, path, seen in _repeats(cfg, ("spi", "tunnel_spi"), 3):
+        yield Finding(
+            "conflict",
+            path,
+            f"SPI {value:#x} ({value}) is already used at {where(seen)} "
+            f"({format_path(seen)}); every SA needs an SPI of its own",
+        )
 
 
 def _reqid_collisions(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
     """A reqid (of reqid or tunnel_reqid) in two templates: their policies and SAs would
     match each other's.  Within one template sharing is fine (tunnel_reqid defaults to
     reqid, and both directions of a pair may share one, as strongSwan does)."""
-    first: dict[int, KeyPath] = {}
-    for name, tpl in cfg.ipsec.items():
-        for field in ("reqid", "tunnel_reqid"):
-            pair = getattr(tpl, field)
-            if pair is None:
-                continue
-            for side in ("to_ha", "to_mn"):
-                value = getattr(pair, side)
-                path: KeyPath = ("ipsec", name, field, side)
-                seen = first.setdefault(value, path)
-                if seen[:2] == path[:2]:
-                    continue
-                yield Finding(
-                    "conflict",
-                    path,
-                    f"reqid {value} is already used by template {seen[1]} at {where(seen)} "
-                    f"({format_path(seen)}); fixed reqids must be unique to a template so "
-                    "that its policies and SAs match only each other",
-                )
+    for value, path, seen in _repeats(cfg, ("reqid", "tunnel_reqid"), 2):
+        yield Finding(
+            "conflict",
+            path,
+            f"reqid {value} is already used by template {seen[1]} at {where(seen)} "
+            f"({format_path(seen)}); fixed reqids must be unique to a template so "
+            "that its policies and SAs match only each other",
+        )
 
 
 def _ike_template(

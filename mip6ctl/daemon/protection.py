@@ -42,6 +42,15 @@ class Protection:
         #: home address -> (template name, the static objects its protection needs)
         self._static: dict[IPv6Address, tuple[str, tuple[XfrmPolicy | XfrmState, ...]]] = {}
         self._build()
+        #: per home address, the inbound policies requiring ESP (looked up per BU)
+        self._inbound = {
+            home: tuple(
+                o
+                for o in objs
+                if isinstance(o, XfrmPolicy) and o.direction == Direction.IN and _required_esp(o)
+            )
+            for home, (_name, objs) in self._static.items()
+        }
         #: home address -> last MIGRATE (status)
         self.migrations: dict[str, dict[str, Any]] = {}
 
@@ -95,15 +104,10 @@ class Protection:
     def bu_protected(self, owned: Mapping[tuple, Any], home: IPv6Address) -> bool:
         """Home agent: a BU from `home` that reached the kernel transport's socket came
         through ESP (the inbound BU policy at level required is in the kernel)."""
-        entry = self._static.get(home)
-        if entry is None or not self.kernel_transport:
+        inbound = self._inbound.get(home)
+        if not inbound or not self.kernel_transport:
             return False
-        inbound = [
-            o
-            for o in entry[1]
-            if isinstance(o, XfrmPolicy) and o.direction == Direction.IN and _required_esp(o)
-        ]
-        return bool(inbound) and self._present(owned, inbound)
+        return self._present(owned, inbound)
 
     def may_send_bu(self, owned: Mapping[tuple, Any]) -> tuple[bool, str]:
         """Mobile node: (send?, why not) for a BU to the home agent."""
