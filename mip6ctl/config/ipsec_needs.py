@@ -127,7 +127,7 @@ def needs(cfg: Mip6Config) -> IpsecNeeds:
         mn is not None
         and mn.ipsec in cfg.ipsec
         and mn.route_optimization
-        and any(c.route_optimization for c in mn.correspondents)
+        and any(c.mode == "always" for c in mn.correspondents)
     ):
         # the mobile node's route2/hao policies towards correspondents overlap the
         # IPsec policies of its home address: the kernel combines them only as

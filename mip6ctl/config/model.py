@@ -162,6 +162,14 @@ class DaemonSection(_Section):
     icmp_error_burst: float = Field(
         default=10.0, ge=1, le=100_000, description="ICMPv6 errors that may be sent at once"
     )
+    binding_use_interval: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="seconds between reads of the route-optimisation states' packet "
+        "counters (Binding Refresh Requests for bindings in use, refreshes of "
+        "traffic-triggered ones); 0 = never",
+    )
     metrics: MetricsSection = Field(
         default_factory=MetricsSection, description="Prometheus metrics endpoint"
     )
@@ -300,11 +308,29 @@ class MnInterface(_Section):
     preference: int = Field(default=5, ge=1, le=10, description="1 is most preferred")
 
 
+RoMode = Literal["always", "on-traffic", "never"]
+
+
 class MnCorrespondent(_Section):
-    """Per-correspondent route optimisation choice (UMIP MnRoPolicy)."""
+    """Per-correspondent route optimisation choice (UMIP MnRoPolicy).
+
+    ``always``: registered as soon as the node is away (single addresses only);
+    ``on-traffic``: once the home address sends to it through the home agent (the
+    kernel's XFRM ACQUIRE); ``never``: always through the home agent. ``true`` is
+    ``always`` for a /128 and ``on-traffic`` for a wider prefix, ``false`` is ``never``.
+    """
 
     prefix: IPv6Prefix
-    route_optimization: bool = True
+    route_optimization: bool | RoMode = True
+
+    @property
+    def mode(self) -> RoMode:
+        ro = self.route_optimization
+        if ro is True:
+            return "always" if self.prefix.prefixlen == 128 else "on-traffic"
+        if ro is False:
+            return "never"
+        return ro
 
 
 class MnTimers(_Section):
@@ -345,9 +371,13 @@ class MnSection(_Section):
     interfaces: list[MnInterface] = Field(min_length=1)
     use_all_interfaces: bool = Field(default=False, description="MnUseAllInterfaces")
     ipsec: str | None = Field(default=None, description="[ipsec.NAME] protecting BU/BA to the HA")
-    route_optimization: bool = Field(default=True, description="DoRouteOptimizationMN")
+    route_optimization: bool = Field(
+        default=True,
+        description="DoRouteOptimizationMN: off, no correspondent is route-optimised",
+    )
     correspondents: list[MnCorrespondent] = Field(
-        default_factory=list, description="first match wins; others follow route_optimization"
+        default_factory=list,
+        description="allow/deny list, first match wins; unlisted correspondents: on-traffic",
     )
     use_alternate_care_of_address: bool = Field(default=True, description="UseAltCoa")
     key_management_mobility: bool = Field(

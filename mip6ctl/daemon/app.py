@@ -62,6 +62,7 @@ from mip6ctl.daemon.protection import Protection, with_generation_keys
 from mip6ctl.daemon.rotation import KeyRotations
 from mip6ctl.engine.engine import Engine
 from mip6ctl.engine.events import (
+    AdvertiseHomeAddress,
     BindingChanged,
     ForgetBinding,
     ParameterProblemReceived,
@@ -166,6 +167,7 @@ class Daemon:
         self.rotations = KeyRotations()  # manual-key rotations in progress
         self._rotation_timer: asyncio.TimerHandle | None = None
         self.transport_kind = "none"
+        self.traffic: Any = None  # XFRM ACQUIRE/REPORT + usage poll (kernel_traffic.py)
         self.caps: Any = None
         self.watcher: Any = None  # hot reload (daemon/watch.py)
         self.metrics: Any = None  # optional Prometheus endpoint (daemon/metrics.py)
@@ -330,6 +332,7 @@ class Daemon:
         from mip6ctl.daemon.ike import IkeController
 
         self.ike = await IkeController.attach(self)  # charon over VICI; None without IKE
+        self._start_kernel_traffic()
         self._start_watch_and_metrics(aio)
         self._set_condition("Ready", True, "Running", "")
         self._arm_timer()
@@ -393,6 +396,8 @@ class Daemon:
             await self.mobile.stop()
         if getattr(self, "ike", None) is not None:
             await self.ike.close()
+        if getattr(self, "traffic", None) is not None:
+            await self.traffic.close()
         if self.loop is not None:
             await self.loop.stop()
             if self.gen is not None and self.cfg.daemon.flush_on_stop:
@@ -621,6 +626,10 @@ class Daemon:
             self._spawn(self._dad(a))
         elif t is RouteOptimisationChanged:
             self._route_optimisation_changed(a)
+        elif t is AdvertiseHomeAddress:
+            mobile = getattr(self, "mobile", None)
+            if mobile is not None:
+                mobile.home_address_free()
 
     def _queue_writes(self, actions: list[Any]) -> dict[int, Any]:
         """Queue every write of a burst at once: {action index: its commit future}.
@@ -813,13 +822,66 @@ class Daemon:
         await self._execute(actions)
         self._arm_timer()
 
-    def _route_optimization(self, cfg: Any) -> bool:
+    def _start_kernel_traffic(self) -> None:
+        """XFRM ACQUIRE / REPORT and the usage poll (daemon/kernel_traffic.py): only where
+        the kernel carries the route-optimised data path and signalling."""
+        if self.transport_kind != "kernel" or not self.caps.route_optimization:
+            return
+        from mip6ctl.daemon.kernel_traffic import KernelTraffic
+
+        mn = self.cfg.mn if self.cfg.node.role == Role.MN else None
+        self.traffic = KernelTraffic(
+            self.engine,
+            self.feed_events,
+            self.clock,
+            home_address=None if mn is None else mn.home_address.ip,
+            interval=self.cfg.daemon.binding_use_interval,
+        )
+        try:
+            self.traffic.start()
+        except OSError as e:
+            log.error("no XFRM notifications (route optimisation on traffic, BRRs): %s", e)
+            self.traffic = None
+
+    def feed_events(self, events: list[Any]) -> None:
+        """Engine inputs from outside the signalling transport (kernel notifications)."""
+        assert self.engine is not None
+        now = self.clock()
+        actions: list[Any] = []
+        for ev in events:
+            try:
+                actions += self.engine.handle(ev, now)
+            except Exception:  # a bug must not take the node down
+                log.exception("engine failed on %r", ev)
+        if actions:
+            self._spawn(self._execute(actions))
+        self._arm_timer()
+
+    def traffic_trigger(self, cfg: Any) -> bool:
+        """Whether a mobile node renders the route-optimisation trigger policy: its
+        engine route-optimises, some correspondent may be on-traffic, and no IPsec
+        payload protection claims the home address's traffic (its tunnel-mode policy
+        wins over the trigger, and route-optimised payload would bypass it)."""
+        from mip6ctl.config.model import Protect
+        from mip6ctl.engine.route_optimisation import traffic_possible
+
+        mn = cfg.mn
+        if mn is None or not self._route_optimization(cfg, quiet=True):
+            return False
+        template = cfg.ipsec.get(mn.ipsec) if mn.ipsec else None
+        if template is not None and Protect.PAYLOAD in template.protect:
+            return False
+        return traffic_possible(mn)
+
+    def _route_optimization(self, cfg: Any, *, quiet: bool = False) -> bool:
         """Whether this node may route-optimise: the kernel carries the data path
         (XFRM route2/hao), and a mobile node also receives its Home Test, which
         comes through the tunnel, only on the kernel signalling transport."""
         ro = bool(self.caps.route_optimization)
         if cfg.node.role == Role.MN:
             ro = ro and self.transport_kind == "kernel"
+            if quiet:
+                return ro
             log.info(
                 "route optimisation with correspondents: %s",
                 "on"
@@ -903,7 +965,7 @@ class Daemon:
                 observed=(loop_status or {}).get("observed_generation"),
             ),
             self.conditions,
-            self.counters.as_dict(loop_status, self.engine.icmp_errors_suppressed),
+            self._counters(loop_status),
             list(self.engine.cache),
             bul,
             now,
@@ -917,6 +979,24 @@ class Daemon:
             if getattr(self, "ike", None) is not None
             else self._ipsec_rows(),
         )
+
+    def _counters(self, loop_status: dict[str, Any] | None) -> dict[str, Any]:
+        """The status counters: the daemon's, the engine's (§9.5.5 BRRs, §11.8 held BUs,
+        traffic triggers) and the kernel notifications'."""
+        e = self.engine
+        assert e is not None
+        out = self.counters.as_dict(loop_status, e.icmp_errors_suppressed)
+        out["brrs_sent"] = e.cn.brrs_sent
+        out["bus_rate_limited"] = (e.mn.bus_held if e.mn is not None else 0) + (
+            sum(x.bus_held for x in e.ro.entries.values()) if e.ro is not None else 0
+        )
+        if e.ro is not None:
+            out["route_optimisations_triggered"] = e.ro.triggered
+        if self.traffic is not None:
+            t = self.traffic.status()
+            out["xfrm_acquires"] = t["acquires"]
+            out["xfrm_reports"] = t["reports"]
+        return out
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()

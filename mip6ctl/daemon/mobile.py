@@ -101,6 +101,7 @@ class MobileNodeController:
         caps: Capabilities,
         feed: Callable[[Any], None],
         clock: Callable[[], float] = time.monotonic,
+        traffic_trigger: bool = False,
     ) -> None:
         mn = cfg.mn
         assert mn is not None and isinstance(mn.home_agent, IPv6Address), "needs [mn] home_agent"
@@ -110,6 +111,8 @@ class MobileNodeController:
         self.caps = caps
         self.feed = feed
         self.clock = clock
+        self.traffic_trigger = traffic_trigger
+        """Render the route-optimisation trigger policy while away (kernel_traffic.py)."""
         self.home_agent: IPv6Address = mn.home_agent
         self.detector = MovementDetector(
             mn.home_address.network,
@@ -122,6 +125,8 @@ class MobileNodeController:
         self.router: IPv6Address | None = None
         self.location = "unknown"
         self.moves = 0
+        self.advertised = 0
+        """Rounds of unsolicited NAs for the home address (status, tests)."""
         self.last_move: dict[str, Any] | None = None
         self._watch: LinkWatch | None = None
         self._nd: NdSender | None = None
@@ -139,7 +144,14 @@ class MobileNodeController:
                 daemon._spawn(daemon._execute(actions))
             daemon._arm_timer()
 
-        ctl = cls(daemon.cfg, loop=daemon.loop, caps=daemon.caps, feed=feed, clock=daemon.clock)
+        ctl = cls(
+            daemon.cfg,
+            loop=daemon.loop,
+            caps=daemon.caps,
+            feed=feed,
+            clock=daemon.clock,
+            traffic_trigger=daemon.traffic_trigger(daemon.cfg),
+        )
         ctl.start()
         if daemon.control is not None:
             daemon.control.register("movement", lambda _params: ctl._status_async())
@@ -268,6 +280,7 @@ class MobileNodeController:
             o.ifname,
             correspondents=self.correspondents,
             router=o.router,
+            traffic_trigger=self.traffic_trigger,
         )
         self.view, self.router, self.location = view, o.router, "away"
         self._apply()
@@ -299,15 +312,15 @@ class MobileNodeController:
             "kernel_ms": round((self.clock() - t0) * 1000, 3),
         }
         log.info("at home on %s%s", o.ifname, " (returning)" if was_away else "")
-        self._after_kernel(ev.AtHome(o.ifname), t0, advertise=o.ifname)
+        self._after_kernel(ev.AtHome(o.ifname), t0)
 
-    def _after_kernel(self, event: Any, t0: float, *, advertise: str | None = None) -> None:
+    def _after_kernel(self, event: Any, t0: float) -> None:
         """Make before break: the engine hears of the move once the kernel matches it."""
-        task = asyncio.get_running_loop().create_task(self._feed_when_ready(event, t0, advertise))
+        task = asyncio.get_running_loop().create_task(self._feed_when_ready(event, t0))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _feed_when_ready(self, event: Any, t0: float, advertise: str | None) -> None:
+    async def _feed_when_ready(self, event: Any, t0: float) -> None:
         from mip6ctl.daemon.reconcile_loop import MOBILE
 
         result = await self.loop.wait_reconciled(MOBILE, KERNEL_WAIT)
@@ -319,10 +332,17 @@ class MobileNodeController:
         if ike is not None:
             ike.moved(event, bool(result))
         self.feed(event)
-        if advertise is not None:
-            aio = asyncio.get_running_loop()
-            for delay in NA_DELAYS:
-                aio.call_later(delay, self._advertise_home_address, advertise)
+
+    def home_address_free(self) -> None:
+        """The engine's `AdvertiseHomeAddress`: the home agent no longer defends the
+        home address (§11.5.5) -- claim it with unsolicited Neighbor Advertisements."""
+        if self.location != "home" or self.view is None or self.view.ifname is None:
+            return
+        ifname = self.view.ifname
+        self.advertised += 1
+        aio = asyncio.get_running_loop()
+        for delay in NA_DELAYS:
+            aio.call_later(delay, self._advertise_home_address, ifname)
 
     def route_optimisation(
         self, correspondents: tuple[tuple[IPv6Address, IPv6Address], ...]
@@ -371,6 +391,8 @@ class MobileNodeController:
             "care_of_address": None if cur is None or cur[2] is None else str(cur[2]),
             "router": None if self.router is None else str(self.router),
             "moves": self.moves,
+            "home_address_advertised": self.advertised,
+            "traffic_trigger": self.traffic_trigger,
             "last_move": self.last_move,
             "waiting_for_address": self.detector.pending(),
             "kernel_in_sync": self._kernel_in_sync(),

@@ -8,7 +8,7 @@ from mip6ctl.wire.mh import BindingAcknowledgement
 
 from .events import Received, Send
 
-__all__ = ["TokenBucket", "ba_reply", "is_routable_unicast", "is_unicast"]
+__all__ = ["TokenBucket", "UpdateRate", "ba_reply", "is_routable_unicast", "is_unicast"]
 
 UNSPECIFIED = IPv6Address(0)
 
@@ -47,6 +47,33 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class UpdateRate:
+    """§11.8: at most ``rate`` Binding Updates to one node in any second.
+
+    A sliding window of the last ``rate`` send times: :meth:`wait` says how long
+    the next BU must be held (0: send now). The mobile node holds, never drops:
+    the held BU goes out, with a fresh sequence number, when the window opens.
+    """
+
+    __slots__ = ("_sent", "rate")
+
+    def __init__(self, rate: int) -> None:
+        self.rate = max(1, int(rate))
+        self._sent: list[float] = []
+
+    def wait(self, now: float) -> float:
+        """Seconds until one more BU may go (0.0 now)."""
+        sent = self._sent
+        if len(sent) < self.rate:
+            return 0.0
+        return max(0.0, sent[-self.rate] + 1.0 - now)
+
+    def sent(self, now: float) -> None:
+        self._sent.append(now)
+        if len(self._sent) > self.rate:
+            del self._sent[: -self.rate]
 
 
 def ba_reply(ev: Received, home_address: IPv6Address, ba: BindingAcknowledgement) -> Send:

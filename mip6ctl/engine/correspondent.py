@@ -59,6 +59,12 @@ re-runs return routability after a restart); the reconciler is told through
 :class:`BindingChanged` when forwarding changes (route optimisation state),
 but the BA is not held for it.
 
+Replays after a deletion (§5.2.8, §9.5.3): a deleted or expired entry leaves a
+*tombstone* -- its last accepted sequence number -- for ``MAX_NONCE_LIFETIME``,
+as long as the nonces that authorised it can still verify a BU. A BU for that
+home address must then be newer than the tombstone (else 135 with the
+tombstone's sequence number), so a captured BU cannot re-create the binding.
+
 Binding Refresh Request: the daemon reports traffic with
 ``binding_used(hoa, now)``; a used entry gets one BRR ``max(2 s, 10 % of its
 lifetime)`` before it expires (§9.5.5), unless it was refreshed meanwhile.
@@ -93,7 +99,7 @@ from mip6ctl.wire.mh import (
 from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
 
 from . import bu_checks
-from .binding import BindingCache
+from .binding import Binding, BindingCache
 from .common import ba_reply, is_routable_unicast
 from .events import Action, BindingChanged, Received, Send
 
@@ -159,6 +165,8 @@ class _CnBu(bu_checks.PendingBindingUpdate):
 
     indices: NonceIndices | None = None
     kbm: bytes | None = None
+    tombstone: int | None = None
+    """The last sequence number of a deleted entry whose nonces may still verify."""
 
 
 # --------------------------------------------------------------------------- rule table
@@ -220,6 +228,17 @@ def _check_authenticator(cn: Correspondent, c: _CnBu) -> int | None:
     return None
 
 
+def _check_replay(cn: Correspondent, c: _CnBu) -> int | None:
+    """§5.2.8: a deleted binding's sequence number outlives it while its nonces are
+    valid, so a replayed BU (or the deletion itself, replayed) gets 135."""
+    if c.entry is not None:
+        return None
+    c.tombstone = cn.tombstone(c.home_address, c.now)
+    if c.tombstone is not None and not bu_checks.sequence_newer(c.bu.sequence, c.tombstone):
+        return BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW
+    return None
+
+
 _Check = Callable[["Correspondent", _CnBu], int | None]
 _CHECKS: tuple[_Check, ...] = (
     bu_checks.check_addresses,
@@ -230,6 +249,7 @@ _CHECKS: tuple[_Check, ...] = (
     _check_authenticator,
     bu_checks.check_registration_type,
     bu_checks.check_sequence,
+    _check_replay,
 )
 
 _BA_FIXED = struct.Struct("!BBBBHBBHH")
@@ -266,6 +286,10 @@ class Correspondent:
         self.max_cache_entries = max_cache_entries
         self._brr: list[tuple[float, IPv6Address, float]] = []
         self._brr_scheduled: dict[IPv6Address, float] = {}
+        self._tombstones: dict[IPv6Address, tuple[int, float]] = {}
+        self._tombstone_order: deque[tuple[float, IPv6Address]] = deque()
+        #: Binding Refresh Requests sent (status, metrics)
+        self.brrs_sent = 0
         self.configure(cfg)
 
     def configure(self, cfg: CnSection) -> None:
@@ -338,11 +362,41 @@ class Correspondent:
         if self.cache.remove(c.home_address) is not None:
             self._brr_scheduled.pop(c.home_address, None)
             out.append(BindingChanged(c.home_address, None, "deregistered"))
+        self._bury(c.home_address, c.bu.sequence, c.now)
         return out + self._ack(c, BAStatus.ACCEPTED)
+
+    # ----------------------------------------------------------------- tombstones
+
+    def _bury(self, home_address: IPv6Address, sequence: int, now: float) -> None:
+        until = now + self.nonces.lifetime
+        self._tombstones[home_address] = (sequence, until)
+        self._tombstone_order.append((until, home_address))
+        self._prune_tombstones(now)
+
+    def tombstone(self, home_address: IPv6Address, now: float) -> int | None:
+        """The last sequence number of a deleted entry whose nonces may still be valid."""
+        t = self._tombstones.get(home_address)
+        if t is None or t[1] < now:
+            return None
+        return t[0]
+
+    def _prune_tombstones(self, now: float) -> None:
+        order = self._tombstone_order
+        while order and order[0][0] < now:
+            until, hoa = order.popleft()
+            t = self._tombstones.get(hoa)
+            if t is not None and t[1] == until:
+                del self._tombstones[hoa]
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._tombstones)
 
     def _register(self, c: _CnBu) -> list[Action]:
         if c.entry is None and len(self.cache) >= self.max_cache_entries:
             return self._ack(c, BAStatus.INSUFFICIENT_RESOURCES)
+        if c.tombstone is not None:
+            self._tombstones.pop(c.home_address, None)  # the new entry carries the sequence
         granted = lifetime_units(min(c.bu.lifetime_seconds, self._max_lifetime)) * 4
         b = c.new_entry(granted)
         prev = self.cache.put(b)
@@ -356,6 +410,8 @@ class Correspondent:
         if not (c.bu.ack or status in _ALWAYS_ACK):
             return []
         seq = bu_checks.ba_sequence(c, status)
+        if status == BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW and c.entry is None:
+            seq = c.tombstone if c.tombstone is not None else seq
         units = granted // 4
         if c.kbm is None:
             ba = BindingAcknowledgement(int(status), seq, units)
@@ -403,11 +459,19 @@ class Correspondent:
             if b is None or b.expires_at != expires or b.expires_at <= now:
                 continue
             out.append(Send(BindingRefreshRequest(), b.local_address, b.care_of_address, None, hoa))
+        self.brrs_sent += len(out)
         return out
 
     def forget(self, home_address: IPv6Address) -> None:
         """The entry is gone (expiry, configuration): no BRR for it."""
         self._brr_scheduled.pop(home_address, None)
+
+    def retire(self, b: Binding, now: float) -> None:
+        """``b`` left the cache without a BU (expiry, configuration): no BRR for it, and
+        a correspondent entry's sequence number stays as a tombstone (§5.2.8)."""
+        self.forget(b.home_address)
+        if not b.home_registration:
+            self._bury(b.home_address, b.sequence, now)
 
     def load_config(self, cfg: CnSection, now: float) -> list[Action]:
         """New generation: drop correspondent entries local policy no longer allows."""
@@ -416,6 +480,6 @@ class Correspondent:
         for b in self.cache:
             if not b.home_registration and not self.allowed(b.home_address, b.local_address):
                 self.cache.remove(b.home_address)
-                self.forget(b.home_address)
+                self.retire(b, now)
                 out.append(BindingChanged(b.home_address, None, "config"))
         return out

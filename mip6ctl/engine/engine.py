@@ -46,7 +46,7 @@ from mip6ctl.wire.mh import (
 )
 
 from .binding import Binding, BindingCache
-from .common import UNSPECIFIED, TokenBucket, is_unicast
+from .common import UNSPECIFIED, TokenBucket, is_routable_unicast, is_unicast
 from .correspondent import DEFAULT_MAX_CACHE_ENTRIES, Correspondent, RandomBytes
 from .events import (
     Action,
@@ -61,6 +61,7 @@ from .events import (
     Received,
     Send,
     SendParameterProblem,
+    TrafficToCorrespondent,
 )
 from .home_agent import (
     DEFAULT_DAD_TIMEOUT,
@@ -162,11 +163,16 @@ class Engine:
     def handle(self, event: Input, now: float) -> list[Action]:
         """Process one input event."""
         if type(event) is Received:
+            if not self._addresses_acceptable(event):
+                return []
             handler = _DISPATCH.get(type(event.message))
             if handler is not None:
                 return handler(self, event, event.message, now)
             return []  # decode_mh only yields the eight known classes
         if type(event) is Malformed:
+            hoa = event.home_address_option
+            if hoa is not None and not is_routable_unicast(hoa):
+                return []  # §9.3.1: silently, never an error about such an address
             return self._malformed(event, now)
         if type(event) is HomeAddressOptionReceived:
             return self._hao_check(event.src, event.dst, event.home_address, now) or []
@@ -176,7 +182,25 @@ class Engine:
             if self.mn is None:
                 return []
             return self._mn_sync(self.mn.handle(event, now), now)
+        if type(event) is TrafficToCorrespondent:
+            if self.ro is None or self.mn is None:
+                return []
+            return self.ro.traffic(event.correspondent, self.mn, now)
         raise TypeError(f"not an engine input: {event!r}")
+
+    def _addresses_acceptable(self, ev: Received) -> bool:
+        """§6.4 / §9.3.1: the headers that name a home address must name a real one.
+
+        A type 2 routing header is only for a mobile node, and only with its own
+        home address in it (the kernel's route2 state checks the same on the data
+        path); a Home Address option must hold a routable unicast address. Either
+        failing: dropped silently, on every message type.
+        """
+        rh = ev.routing_header_address
+        if rh is not None and (self.mn is None or rh != self.mn.home_address):
+            return False
+        hoa = ev.home_address_option
+        return hoa is None or is_routable_unicast(hoa)
 
     def dad_result(self, home_address: IPv6Address, ok: bool, now: float) -> list[Action]:
         """Duplicate Address Detection finished for a parked home registration."""
@@ -189,6 +213,12 @@ class Engine:
     def binding_used(self, home_address: IPv6Address, now: float) -> None:
         """Traffic used the correspondent entry of ``home_address`` (drives BRRs)."""
         self.cn.binding_used(home_address, now)
+
+    def correspondent_used(self, correspondent: IPv6Address, now: float) -> None:
+        """Mobile node: route-optimised traffic went to ``correspondent`` (keeps a
+        traffic-triggered registration refreshed)."""
+        if self.ro is not None:
+            self.ro.used(correspondent, now)
 
     def load_config(self, cfg: Mip6Config, now: float) -> list[Action]:
         """Switch to a new configuration generation (already validated, applied whole)."""
@@ -254,7 +284,7 @@ class Engine:
         """Everything due at ``now``: binding expiry, parked-BU deadlines, BRRs, MN timers."""
         out: list[Action] = []
         for b in self.cache.expire(now):
-            self.cn.forget(b.home_address)
+            self.cn.retire(b, now)
             out.append(BindingChanged(b.home_address, None, "expired"))
             if b.home_registration:
                 out.append(ForgetBinding(b.home_address))
@@ -306,8 +336,12 @@ class Engine:
         """
         if hoa is None:
             return None
+        if not is_routable_unicast(hoa):
+            return []  # §9.3.1: dropped silently, no Binding Error about it
         b = self.cache.get(hoa)
         if b is not None and b.care_of_address == src:
+            if not b.home_registration:
+                self.cn.binding_used(hoa, now)  # §9.5.5: this binding is in use
             return None
         return self._binding_error(1, hoa, dst, src, now)
 

@@ -39,6 +39,7 @@ from .binding import Binding
 
 __all__ = [
     "Action",
+    "AdvertiseHomeAddress",
     "AtHome",
     "BindingChanged",
     "CareOfAddressChanged",
@@ -53,6 +54,7 @@ __all__ = [
     "Send",
     "SendParameterProblem",
     "StartDad",
+    "TrafficToCorrespondent",
 ]
 
 
@@ -89,6 +91,18 @@ class ParameterProblemReceived:
     invoking: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class TrafficToCorrespondent:
+    """Mobile node: the home address sent to ``correspondent`` through the home agent.
+
+    The kernel reports it (an XFRM ACQUIRE of the route-optimisation trigger
+    policy, once per flow and ``xfrm_acq_expires``); the engine decides from
+    ``[[mn.correspondents]]`` whether return routability starts.
+    """
+
+    correspondent: IPv6Address
+
+
 Input = (
     Received
     | Malformed
@@ -96,6 +110,7 @@ Input = (
     | CareOfAddressChanged
     | AtHome
     | ParameterProblemReceived
+    | TrafficToCorrespondent
 )
 
 
@@ -156,6 +171,15 @@ class RouteOptimisationChanged:
     correspondents: tuple[tuple[IPv6Address, IPv6Address], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AdvertiseHomeAddress:
+    """Mobile node back home: claim the home address on the home link (unsolicited
+    Neighbor Advertisements, §11.5.5) -- only once the home agent stopped defending it,
+    i.e. after the de-registration's Binding Acknowledgement."""
+
+    home_address: IPv6Address
+
+
 Action = (
     Send
     | SendParameterProblem
@@ -164,4 +188,5 @@ Action = (
     | ForgetBinding
     | StartDad
     | RouteOptimisationChanged
+    | AdvertiseHomeAddress
 )

@@ -28,6 +28,18 @@ Retransmission (§11.8): the first BU of a first home registration waits
 interval when the BA carried one (and it is shorter than the lifetime), else
 at 75 % of the granted lifetime.
 
+Rate limit (§11.8): every BU to the home agent passes :class:`~.common.UpdateRate`
+(``MAX_UPDATE_RATE`` a second); one over it is *held* and sent, with a new
+sequence number, when the window opens -- a home agent answering every BU with
+135, or a link that flaps, cannot make the node flood it.
+
+Returning home (§11.5.5): the home address is claimed on the home link
+(:class:`~.events.AdvertiseHomeAddress`, unsolicited Neighbor Advertisements)
+only once the home agent stopped defending it: after the de-registration's BA
+(or a refusal, which means it holds no binding), or at once when there was no
+binding to remove. A Binding Error 1 from the home agent (it lost our binding,
+§11.3.6) starts a new registration.
+
 BUs go from the care-of address to the home agent with a Home Address option
 and (``use_alternate_care_of_address``) an Alternate Care-of Address option.
 The de-registration from home goes from the home address, care-of = home
@@ -40,9 +52,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import IPv6Address
 
+from mip6ctl import rfc6275
 from mip6ctl.config.model import MnSection
 from mip6ctl.wire.mh import (
     BindingAcknowledgement,
+    BindingError,
     BindingRefreshRequest,
     BindingUpdate,
     BUFlag,
@@ -50,7 +64,8 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import AlternateCareofAddress, MobilityOption
 
-from .events import Action, AtHome, CareOfAddressChanged, Received, Send
+from .common import UpdateRate
+from .events import Action, AdvertiseHomeAddress, AtHome, CareOfAddressChanged, Received, Send
 
 __all__ = ["MobileNode"]
 
@@ -75,6 +90,11 @@ class MobileNode:
         self._retransmit_at: float | None = None
         self._refresh_at: float | None = None
         self._ha_has_binding = False
+        self._rate = UpdateRate(rfc6275.MAX_UPDATE_RATE)
+        self._held_at: float | None = None
+        #: BUs held back by the rate limit (status)
+        self.bus_held = 0
+        self.last_error: str | None = None
         self.configure(cfg)
 
     def configure(self, cfg: MnSection) -> None:
@@ -106,6 +126,8 @@ class MobileNode:
         msg = ev.message
         if type(msg) is BindingRefreshRequest:
             return self._register(now) if self.state == "registered" else []
+        if type(msg) is BindingError:
+            return self._binding_error(msg, now)
         if type(msg) is not BindingAcknowledgement:
             return []
         if msg.status == 135:  # carries the HA's last accepted sequence, not ours
@@ -118,18 +140,24 @@ class MobileNode:
     # ----------------------------------------------------------------- timers
 
     def next_timer(self) -> float | None:
-        """Retransmission or refresh time."""
-        ts = [t for t in (self._retransmit_at, self._refresh_at) if t is not None]
+        """Retransmission, refresh or held-BU time."""
+        ts = [t for t in (self._retransmit_at, self._refresh_at, self._held_at) if t is not None]
         return min(ts) if ts else None
 
     def handle_timer(self, now: float) -> list[Action]:
-        """Retransmit (backoff) or refresh, whichever is due."""
+        """Send a held BU, retransmit (backoff) or refresh, whichever is due."""
+        if self._held_at is not None and self._held_at <= now:
+            self._held_at = None
+            return self._send(now)
         if self._retransmit_at is not None and self._retransmit_at <= now:
             limit = self.cfg.max_ha_consecutive_resends
             if limit and self.resends >= limit:
                 self._retransmit_at = None
+                leaving = self.state == "deregistering"
                 self.state = "failed"
-                return []
+                self.last_error = f"no Binding Acknowledgement after {limit} retransmissions"
+                # the home agent is unreachable: claim the home address anyway
+                return [AdvertiseHomeAddress(self.home_address)] if leaving else []
             self.resends += 1
             self.timeout = min(self.timeout * 2, self.cfg.timers.max_bindack_timeout)
             return self._send(now)
@@ -156,14 +184,15 @@ class MobileNode:
     def _at_home(self, now: float) -> list[Action]:
         self.care_of_address = None
         self._refresh_at = None
+        self._held_at = None
         if not self._ha_has_binding and self.state != "registering":
             self.state = "home"
             self._retransmit_at = None
-            return []
+            return [AdvertiseHomeAddress(self.home_address)]
         if not self.cfg.return_home or self.home_agent is None:
             self.state = "home"
             self._retransmit_at = None
-            return []
+            return [AdvertiseHomeAddress(self.home_address)]
         self.state = "deregistering"
         self.timeout = self.cfg.timers.initial_bindack_timeout
         self.resends = 0
@@ -191,13 +220,29 @@ class MobileNode:
         self.registered_care_of = None
         self.state = "home"
         self.expires_at = None
-        return []
+        return [AdvertiseHomeAddress(self.home_address)]  # the HA let it go: §11.5.5
 
     def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
+        leaving = self.state == "deregistering"
         self.last_status = ba.status
+        self.last_error = f"refused with status {ba.status}"
         self._retransmit_at = None
         self.registered_care_of = None
         self.state = "failed"
+        if leaving:  # e.g. 133: the home agent holds no binding, nothing defends the address
+            self._ha_has_binding = False
+            return [AdvertiseHomeAddress(self.home_address)]
+        return []
+
+    def _binding_error(self, be: BindingError, now: float) -> list[Action]:
+        """§11.3.6: status 1 from the home agent -- it has no binding for our home
+        address any more -- means register again; status 2 is only recorded."""
+        if be.home_address not in (self.home_address, IPv6Address(0)):
+            return []
+        self.last_error = f"binding error {be.status} from the home agent"
+        if be.status == 1 and self.state == "registered":
+            self._ha_has_binding = False
+            return self._register(now)
         return []
 
     def _ba_135(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
@@ -210,6 +255,14 @@ class MobileNode:
 
     def _send(self, now: float) -> list[Action]:
         assert self.home_agent is not None
+        wait = self._rate.wait(now)
+        if wait > 0:  # §11.8: held, not dropped; the timer sends it
+            self._held_at = now + wait
+            self._retransmit_at = None
+            self.bus_held += 1
+            return []
+        self._rate.sent(now)
+        self._held_at = None
         self.sequence = (self.sequence + 1) & 0xFFFF
         self._retransmit_at = now + self.timeout
         flags = BUFlag.A | BUFlag.H

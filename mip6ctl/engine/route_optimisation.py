@@ -7,13 +7,20 @@ Theory of operation
 (:class:`CorrespondentEntry`) per correspondent the mobile node optimises,
 and decides from the home registration when each may run:
 
-* **which correspondents** — ``[[mn.correspondents]]`` entries for a single
-  address (``prefix = "…/128"``) with ``route_optimization = true`` are
-  registered proactively while away; nothing is optimised when the kernel
+* **which correspondents** — ``[[mn.correspondents]]`` is an allow/deny list
+  (first match wins, :meth:`RouteOptimisation.policy`): single addresses in
+  mode ``always`` are registered proactively while away; everything else that
+  is not ``never`` -- unlisted correspondents included -- is *traffic
+  triggered*: :class:`~.events.TrafficToCorrespondent` (the kernel's XFRM
+  ACQUIRE when the home address sends to a correspondent through the home
+  agent, UMIP's way) creates a *dynamic* entry and starts return routability.
+  A dynamic entry is refreshed only when it was used since it registered
+  (:meth:`RouteOptimisation.used`, from the kernel's state counters, or a
+  Binding Refresh Request); otherwise its binding runs out and the entry goes,
+  at most :data:`MAX_DYNAMIC` exist at once. Nothing is optimised when the kernel
   cannot carry the route-optimised data path (no XFRM route2/hao states:
   ``route_optimization=False`` here, reported by ``mip6ctl doctor``), so the
-  node never ends up half optimised. Traffic-triggered optimisation of other
-  correspondents is not implemented.
+  node never ends up half optimised.
 * **when** — the Care-of Test Init goes directly from the care-of address as
   soon as the node is away; the Home Test Init goes from the home address
   through the reverse tunnel, so it waits until the home registration for the
@@ -35,8 +42,15 @@ An entry's states:
                   answer to HoTI/CoTI, ICMP Parameter Problem for the
                   Mobility Header, BE 2, a refusal) or lost the binding
                   repeatedly (BE 1): data goes through the home agent; retried
-                  after :data:`FALLBACK_HOLD` seconds
+                  after :data:`FALLBACK_HOLD` seconds, doubled for each
+                  fallback in a row up to :data:`MAX_FALLBACK_HOLD` (remembered
+                  for dynamic entries too, so traffic cannot make the node probe
+                  a correspondent without Mobile IPv6 again before that)
 ================= =====================================================
+
+Every BU to a correspondent passes the §11.8 rate limit
+(:class:`~.common.UpdateRate`): one over ``MAX_UPDATE_RATE`` a second is held
+until the window opens.
 
 Every change of state is one row of :data:`TRANSITIONS`, ``(state, event) ->
 new state`` (h11's style, like the home registration's table in
@@ -106,6 +120,7 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import BindingAuthorizationData, NonceIndices
 
+from .common import UpdateRate, is_routable_unicast
 from .events import Action, ParameterProblemReceived, Received, RouteOptimisationChanged, Send
 
 if TYPE_CHECKING:
@@ -134,6 +149,12 @@ BE1_TRIES = 3
 """Binding Error 1 in a row (no accepted BA between) before falling back for a while."""
 FALLBACK_HOLD = float(rfc6275.MAX_RR_BINDING_LIFETIME)
 """Seconds a correspondent stays on the tunnel after it refused route optimisation."""
+MAX_FALLBACK_HOLD = 8 * FALLBACK_HOLD
+"""The back-off's cap: a correspondent that keeps refusing is retried once an hour."""
+MAX_DYNAMIC = 4096
+"""Traffic-triggered entries at most (each costs one binding at a correspondent)."""
+MAX_REMEMBERED = 4096
+"""Correspondents whose fallback count is remembered after their entry went."""
 COOKIE_LEN = 8
 IPPROTO_MH = 135
 
@@ -200,12 +221,46 @@ class IllegalTransition(RuntimeError):
 
 
 def optimised_peers(cfg: MnSection) -> tuple[IPv6Address, ...]:
-    """Correspondents registered proactively: single-address entries with RO on."""
+    """Correspondents registered proactively: single-address entries in mode "always"."""
+    if not cfg.route_optimization:
+        return ()
     return tuple(
         c.prefix.network_address
         for c in cfg.correspondents
-        if c.route_optimization and c.prefix.prefixlen == 128
+        if c.mode == "always" and c.prefix.prefixlen == 128
     )
+
+
+def traffic_possible(cfg: MnSection) -> bool:
+    """Some correspondent may be route-optimised on traffic (the list does not end in a
+    catch-all ``never`` before any other mode)."""
+    if not cfg.route_optimization:
+        return False
+    for c in cfg.correspondents:
+        if c.mode != "never":
+            return True
+        if c.prefix.prefixlen == 0:
+            return False
+    return True
+
+
+def correspondent_policy(cfg: MnSection, peer: IPv6Address) -> str:
+    """``always`` / ``on-traffic`` / ``never`` for ``peer``: the first matching
+    ``[[mn.correspondents]]`` entry, else ``on-traffic``; everything ``never`` when
+    route optimisation is off, for the home agent and for non-routable addresses."""
+    ha = cfg.home_agent
+    if (
+        not cfg.route_optimization
+        or peer == ha
+        or peer == cfg.home_address.ip
+        or not is_routable_unicast(peer)
+    ):
+        return "never"
+    for c in cfg.correspondents:
+        if peer in c.prefix:
+            mode = c.mode
+            return "on-traffic" if mode == "always" and c.prefix.prefixlen != 128 else mode
+    return "on-traffic"
 
 
 @dataclass(slots=True)
@@ -225,8 +280,22 @@ class CorrespondentEntry:
         home_address: IPv6Address,
         cfg: MnSection,
         random_bytes: RandomBytes,
+        *,
+        dynamic: bool = False,
+        fallbacks: int = 0,
     ) -> None:
         self.peer = peer
+        self.dynamic = dynamic
+        """Created by traffic (on-traffic), not by the configuration (always)."""
+        self.fallbacks = fallbacks
+        """Fallbacks in a row (no accepted BA between): the back-off's exponent."""
+        self.used_at: float | None = None
+        """Last time traffic to the correspondent was seen (dynamic entries' refresh)."""
+        self.registered_at: float | None = None
+        self.retry_at: float | None = None
+        self._rate = UpdateRate(rfc6275.MAX_UPDATE_RATE)
+        self._held_at: float | None = None
+        self.bus_held = 0
         self.home_address = home_address
         self.cfg = cfg
         self._random = random_bytes
@@ -272,7 +341,11 @@ class CorrespondentEntry:
         return None if tok is None else now - tok.received_at
 
     def next_timer(self) -> float | None:
-        ts = [t for t in (self._retransmit_at, self._refresh_at, self._retry_at) if t is not None]
+        ts = [
+            t
+            for t in (self._retransmit_at, self._refresh_at, self._retry_at, self._held_at)
+            if t is not None
+        ]
         if self.registered_care_of is not None and self.expires_at is not None:
             ts.append(self.expires_at)
         return min(ts) if ts else None
@@ -376,6 +449,13 @@ class CorrespondentEntry:
     def _bu(self, now: float) -> list[Action]:
         """Send the BU for ``care_of_address`` (or a de-registration) with tokens in hand."""
         assert self._home is not None
+        wait = self._rate.wait(now)
+        if wait > 0:  # §11.8: held; handle_timer sends it when the window opens
+            self._held_at = now + wait
+            self.bus_held += 1
+            return []
+        self._rate.sent(now)
+        self._held_at = None
         deregister = self.state == "deregistering"
         coa = self.home_address if deregister else self.care_of_address
         assert coa is not None
@@ -420,6 +500,7 @@ class CorrespondentEntry:
 
     def _registered(self, granted: int, now: float) -> None:
         """The correspondent has the binding for ``granted`` seconds: refresh at 75 %."""
+        self.registered_at = now
         self.expires_at = now + granted
         self._refresh_at = now + granted * REFRESH_FRACTION
         self._retransmit_at = None
@@ -471,7 +552,9 @@ class CorrespondentEntry:
         self._clear()
         self._to("fallback")
         self.last_error = reason
-        self._retry_at = now + FALLBACK_HOLD
+        hold = min(FALLBACK_HOLD * 2**self.fallbacks, MAX_FALLBACK_HOLD)
+        self.fallbacks += 1
+        self._retry_at = self.retry_at = now + hold
 
     # ----------------------------------------------------------------- messages
 
@@ -512,6 +595,7 @@ class CorrespondentEntry:
         self.last_status = ba.status
         if ba.status < 128:
             self._be1 = 0
+            self.fallbacks = 0
             if self.state == "deregistering":
                 self._clear()
                 self._to("accepted")
@@ -542,9 +626,10 @@ class CorrespondentEntry:
         return rr.BindingAuthenticator(self._kbm).verify(raw, self._bu_care_of, self.peer)
 
     def refresh_request(self, now: float, home_ready: bool) -> list[Action]:
-        """BRR (§11.7.4): re-register if the binding is in use."""
+        """BRR (§11.7.4): the correspondent uses the binding -- re-register."""
         if self.state != "registered":
             return []
+        self.used_at = now
         return self._start(now, home_ready)
 
     def binding_error(self, status: int, now: float, home_ready: bool) -> list[Action]:
@@ -570,8 +655,15 @@ class CorrespondentEntry:
 
     def handle_timer(self, now: float, home_ready: bool) -> list[Action]:
         out: list[Action] = []
+        if self._held_at is not None and self._held_at <= now:
+            self._held_at = None
+            if self.state == "deregistering":
+                if self._fresh(self._home, now):
+                    out += self._bu(now)
+            elif self.state in ("idle", "testing", "registered") and self._ready(now, home_ready):
+                out += self._bu(now)
         if self._retry_at is not None and self._retry_at <= now:
-            self._retry_at = None
+            self._retry_at = self.retry_at = None
             if self.state == "fallback":
                 self._to("retry")
                 self._be1 = 0
@@ -587,8 +679,17 @@ class CorrespondentEntry:
             out += self._resend(now, home_ready, timer=True)
         if self._refresh_at is not None and self._refresh_at <= now:
             self._refresh_at = None
+            if self.idle_since_registered():
+                return out  # traffic-triggered and unused: let the binding run out
             out += self._start(now, home_ready)
         return out
+
+    def idle_since_registered(self) -> bool:
+        """A dynamic entry nobody sent to since it registered (not worth a refresh)."""
+        return self.dynamic and (
+            self.used_at is None
+            or (self.registered_at is not None and self.used_at < self.registered_at)
+        )
 
     def _resend(self, now: float, home_ready: bool, *, timer: bool = False) -> list[Action]:
         limit = self.cfg.max_cn_consecutive_resends
@@ -637,6 +738,10 @@ class RouteOptimisation:
         self._random = random_bytes
         self.entries: dict[IPv6Address, CorrespondentEntry] = {}
         self._announced: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
+        self._fallbacks: dict[IPv6Address, int] = {}
+        #: route optimisations started by traffic, and triggers over MAX_DYNAMIC
+        self.triggered = 0
+        self.dropped_triggers = 0
         self.configure(cfg)
 
     def configure(self, cfg: MnSection) -> None:
@@ -644,17 +749,75 @@ class RouteOptimisation:
         self.home_address = cfg.home_address.ip
         wanted = set(optimised_peers(cfg)) if self.enabled else set()
         for peer in list(self.entries):
-            if peer not in wanted:
-                self.entries[peer].drop()
+            e = self.entries[peer]
+            keep = peer in wanted or (
+                self.enabled and e.dynamic and correspondent_policy(cfg, peer) != "never"
+            )
+            if not keep:
+                e.drop()
                 del self.entries[peer]
+            else:
+                e.cfg = cfg
+                e.dynamic = peer not in wanted
         for peer in wanted:
-            e = self.entries.get(peer)
-            if e is None:
+            if peer not in self.entries:
                 self.entries[peer] = CorrespondentEntry(
                     peer, self.home_address, cfg, self._random
                 )
-            else:
-                e.cfg = cfg
+
+    def policy(self, peer: IPv6Address) -> str:
+        """``always`` / ``on-traffic`` / ``never`` for ``peer`` (see correspondent_policy)."""
+        return correspondent_policy(self.cfg, peer) if self.enabled else "never"
+
+    # ----------------------------------------------------------------- traffic
+
+    def traffic(self, peer: IPv6Address, home: MobileNode, now: float) -> list[Action]:
+        """The home address sent to ``peer`` through the home agent (XFRM ACQUIRE).
+
+        Starts return routability for an on-traffic correspondent the node has no
+        entry for, or one whose entry is idle; a correspondent in fallback (no
+        Mobile IPv6 there) is left alone until its back-off ends.
+        """
+        if self.policy(peer) == "never":
+            return []
+        e = self.entries.get(peer)
+        if e is None:
+            if sum(1 for x in self.entries.values() if x.dynamic) >= MAX_DYNAMIC:
+                self.dropped_triggers += 1
+                return []
+            e = CorrespondentEntry(
+                peer,
+                self.home_address,
+                self.cfg,
+                self._random,
+                dynamic=True,
+                fallbacks=self._fallbacks.pop(peer, 0),
+            )
+            self.entries[peer] = e
+        e.used_at = now
+        coa = home.care_of_address
+        if e.state != "idle" or coa is None or home.state == "failed":
+            return []
+        self.triggered += 1
+        return self._announce(e.run(coa, _home_ready(home), now))
+
+    def used(self, peer: IPv6Address, now: float) -> None:
+        """Route-optimised traffic to ``peer`` was seen (kernel state counters)."""
+        e = self.entries.get(peer)
+        if e is not None:
+            e.used_at = now
+
+    def _prune(self) -> None:
+        """Dynamic entries with nothing registered or outstanding go; a fallback count
+        is remembered (bounded) so traffic cannot cut a back-off short."""
+        for peer, e in list(self.entries.items()):
+            if not e.dynamic or e.state != "idle" or e.next_timer() is not None:
+                continue
+            del self.entries[peer]
+            if e.fallbacks:
+                self._fallbacks[peer] = e.fallbacks
+                while len(self._fallbacks) > MAX_REMEMBERED:
+                    del self._fallbacks[next(iter(self._fallbacks))]
 
     # ----------------------------------------------------------------- from the home registration
 
@@ -676,6 +839,8 @@ class RouteOptimisation:
                     e.drop()
             elif home.state == "failed":
                 e.drop()
+            elif e.dynamic and e.state == "idle":
+                continue  # waits for traffic
             else:
                 if e.registered_care_of is not None and e.registered_care_of != coa:
                     e.registered_care_of = None  # the old care-of address is gone: tunnel
@@ -684,6 +849,7 @@ class RouteOptimisation:
         return self._announce(out)
 
     def _announce(self, out: list[Action]) -> list[Action]:
+        self._prune()
         current = tuple(
             sorted(
                 (e.peer, e.registered_care_of)
@@ -767,6 +933,7 @@ class RouteOptimisation:
                     "home_address": e.home_address,
                     "care_of_address": e.registered_care_of or e.care_of_address,
                     "state": e.state,
+                    "trigger": "on-traffic" if e.dynamic else "always",
                     "expires_at": e.expires_at,
                     "sequence": e.sequence,
                     "retransmissions": e.resends,
@@ -780,6 +947,8 @@ class RouteOptimisation:
                     "home_token_age_s": e.token_age("home", now),
                     "care_of_token_age_s": e.token_age("careof", now),
                     "last_error": e.last_error,
+                    "retry_in_s": None if e.retry_at is None else max(0.0, e.retry_at - now),
+                    "fallbacks": e.fallbacks,
                 }
             )
         return bul, rrs

@@ -58,6 +58,7 @@ from mip6ctl.kernel.xfrm_codec import (
     XfrmMigration,
     decode_events,
     decode_policy,
+    decode_ro_usage,
     decode_state,
     encode_migrate,
     encode_policy,
@@ -386,15 +387,31 @@ class XfrmSocket:
     # -- states --
 
     def add_states(self, states: Iterable[XfrmState], *, replace: bool = False) -> list[XfrmResult]:
-        """NEWSA (EEXIST = success, noop) or, with replace, add-or-replace (`_replace_states`)."""
-        if replace:
-            return self._replace_states(list(states))
-        return self._execute(
-            [
-                _Request("add state", s, XFRM_MSG_NEWSA, encode_state(s), (_errno.EEXIST,))
-                for s in states
-            ]
-        )
+        """NEWSA (EEXIST = success, noop) or, with replace, add-or-replace (`_replace_states`).
+
+        route2/hao states always go the replace way: the kernel finds them by
+        (dst, src, proto), so a larval state of the traffic-trigger policy for the
+        same pair would make NEWSA fail EEXIST; UPDSA takes the larval one's place.
+        """
+        states = list(states)
+        if replace or not any(not s.proto.uses_spi for s in states):
+            if replace:
+                return self._replace_states(states)
+            return self._execute(
+                [
+                    _Request("add state", s, XFRM_MSG_NEWSA, encode_state(s), (_errno.EEXIST,))
+                    for s in states
+                ]
+            )
+        results: list[XfrmResult | None] = [None] * len(states)
+        ro = [i for i, st in enumerate(states) if not st.proto.uses_spi]
+        spi = [i for i, st in enumerate(states) if st.proto.uses_spi]
+        for i, r in zip(ro, self._replace_states([states[i] for i in ro]), strict=True):
+            results[i] = r
+        if spi:
+            for i, r in zip(spi, self.add_states([states[i] for i in spi]), strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
 
     def _replace_states(self, states: list[XfrmState]) -> list[XfrmResult]:
         """Make the kernel hold exactly these SAs, whether or not they exist.
@@ -484,6 +501,19 @@ class XfrmSocket:
             s = decode_state(buf, a, b)
             if not owned_only or s.owned:
                 out.append(s)
+        return out
+
+    def ro_usage(self) -> dict[tuple[bytes, bytes, int], int]:
+        """Owned route2/hao states with a care-of address: (dst, src, proto) -> packets
+        so far (curlft), raw addresses; what tells a binding in use (BRR, §9.5.5)."""
+        mark = (OWNED_MARK.value, OWNED_MARK.mask)
+        out: dict[tuple[bytes, bytes, int], int] = {}
+        for buf, kind, a, b in self._dump(XFRM_MSG_GETSA, b""):
+            if kind != XFRM_MSG_NEWSA:
+                continue
+            u = decode_ro_usage(buf, a, b, mark)
+            if u is not None:
+                out[u[0], u[1], u[2]] = u[3]
         return out
 
     # -- MIGRATE and cleanup --

@@ -123,6 +123,8 @@ class MobileNodeView:
     #: the router the move was detected from: the home agent is reached through it at
     #: once, instead of after neighbour unreachability detection gives up on the old one
     router: IPv6Address | None = None
+    #: route optimisation on traffic: the trigger policy whose ACQUIREs start it
+    traffic_trigger: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,6 +600,8 @@ def render_mobile_node(
     if caps.route_optimization:
         for cn, care_of in view.correspondents:
             _mn_route_optimisation(view.home_address.ip, cn, care_of, out)
+        if view.traffic_trigger:
+            out.add(route_optimisation_trigger(view.home_address.ip), origin)
     _ipsec_mn_away(cfg, view, facts or HostFacts(), out, origin)
     return out
 
@@ -632,7 +636,29 @@ def render_mobile_node(
 #: priorities inside the owned band: the MH bypass wins over the data policy
 RO_SIGNALLING_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x10
 RO_DATA_PRIORITY = ownership.XFRM_PRIORITY_MIN + 0x20
+#: the traffic trigger: behind every other owned policy but the kernel transport's
+#: wildcard, so IPsec (payload protection) and the per-correspondent policies win
+RO_TRIGGER_PRIORITY = WILDCARD_POLICY_PRIORITY - 0x10
 IPPROTO_MH = 135
+
+
+def route_optimisation_trigger(hoa: IPv6Address) -> XfrmPolicy:
+    """UMIP's way of noticing traffic worth optimising (RFC 6275 §11.3.1 leaves it open).
+
+    Out, home address -> anything, one *optional* hao template: a packet to a
+    correspondent with no hao state (no binding there) finds none, so the kernel
+    sends an XFRM ACQUIRE naming the destination (at most once per
+    ``net.core.xfrm_acq_expires``, 30 s, per destination: a larval state stands
+    for it) and the packet goes on unchanged, through the home agent.  The larval
+    state has no care-of address: the observer ignores it, and the executor's
+    UPDSA replaces it with the real hao state once return routability is done.
+    """
+    return XfrmPolicy(
+        XfrmSelector(dst=IPv6Network("::/0"), src=_host(hoa)),
+        Direction.OUT,
+        priority=RO_TRIGGER_PRIORITY,
+        templates=(XfrmTemplate(XfrmProto.HAO, Mode.RO, level=Level.USE),),
+    )
 
 
 class CorrespondentBindingLike(BindingLike, Protocol):

@@ -445,8 +445,16 @@ class XfrmState:
 
     @property
     def owned(self) -> bool:
-        """States carry no priority: the owned mark alone marks them as ours."""
-        return self.mark == OWNED_MARK
+        """States carry no priority: the owned mark alone marks them as ours -- except
+        the kernel's larval states, which are nobody's objects."""
+        return self.mark == OWNED_MARK and not self.larval
+
+    @property
+    def larval(self) -> bool:
+        """A route-optimisation state without a care-of address: the kernel's stand-in
+        for an ACQUIRE of the traffic-trigger policy (it copies that policy's mark).
+        Every state mip6ctl writes in mode RO has one (the wildcards ``::``)."""
+        return self.mode == Mode.RO and self.coaddr is None
 
     def diff(self, other: XfrmState) -> dict[str, tuple[Any, Any]]:
         return _diff(self, other)
