@@ -61,11 +61,15 @@ are RFC 3339 UTC strings (``2026-05-09T07:35:25Z``); durations are seconds.
                         rows {``peer``, ``home_address``, ``care_of_address``,
                         ``state`` (home | registering | registered |
                         deregistering | failed), ``lifetime_left_s`` (int or
-                        null), ``sequence``, ``retransmissions``, ``last_status``}
+                        null), ``sequence``, ``retransmissions``, ``last_status``,
+                        ``trigger`` (correspondents: "always" | "on-traffic";
+                        null for the home agent)}
 ``return_routability``  mobile node only (else null): {``enabled``
                         (route optimisation configured), ``rows``}, rows
                         {``peer``, ``state``, ``home_token_age_s``,
-                        ``care_of_token_age_s``, ``last_error``}
+                        ``care_of_token_age_s``, ``last_error``, ``retry_in_s``
+                        (fallback: seconds until the next try, else null),
+                        ``fallbacks`` (refusals in a row: the back-off's exponent)}
 ``reconcile``           the reconcile loop's own detail (queue, failing keys),
                         passed through as given, or null
 ``ipsec``               one row per IPsec-protected mobile node (HA: every
@@ -323,6 +327,7 @@ def _bul_row(e: Any, now: float) -> dict[str, Any]:
         "sequence": int(_get(e, "sequence", 0)),
         "retransmissions": int(_get(e, "retransmissions", None) or _get(e, "resends", 0) or 0),
         "last_status": None if last_status is None else int(last_status),
+        "trigger": _get(e, "trigger"),
     }
 
 
@@ -334,6 +339,8 @@ def _rr_row(r: Any) -> dict[str, Any]:
         "home_token_age_s": _seconds(_get(r, "home_token_age_s")),
         "care_of_token_age_s": _seconds(_get(r, "care_of_token_age_s")),
         "last_error": _get(r, "last_error"),
+        "retry_in_s": _seconds(_get(r, "retry_in_s")),
+        "fallbacks": int(_get(r, "fallbacks", 0) or 0),
     }
 
 

@@ -15,8 +15,12 @@ Dispatch (``_DISPATCH`` by message class):
   node's home registration; HoT / CoT, and BA / BRR / BE from anyone else →
   its correspondent registrations (:mod:`.route_optimisation`), which follow
   the home registration after every mobile-node input and timer;
-- any other MH message carrying a Home Address option without a binding for
-  (home address, care-of = source) → dropped with Binding Error 1 (§9.3.1);
+- a Home Address option in front of a Mobility Header message is processed
+  normally (§9.3.1: only other payload needs a binding for (home address,
+  care-of = source); without one, :class:`HomeAddressOptionReceived` gets
+  Binding Error 1), but it must hold a routable unicast address, and a type 2
+  routing header must name this mobile node's home address, or the message is
+  dropped silently;
 - :class:`Malformed` → the reaction its error carries (Parameter Problem with
   the pointer, Binding Error 2, or nothing).
 
@@ -317,9 +321,8 @@ class Engine:
         return self.cn.careof_test_init(ev, msg, now)
 
     def _to_mn(self, ev: Received, msg: MobilityMessage, now: float) -> list[Action]:
-        refused = self._hao_check(ev.src, ev.dst, ev.home_address_option, now)
-        if refused is not None:
-            return refused
+        # §9.3.1: a Home Address option in front of a Mobility Header is processed
+        # normally -- no binding check (the sender may itself be a mobile node away)
         mn = self.mn
         if mn is None:
             return []

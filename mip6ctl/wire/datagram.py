@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 IPPROTO_IPV6_IN_IPV6 = 41
+#: §9.3.1: "If the Next Header value of the Destination Option is one of the following:
+#: {50 (ESP), 51 (AH), 135 (Mobility Header)}, the packet SHOULD be processed normally";
+#: only other payload needs a binding (else Binding Error 1)
+_HAO_PROCESSED_NORMALLY = frozenset({50, 51, NEXT_HEADER_MH})
 ICMPV6_PARAMPROB = 4
 #: RFC 4443 §2.4(c): an ICMPv6 error must fit the minimum MTU.
 _MIN_MTU = 1280
@@ -228,7 +232,7 @@ def decode_packet(
         except WireError:
             return Dropped("bad ICMPv6")
         return ICMPv6Received(icmp, src, dst, pkt.hop_limit, ifname)
-    if pkt.home_address is not None and not multicast:
+    if pkt.home_address is not None and not multicast and nh not in _HAO_PROCESSED_NORMALLY:
         return HomeAddressOptionReceived(src, dst, pkt.home_address)
     return Dropped("not signalling")
 

@@ -199,13 +199,15 @@ def test_mn_document_from_engine_mobile_node() -> None:
         "sequence": mn.sequence,
         "retransmissions": 0,
         "last_status": None,
+        "trigger": None,
     }
     rr = doc["return_routability"]
     assert rr["enabled"] is True  # route_optimization defaults on
     assert rr["rows"] == [
         {
             "peer": "2001:db8:0:1::1", "state": "ok", "home_token_age_s": 12,
-            "care_of_token_age_s": None, "last_error": None,
+            "care_of_token_age_s": None, "last_error": None, "retry_in_s": None,
+            "fallbacks": 0,
         }
     ]  # fmt: skip
     assert doc["binding_cache"] == {"count": 0, "pending": None, "truncated": False, "rows": []}
