@@ -996,6 +996,7 @@ class Daemon:
             t = self.traffic.status()
             out["xfrm_acquires"] = t["acquires"]
             out["xfrm_reports"] = t["reports"]
+            out["route_optimised_in_use"] = t["used"]  # addresses seen used, all polls
         return out
 
     async def _rpc_reload(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,19 @@ update list, retransmission, refresh, de-registration); this module decides
   engine `AtHome` (de-registration from the home address), and reclaim the
   home address with unsolicited Neighbor Advertisements to all-nodes
   (Override, Target Link-Layer Address), RFC 6275 §11.5.4, three times.
+  Returning home (it was away), §11.5.5: until the de-registration's BA the
+  home agent still defends the home address, so the home agent's
+  link-layer address must not be solicited from it (Linux would: an NS
+  takes the source of the packet that needs it).  Before the engine hears
+  `AtHome` the controller sends an NS from ``::`` for the home agent
+  (`NdSender.neighbor_solicitation_unspecified`), takes the Target
+  Link-Layer Address of the NA the home agent multicasts back (it reaches
+  `icmp()` like every NA), renders it as a static neighbour entry
+  (``MobileNodeView.home_agent_lladdr``) and waits for the mobile key, so
+  the kernel sends the de-registration without resolving.  No answer within
+  `HA_RESOLVE_TIMEOUT`: a warning, and the engine is told anyway.  The
+  entry goes with the engine's `AdvertiseHomeAddress` (`home_address_free`)
+  or a move away.
 
 This module writes nothing to the kernel: the daemon's one reconcile loop
 renders the view (its ``("mobile",)`` key), writes it through the plan
@@ -71,6 +84,7 @@ from mip6ctl.state.render import Capabilities, MobileNodeView
 from mip6ctl.wire.icmp6 import (
     NeighborAdvertisement,
     RouterAdvertisement,
+    TargetLinkLayerAddress,
 )
 
 log = logging.getLogger("mip6ctl.mobile")
@@ -81,6 +95,10 @@ __all__ = ["MobileNodeController"]
 NA_DELAYS = (0.0, 0.5, 1.0)
 #: how long a move waits for the kernel state before telling the engine anyway
 KERNEL_WAIT = 5.0
+#: returning home: how long the NS from ``::`` for the home agent waits for its NA
+#: (§11.5.5), and how many NSs are sent in that time (RFC 4861 MAX_MULTICAST_SOLICIT)
+HA_RESOLVE_TIMEOUT = 1.0
+HA_RESOLVE_SOLICITS = 3
 
 
 # --------------------------------------------------------------------------- the controller
@@ -132,6 +150,12 @@ class MobileNodeController:
         self._nd: NdSender | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._generation = 0
+        """Counts moves (either way): a returning-home task superseded by a newer move
+        does not tell the engine."""
+        self._ha_waiter: tuple[str, asyncio.Future[bytes]] | None = None
+        self.home_agent_resolution: dict[str, Any] | None = None
+        """The last §11.5.5 resolution of the home agent from ``::`` (status)."""
 
     # ----------------------------------------------------------------- daemon glue
 
@@ -199,6 +223,7 @@ class MobileNodeController:
         if event.ifname is None or event.hop_limit != 255:
             return  # RFC 4861 §6.1.2, §7.1.2
         if type(msg) is NeighborAdvertisement:
+            self._home_agent_advertised(event.ifname, msg)
             self._run(self.detector.neighbor_advertisement(event.ifname, msg.target, self.clock()))
             return
         if type(msg) is not RouterAdvertisement or not event.src.is_link_local:
@@ -271,6 +296,8 @@ class MobileNodeController:
 
     def _moved(self, o: Moved) -> None:
         t0 = self.clock()
+        self._generation += 1
+        self._cancel_ha_waiter()
         # correspondents registered with another care-of address go back to the tunnel
         self.correspondents = tuple(c for c in self.correspondents if c[1] == o.care_of_address)
         view = MobileNodeView(
@@ -299,6 +326,8 @@ class MobileNodeController:
     def _at_home(self, o: AtHome) -> None:
         t0 = self.clock()
         was_away = self.location == "away"
+        self._generation += 1
+        self._cancel_ha_waiter()
         self.correspondents = ()
         self.view = MobileNodeView(self.mn.home_address, self.home_agent, None, o.ifname)
         self.router, self.location = o.router, "home"
@@ -312,13 +341,94 @@ class MobileNodeController:
             "kernel_ms": round((self.clock() - t0) * 1000, 3),
         }
         log.info("at home on %s%s", o.ifname, " (returning)" if was_away else "")
-        self._after_kernel(ev.AtHome(o.ifname), t0)
+        if was_away and self.mn.return_home and self._nd is not None:
+            self._spawn(self._return_home(ev.AtHome(o.ifname), o.ifname, t0, self._generation))
+        else:
+            self._after_kernel(ev.AtHome(o.ifname), t0)
 
     def _after_kernel(self, event: Any, t0: float) -> None:
         """Make before break: the engine hears of the move once the kernel matches it."""
-        task = asyncio.get_running_loop().create_task(self._feed_when_ready(event, t0))
+        self._spawn(self._feed_when_ready(event, t0))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # ----------------------------------------------------------------- returning home (§11.5.5)
+
+    async def _return_home(self, event: Any, ifname: str, t0: float, generation: int) -> None:
+        """Resolve the home agent from ``::``, hand the kernel the answer as a static
+        neighbour entry, then tell the engine (its de-registration leaves from the home
+        address and must find the home agent's link-layer address already known)."""
+        started = self.clock()
+        lladdr = await self._resolve_home_agent(ifname)
+        if generation != self._generation:
+            return  # moved again meanwhile: that move tells the engine
+        result = {
+            "at": started,
+            "ifname": ifname,
+            "home_agent": str(self.home_agent),
+            "lladdr": lladdr,
+            "resolved": lladdr is not None,
+            "ms": round((self.clock() - started) * 1000, 3),
+        }
+        self.home_agent_resolution = result
+        if lladdr is None:
+            log.warning(
+                "returning home: no Neighbor Advertisement for the home agent %s on %s within"
+                " %g s of a solicitation from ::; the kernel resolves it (from the home address)",
+                self.home_agent, ifname, HA_RESOLVE_TIMEOUT,
+            )
+        elif self.view is not None and self.view.ifname == ifname:
+            log.info("returning home: home agent %s at %s on %s", self.home_agent, lladdr, ifname)
+            self.view = replace(self.view, home_agent_lladdr=lladdr)
+            self._apply()
+        await self._feed_when_ready(event, t0)
+
+    async def _resolve_home_agent(self, ifname: str) -> str | None:
+        """NSs from ``::`` for the home agent; its NA's Target Link-Layer Address, or None."""
+        if self._nd is None:
+            return None
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._ha_waiter = (ifname, fut)
+        try:
+            for _ in range(HA_RESOLVE_SOLICITS):
+                try:
+                    self._nd.neighbor_solicitation_unspecified(ifname, self.home_agent)
+                except OSError as e:
+                    log.warning("NS from :: for the home agent on %s: %s", ifname, e)
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    raw = await asyncio.wait_for(
+                        asyncio.shield(fut), HA_RESOLVE_TIMEOUT / HA_RESOLVE_SOLICITS
+                    )
+                    return ":".join(f"{b:02x}" for b in raw)
+                if fut.cancelled():
+                    return None
+            return None
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                return None  # a newer move ended the wait (the task itself goes on)
+            raise
+        finally:
+            if self._ha_waiter is not None and self._ha_waiter[1] is fut:
+                self._ha_waiter = None
+
+    def _home_agent_advertised(self, ifname: str, na: NeighborAdvertisement) -> None:
+        """An NA: the answer the returning-home resolution waits for, if it is one."""
+        w = self._ha_waiter
+        if w is None or w[0] != ifname or w[1].done() or na.target != self.home_agent:
+            return
+        for opt in na.options:
+            if type(opt) is TargetLinkLayerAddress and opt.address:
+                w[1].set_result(bytes(opt.address))
+                return
+
+    def _cancel_ha_waiter(self) -> None:
+        if self._ha_waiter is not None:
+            self._ha_waiter[1].cancel()
+            self._ha_waiter = None
 
     async def _feed_when_ready(self, event: Any, t0: float) -> None:
         from mip6ctl.daemon.reconcile_loop import MOBILE
@@ -335,7 +445,11 @@ class MobileNodeController:
 
     def home_address_free(self) -> None:
         """The engine's `AdvertiseHomeAddress`: the home agent no longer defends the
-        home address (§11.5.5) -- claim it with unsolicited Neighbor Advertisements."""
+        home address (§11.5.5) -- claim it with unsolicited Neighbor Advertisements.
+        The static entry for the home agent goes: normal resolution is fine now."""
+        if self.view is not None and self.view.home_agent_lladdr is not None:
+            self.view = replace(self.view, home_agent_lladdr=None)
+            self._apply()
         if self.location != "home" or self.view is None or self.view.ifname is None:
             return
         ifname = self.view.ifname
@@ -394,6 +508,13 @@ class MobileNodeController:
             "home_address_advertised": self.advertised,
             "traffic_trigger": self.traffic_trigger,
             "last_move": self.last_move,
+            "home_agent_resolved_with_unspecified_source": (
+                None
+                if self.home_agent_resolution is None
+                else self.home_agent_resolution["resolved"]
+            ),
+            "home_agent_resolution": self.home_agent_resolution,
+            "home_agent_lladdr": None if self.view is None else self.view.home_agent_lladdr,
             "waiting_for_address": self.detector.pending(),
             "kernel_in_sync": self._kernel_in_sync(),
             "kernel_message": self._kernel_message(),

@@ -203,6 +203,13 @@ class LocalAddresses:
             self.refresh()
         return address in self._addrs
 
+    def sent_from(self, address: IPv6Address) -> None:
+        """This node just sent from ``address``: if the cache does not know it yet (a
+        care-of address made a moment ago), the next miss re-reads at once -- else the
+        answer to that packet, milliseconds later, is dropped as not ours."""
+        if address not in self._addrs:
+            self._at = -1e9
+
     def close(self) -> None:
         self._sock.close()
 

@@ -13,8 +13,9 @@ the sockets, in the calling thread's network namespace:
   says when the name now refers to another index (the interface was deleted
   and re-created), and the owner re-opens them.
 * `NdSender` -- the mobile node's Router Solicitations, Neighbor
-  Solicitations (RFC 4436 router probes) and unsolicited Neighbor
-  Advertisements for its home address.
+  Solicitations (RFC 4436 router probes; from ``::`` for the home agent when
+  returning home, RFC 6275 §11.5.5) and unsolicited Neighbor Advertisements
+  for its home address.
 * `hardware_address` -- an interface's MAC, read in this namespace.
 
 All packets hop limit 255 (RFC 4861 §7.1).
@@ -44,6 +45,7 @@ __all__ = [
     "hardware_address",
     "icmp6_filter",
     "solicited_node",
+    "unspecified_source_solicitation",
 ]
 
 ICMPV6_RS = 133
@@ -157,17 +159,39 @@ class DadSockets:
                 self.raw.close()
 
 
+def unspecified_source_solicitation(target: IPv6Address) -> tuple[IPv6Address, bytes]:
+    """(destination, IPv6 packet): an NS for `target` from ``::`` to its solicited-node
+    group, without a Source Link-Layer Address option (RFC 4861 §4.3 forbids it with
+    ``::``).  The answer is an NA to all-nodes with the Target Link-Layer Address."""
+    group = solicited_node(target)
+    return group, build_icmp6_packet(UNSPECIFIED, group, NeighborSolicitation(target=target))
+
+
 class NdSender:
-    """Router Solicitations and unsolicited Neighbor Advertisements (raw ICMPv6, hop limit 255)."""
+    """Router Solicitations and unsolicited Neighbor Advertisements (raw ICMPv6, hop limit 255).
+
+    NSs from ``::`` go through an IPPROTO_RAW socket with the IPv6 header built
+    here: a raw ICMPv6 socket puts a source address of its own choosing in place
+    of ``::`` (IPV6_PKTINFO with ``::`` means "choose")."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 58)
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-        # send only: block every ICMPv6 type on receive
-        self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
-        self.sock.setblocking(False)
+        self.raw: socket.socket | None = None
+        try:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            # send only: block every ICMPv6 type on receive
+            self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
+            self.sock.setblocking(False)
+            self.raw = socket.socket(
+                socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_RAW
+            )
+            self.raw.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            self.raw.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
 
     def router_solicitation(self, ifname: str) -> None:
         self.sock.sendto(
@@ -180,6 +204,13 @@ class NdSender:
         index = socket.if_nametoindex(ifname)
         ns = NeighborSolicitation(target, (SourceLinkLayerAddress(hardware_address(ifname)),))
         self.sock.sendto(encode_icmp6(ns), (str(solicited_node(target)), 0, 0, index))
+
+    def neighbor_solicitation_unspecified(self, ifname: str, target: IPv6Address) -> None:
+        """NS for ``target`` from ``::`` (see `unspecified_source_solicitation`)."""
+        assert self.raw is not None
+        index = socket.if_nametoindex(ifname)
+        group, packet = unspecified_source_solicitation(target)
+        self.raw.sendto(packet, (str(group), 0, 0, index))
 
     def neighbor_advertisement(self, ifname: str, target: IPv6Address) -> None:
         index = socket.if_nametoindex(ifname)
@@ -196,3 +227,5 @@ class NdSender:
 
     def close(self) -> None:
         self.sock.close()
+        if self.raw is not None:
+            self.raw.close()

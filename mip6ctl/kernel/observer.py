@@ -20,7 +20,12 @@ ENOBUFS on the event socket means events were lost: the next
 Kernel limits handled here: proxy NDP entries raise no netlink events (Linux
 6.18), so proxies change in the cache only through `resync()`, `poll()` or
 `note_applied()` (the writer's own results); sysctls are read at resync through
-files opened in the observer's namespace.
+files opened in the observer's namespace.  Static neighbour entries of ours
+(`Neighbour`) do raise RTNLGRP_NEIGH events, as every neighbour-cache entry
+does: `rtcodec.decode_neigh` keeps only those carrying our NDA_PROTOCOL (the
+rest of the cache's churn costs a header check), and one of ours that is no
+longer NUD_PERMANENT (the NUD_FAILED notice before a delete, `ip neigh change
+... nud reachable`) counts as absent.
 
 Besides rtnetlink the observer can watch the other kernel interfaces the
 executor writes (``sources``): ``"nft"`` -- the owned nf_tables table
@@ -51,6 +56,7 @@ from mip6ctl.kernel import rtcodec as rc
 from mip6ctl.state.objects import (
     Address,
     KernelObject,
+    Neighbour,
     NftSet,
     NftSetElement,
     ProxyNeighbour,
@@ -160,7 +166,10 @@ class ObserverCore:
             elif kind in (nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH):
                 pn = rc.decode_neigh(buf, a, b, links)
                 if pn is not None:
-                    self._store(pn, kind == nl.RTM_NEWNEIGH, changes)
+                    present = kind == nl.RTM_NEWNEIGH
+                    if present and type(pn) is Neighbour:
+                        present = rc.neigh_static(buf, a)
+                    self._store(pn, present, changes)
             elif kind in (nl.RTM_NEWLINK, nl.RTM_DELLINK):
                 self._link(buf, a, b, kind == nl.RTM_NEWLINK, changes)
             elif kind == nl.NLMSG_OVERRUN:
@@ -176,12 +185,13 @@ class ObserverCore:
             self.links[index] = name
         else:
             self.links.pop(index, None)
-            # Proxy entries and addresses vanish with the device, proxies without events.
+            # Proxy entries, neighbours and addresses vanish with the device, proxies
+            # without events (the others' may come after this one, naming a gone index).
             for view in (self.owned, self.foreign):
                 gone = [
                     o
                     for o in view.values()
-                    if isinstance(o, ProxyNeighbour | Address) and o.ifname == name
+                    if isinstance(o, ProxyNeighbour | Neighbour | Address) and o.ifname == name
                 ]
                 for o in gone:
                     self._store(o, False, changes)
@@ -473,6 +483,7 @@ class Observer:
             (rc.address_dump_request, False),
             (rc.rule_dump_request, False),
             (rc.proxy_dump_request, False),
+            (rc.neigh_dump_request, False),
             (lambda s: rc.route_dump_request(s, protocol=ownership.ROUTE_PROTOCOL), False),
         ]
         for t in sorted(core.watch_tables):

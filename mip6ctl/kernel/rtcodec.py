@@ -12,11 +12,13 @@ import socket
 import struct
 from collections.abc import Callable, Mapping
 
+from mip6ctl import ownership
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.state.objects import (
     ANY_PREFIX,
     MANAGED_ADDR_FLAGS,
     Address,
+    Neighbour,
     ProxyNeighbour,
     Route,
     Rule,
@@ -54,7 +56,7 @@ FR_ACT_BY_NUM = {v: k for k, v in FR_ACT_BY_NAME.items()}
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_PROTO = 1, 2, 8, 11
 
 # neighbours
-NDA_DST, NDA_PROTOCOL = 1, 12
+NDA_DST, NDA_LLADDR, NDA_PROTOCOL = 1, 2, 12
 NTF_PROXY = 0x08
 NUD_PERMANENT = 0x80
 
@@ -320,17 +322,46 @@ def proxy_payload(p: ProxyNeighbour, resolve: Resolve, *, delete: bool = False) 
     return out
 
 
-def decode_neigh(buf: bytes, off: int, end: int, names: Mapping[int, str]) -> ProxyNeighbour | None:
-    """Only proxy entries are mip6ctl objects; ordinary neighbour-cache churn is ignored."""
-    fam, _p1, _p2, index, _state, flags, _type = nl.NDMSG.unpack_from(buf, off)
-    if fam != _AF6 or not flags & NTF_PROXY:
+def decode_neigh(
+    buf: bytes,
+    off: int,
+    end: int,
+    names: Mapping[int, str],
+    *,
+    static_foreign: bool = False,
+) -> ProxyNeighbour | Neighbour | None:
+    """A proxy entry (owned or foreign), or a `Neighbour` for a neighbour-cache entry
+    carrying our NDA_PROTOCOL; ordinary neighbour-cache churn is ignored.
+
+    ``static_foreign`` (the writer's read-back) also returns foreign NUD_PERMANENT
+    entries, which a create must not overwrite.  An entry of ours that is not
+    static (the NUD_FAILED notice the kernel sends just before it deletes one,
+    `ip neigh change ... nud reachable`) is not the object mip6ctl wants: it
+    decodes with `lladdr` "" (it may come without NDA_LLADDR anyway), so it never
+    equals a desired one, and the observer counts it absent (`neigh_static`)."""
+    fam, _p1, _p2, index, state, flags, _type = nl.NDMSG.unpack_from(buf, off)
+    if fam != _AF6:
         return None
     at = nl.attrs(buf, off + 12, end)
     if NDA_DST not in at:
         return None
     a, _b = at[NDA_DST]
     proto = buf[at[NDA_PROTOCOL][0]] if NDA_PROTOCOL in at else 0
-    return ProxyNeighbour(names.get(index, f"if{index}"), _ntop(_AF6, buf[a : a + 16]), proto)
+    ifname = names.get(index, f"if{index}")
+    if flags & NTF_PROXY:
+        return ProxyNeighbour(ifname, _ntop(_AF6, buf[a : a + 16]), proto)
+    if proto != ownership.ROUTE_PROTOCOL and not (static_foreign and state & NUD_PERMANENT):
+        return None
+    lladdr = ""
+    if NDA_LLADDR in at and state & NUD_PERMANENT:
+        x, y = at[NDA_LLADDR]
+        lladdr = ":".join(f"{c:02x}" for c in bytes(buf[x:y]))
+    return trusted(Neighbour, ifname, _ntop(_AF6, buf[a : a + 16]), lladdr, proto)  # type: ignore[return-value]
+
+
+def neigh_static(buf: bytes, off: int) -> bool:
+    """The ndmsg at `off` is a static (NUD_PERMANENT) entry: what `Neighbour` stands for."""
+    return bool(nl.NDMSG.unpack_from(buf, off)[4] & NUD_PERMANENT)
 
 
 def proxy_get_request(seq: int, p: ProxyNeighbour, ifindex: int) -> bytes:
@@ -341,6 +372,41 @@ def proxy_get_request(seq: int, p: ProxyNeighbour, ifindex: int) -> bytes:
 
 def proxy_dump_request(seq: int) -> bytes:
     payload = nl.NDMSG.pack(_AF6, 0, 0, 0, 0, NTF_PROXY, 0)
+    return nl.message(nl.RTM_GETNEIGH, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, payload)
+
+
+# --- static neighbour-cache entries -----------------------------------------------------------
+
+
+def _lladdr_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def neigh_payload(n: Neighbour, resolve: Resolve, *, delete: bool = False) -> bytes:
+    """RTM_NEWNEIGH (NUD_PERMANENT, no NTF_PROXY, NDA_LLADDR, NDA_PROTOCOL) / RTM_DELNEIGH.
+
+    The kernel matches neither the protocol nor the state on delete: the writer
+    reads the entry first (`neigh_get_request`) and deletes only one of ours."""
+    state = 0 if delete else NUD_PERMANENT
+    out = nl.NDMSG.pack(_AF6, 0, 0, resolve(n.ifname), state, 0, 0)
+    out += nl.attr(NDA_DST, _pton(_AF6, n.address))
+    if not delete:
+        out += nl.attr(NDA_LLADDR, _lladdr_bytes(n.lladdr))
+        out += nl.attr_u8(NDA_PROTOCOL, n.protocol)
+    return out
+
+
+def neigh_get_request(seq: int, n: Neighbour, ifindex: int) -> bytes:
+    """RTM_GETNEIGH for one entry of the neighbour cache (ENOENT when there is none)."""
+    payload = nl.NDMSG.pack(_AF6, 0, 0, ifindex, 0, 0, 0)
+    payload += nl.attr(NDA_DST, _pton(_AF6, n.address))
+    return nl.message(nl.RTM_GETNEIGH, nl.NLM_F_REQUEST, seq, payload)
+
+
+def neigh_dump_request(seq: int) -> bytes:
+    """The IPv6 neighbour cache (not the proxy table); the kernel cannot filter it by
+    protocol, `decode_neigh` keeps the owned entries (the cache is bounded by gc_thresh3)."""
+    payload = nl.NDMSG.pack(_AF6, 0, 0, 0, 0, 0, 0)
     return nl.message(nl.RTM_GETNEIGH, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, payload)
 
 

@@ -511,6 +511,8 @@ class UserspaceTransport(Transport):
             self.send_packet(build_parameter_problem(action), action.dst)
         else:
             self.send_packet(*build_outgoing(action))
+        if isinstance(self.is_local, LocalAddresses):
+            self.is_local.sent_from(action.src)
 
     def close(self) -> None:
         for s in (self._rx, self._tx):

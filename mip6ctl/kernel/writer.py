@@ -23,6 +23,11 @@ Ownership (DESIGN.md invariant 3) is enforced here, not trusted to callers:
 * addresses and proxy neighbours have no marked delete and proxy creation
   would silently adopt a foreign entry, so they are read first with batched
   single-object GETs; rules (few, no single GET) with one rule dump;
+* static neighbour entries (`Neighbour`) too: the GET tells ours from a
+  foreign static (NUD_PERMANENT) entry, a conflict; an ordinary entry the
+  kernel resolved itself is the kernel's cache, not a foreign object, and is
+  overwritten -- a create or replace is one NLM_F_REPLACE, which also changes
+  the link-layer address of ours in place;
 * ip6tnl tunnels (few) are read with the link dump: the kernel answers EEXIST
   both for "this name exists" and for "another device has these endpoints"
   (or "an external device exists"), so only the dump tells "exists" from
@@ -38,13 +43,14 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.kernel import rtcodec as rc
 from mip6ctl.state.objects import (
     Address,
     KernelObject,
+    Neighbour,
     ProxyNeighbour,
     Route,
     Rule,
@@ -108,7 +114,15 @@ _ENCODERS = {
     Rule: (rc.rule_payload, nl.RTM_NEWRULE, nl.RTM_DELRULE),
     Address: (rc.address_payload, nl.RTM_NEWADDR, nl.RTM_DELADDR),
     ProxyNeighbour: (rc.proxy_payload, nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH),
+    Neighbour: (rc.neigh_payload, nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH),
     Tunnel: (rc.tunnel_payload, nl.RTM_NEWLINK, nl.RTM_DELLINK),
+}
+
+
+_GETS: dict[type, Callable[[int, Any, int], bytes]] = {
+    Address: rc.address_get_request,
+    ProxyNeighbour: rc.proxy_get_request,
+    Neighbour: rc.neigh_get_request,
 }
 
 
@@ -187,7 +201,7 @@ class Writer:
         self._tunnels: dict[str, Tunnel] = {}
         self._link_names: set[str] = set()
         if not any(
-            isinstance(op.obj, Address | ProxyNeighbour | Tunnel)
+            isinstance(op.obj, Address | ProxyNeighbour | Neighbour | Tunnel)
             or (isinstance(op.obj, Route) and op.obj.oif)
             for op in ops
         ):
@@ -218,13 +232,13 @@ class Writer:
             obj = op.obj
             if isinstance(obj, Rule):
                 rules_needed = True
-            elif isinstance(obj, Address | ProxyNeighbour):
+            elif isinstance(obj, Address | ProxyNeighbour | Neighbour):
                 if obj.ifname not in index:
                     continue  # reported as ENODEV when queued
                 seq = self._next()
                 gets[seq] = i
-                fn = rc.address_get_request if isinstance(obj, Address) else rc.proxy_get_request
-                out.append(fn(seq, obj, index[obj.ifname]))  # type: ignore[arg-type]
+                fn = _GETS[type(obj)]
+                out.append(fn(seq, obj, index[obj.ifname]))
         if out:
             names = {v: k for k, v in index.items()}
             for buf in self._exchange(out, set(gets)):
@@ -240,7 +254,7 @@ class Writer:
                     elif kind == nl.RTM_NEWADDR:
                         got = rc.decode_address(buf, a, b, names)
                     elif kind == nl.RTM_NEWNEIGH:
-                        got = rc.decode_neigh(buf, a, b, names)
+                        got = rc.decode_neigh(buf, a, b, names, static_foreign=True)
                     if got is not None and got.key == ops[i].obj.key:
                         found.setdefault(i, []).append(got)
         if rules_needed:
@@ -292,7 +306,7 @@ class Writer:
             self._queue_tunnel(i, op, results, new, dele)
             return
 
-        # Address, ProxyNeighbour, Rule: decided against what the preflight read.
+        # Address, ProxyNeighbour, Neighbour, Rule: decided against what the preflight read.
         present = existing.get(i, [])
         mine = [o for o in present if o.owned]
         foreign = next((o for o in present if not o.owned), None)
@@ -308,6 +322,12 @@ class Writer:
             results[i] = Result(
                 op, "conflict", errno.EEXIST, "foreign object holds this key", foreign
             )
+            return
+        if isinstance(obj, Neighbour):
+            if obj in mine:
+                results[i] = Result(op, "exists")
+            else:  # over ours (another lladdr, not static) or the kernel's own entry
+                new(_REPLACE)
             return
         if op.action == "create" and mine:
             same = obj in mine

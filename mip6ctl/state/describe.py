@@ -9,6 +9,7 @@ from typing import Any
 
 from mip6ctl.state.objects import (
     Address,
+    Neighbour,
     ProxyNeighbour,
     Route,
     Rule,
@@ -85,6 +86,8 @@ def summary(obj: Any) -> str:
         return f"address {obj.address}/{obj.prefixlen} dev {obj.ifname}"
     if isinstance(obj, ProxyNeighbour):
         return f"proxy neighbour {obj.address} dev {obj.ifname}"
+    if isinstance(obj, Neighbour):
+        return f"neighbour {obj.address} lladdr {obj.lladdr} dev {obj.ifname} permanent"
     if isinstance(obj, Tunnel):
         if obj.external:
             return f"tunnel {obj.name} ip6tnl external"

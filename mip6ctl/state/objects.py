@@ -12,9 +12,9 @@ prefixes are "addr/len" with host bits cleared, so equal objects compare equal
 however they were spelled.
 
 Ownership (DESIGN.md invariant 3) is a property of the object itself, see
-`owned`: routes, rules, addresses and proxy neighbours carry
-`ownership.ROUTE_PROTOCOL` in their protocol attribute (rtm_protocol,
-FRA_PROTOCOL, IFA_PROTO, NDA_PROTOCOL), rules in addition a priority inside
+`owned`: routes, rules, addresses, proxy neighbours and static neighbour
+entries carry `ownership.ROUTE_PROTOCOL` in their protocol attribute
+(rtm_protocol, FRA_PROTOCOL, IFA_PROTO, NDA_PROTOCOL), rules in addition a priority inside
 the owned band, tunnels the name prefix.  Sysctls cannot be marked: mip6ctl
 owns only the per-interface IPv6 knobs it declares (see `Sysctl.owned`).
 """
@@ -219,6 +219,45 @@ class ProxyNeighbour:
         return self.protocol == ownership.ROUTE_PROTOCOL
 
 
+def canon_lladdr(text: str) -> str:
+    """Canonical link-layer address: lower-case, two hex digits per octet, ':'-separated."""
+    parts = text.replace("-", ":").split(":")
+    if not parts or any(not 1 <= len(p) <= 2 for p in parts):
+        raise ValueError(f"bad link-layer address {text!r}")
+    try:
+        return ":".join(f"{int(p, 16):02x}" for p in parts)
+    except ValueError:
+        raise ValueError(f"bad link-layer address {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A static neighbour-cache entry (`ip -6 neigh replace A lladdr L dev X nud permanent
+    protocol 77`): the mobile node returning home gives the kernel the home agent's
+    link-layer address it resolved itself from ``::`` (RFC 6275 §11.5.5), so the
+    de-registration leaves without an NS from the home address.
+
+    Owned by NDA_PROTOCOL; ordinary (dynamic) neighbour entries never carry it and
+    are not mip6ctl objects."""
+
+    ifname: str
+    address: str
+    lladdr: str
+    protocol: int = ownership.ROUTE_PROTOCOL
+
+    def __post_init__(self) -> None:
+        _set(self, "address", canon_addr(self.address))
+        _set(self, "lladdr", canon_lladdr(self.lladdr))
+
+    @property
+    def key(self) -> tuple:
+        return ("neigh", self.ifname, self.address)
+
+    @property
+    def owned(self) -> bool:
+        return self.protocol == ownership.ROUTE_PROTOCOL
+
+
 @dataclass(frozen=True, slots=True)
 class Tunnel:
     """An ip6tnl (IPv6-in-IPv6, RFC 2473) device: one per peer, or one `external`
@@ -376,6 +415,7 @@ KernelObject: TypeAlias = (
     | Route
     | Rule
     | ProxyNeighbour
+    | Neighbour
     | Tunnel
     | Sysctl
     | NftSet

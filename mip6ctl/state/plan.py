@@ -9,8 +9,8 @@ overwritten (DESIGN.md invariant 3).
 
 Ordering is make-before-break:
 1. creates, in dependency order (sysctl, tunnel, address, seg6 tunnel
-   source, route, rule, proxy neighbour, XFRM state, XFRM policy, nf_tables
-   set, set element, chain -- a chain is created after the set its rules
+   source, route, rule, proxy neighbour, static neighbour, XFRM state, XFRM
+   policy, nf_tables set, set element, chain -- a chain is created after the set its rules
    look up and, deleted first, goes before it): a binding moving to a new
    care-of address gets its new objects before anything of the old goes;
 2. migrations: a tunnel-mode XFRM policy whose template endpoints moved, and
@@ -42,11 +42,12 @@ KIND_ORDER: dict[str, int] = {
     "route": 4,
     "rule": 5,
     "proxy": 6,
-    "xfrm-state": 7,
-    "xfrm-policy": 8,
-    "nft-set": 9,
-    "nft-element": 10,
-    "nft-chain": 11,
+    "neigh": 7,
+    "xfrm-state": 8,
+    "xfrm-policy": 9,
+    "nft-set": 10,
+    "nft-element": 11,
+    "nft-chain": 12,
 }
 _PHASE = {"create": 0, "migrate": 1, "update": 2, "delete": 3}
 

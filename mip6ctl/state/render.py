@@ -68,6 +68,7 @@ from mip6ctl.state.objects import (
     RT_TABLE_MAIN,
     RTPROT_KERNEL,
     Address,
+    Neighbour,
     NftChain,
     NftSet,
     NftSetElement,
@@ -125,6 +126,10 @@ class MobileNodeView:
     router: IPv6Address | None = None
     #: route optimisation on traffic: the trigger policy whose ACQUIREs start it
     traffic_trigger: bool = False
+    #: returning home (RFC 6275 §11.5.5): the home agent's link-layer address, resolved
+    #: from ``::`` by the daemon, as a static neighbour entry until the de-registration's
+    #: Binding Acknowledgement (the kernel would solicit it from the home address)
+    home_agent_lladdr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,8 +552,11 @@ def render_mobile_node(
     after the de-registration) -- the same key as away, so a move home or away
     only changes its flags and sockets bound to it never see it disappear --
     and on the seg6 backend the relocated local-table rule stays, so that
-    returning home never leaves the node without its local lookup.  With no
-    interface known nothing is rendered.
+    returning home never leaves the node without its local lookup.  While
+    ``home_agent_lladdr`` is set (returning home, until the de-registration is
+    acknowledged) a static neighbour entry for the home agent, so the kernel
+    sends the de-registration without soliciting from the home address
+    (§11.5.5).  With no interface known nothing is rendered.
     """
     out = Desired()
     origin = Origin("binding", str(view.home_address.ip))
@@ -556,6 +564,11 @@ def render_mobile_node(
     if view.care_of_address is None:
         if view.ifname is not None:
             out.add(Address(view.ifname, hoa, 128, flags=IFA_F_NODAD), origin)
+            if view.home_agent_lladdr is not None:
+                out.add(
+                    Neighbour(view.ifname, _text(view.home_agent), view.home_agent_lladdr),
+                    origin,
+                )
             if caps.tunnel == "seg6":
                 out.add(_moved_local_rule(cfg), Origin("config", "kernel.tunnel"))
                 out.takeovers[DEFAULT_LOCAL_RULE.key] = DEFAULT_LOCAL_RULE

@@ -68,8 +68,12 @@ def capture(bed: Bed, node: str, ifname: str) -> Iterator[socket.socket]:
 
 
 def drain(cap: socket.socket) -> list[bytes]:
+    """What the capture holds now (bounded: the links carry Router Advertisements
+    every few tens of milliseconds, so "until quiet" never comes)."""
     out: list[bytes] = []
-    while select.select([cap], [], [], 0.2)[0]:
+    time.sleep(0.2)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and select.select([cap], [], [], 0)[0]:
         data = cap.recv(65536)
         if len(data) >= 40 and data[0] >> 4 == 6:
             out.append(data)
@@ -167,6 +171,14 @@ def test_traffic_to_an_unlisted_correspondent_is_route_optimised(bed: Bed) -> No
     assert len(pinger.replies) >= pinger.seq // 2, (pinger.seq, len(pinger.replies))
     entry = bed.cn.bindings().get(str(HOA))
     assert entry is not None and entry["care_of_address"] == str(coa), entry
+    # the correspondent's usage poll (every 10 s) reads the route2/hao counters
+    seen_used = wait_for(
+        "CN saw its binding in use",
+        lambda: bed.cn.rpc("status", timeout=10.0)["counters"].get("route_optimised_in_use"),
+        bed.logs,
+        CONVERGE,
+    )
+    assert seen_used >= 1
 
 
 def mh_to(seen: list[bytes], peer: IPv6Address) -> int:

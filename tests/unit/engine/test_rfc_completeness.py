@@ -365,3 +365,27 @@ def test_correspondent_without_mobile_ipv6_is_not_probed_again_before_the_backof
     e = ro.entries[CN]
     assert e.state == "fallback" and e.fallbacks == 2
     assert e.retry_at is not None and abs(e.retry_at - net.now - 2 * FALLBACK_HOLD) < 1e-6
+
+
+def test_bus_to_a_correspondent_are_rate_limited_too() -> None:
+    """§11.8: the limit holds per destination, for correspondents as for the home
+    agent: a correspondent that sends a burst of Binding Refresh Requests gets at most
+    three BUs a second, the rest held and sent when the window opens."""
+    net = make_net()
+    _registered(net)
+    e = net.mn.ro.entries[CN]  # type: ignore[union-attr]
+    sent: list[float] = []
+    now = net.now
+    for k in range(12):
+        now = net.now + k * 0.05
+        brr = Received(BindingRefreshRequest(), CN, COA, None, HOA)
+        sent += [now for _ in bus(net.mn.handle(brr, now))]
+        while (due := e.next_timer()) is not None and due <= now:
+            sent += [due for _ in bus(net.mn.handle_timer(due))]
+    due = e.next_timer()
+    assert due is not None
+    sent += [due for _ in bus(net.mn.handle_timer(due))]
+    assert len(sent) >= 4, sent
+    for i in range(len(sent) - rfc6275.MAX_UPDATE_RATE):
+        assert sent[i + rfc6275.MAX_UPDATE_RATE] - sent[i] >= 1.0 - 1e-9, sent
+    assert e.bus_held > 0
