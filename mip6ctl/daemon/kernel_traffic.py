@@ -72,9 +72,8 @@ def notifications(events: list[Any], home_address: IPv6Address | None) -> list[A
 class UsageTracker:
     """Packet counters of the route2/hao states between two polls -> addresses in use.
 
-    ``mobile``: report the correspondent of each used state (the address that
-    is not ``home_address``); else both addresses of the used states, for the
-    engine to match against its correspondent bindings.
+    A mobile node (``home_address`` set) reports the correspondent of each used
+    state, a correspondent the home address of its binding.
     """
 
     def __init__(self, home_address: IPv6Address | None = None) -> None:
@@ -84,19 +83,18 @@ class UsageTracker:
 
     def update(self, usage: dict[tuple[bytes, bytes, int], int]) -> set[IPv6Address]:
         last = self._last
-        used: set[IPv6Address] = set()
+        # the address that names the binding: a correspondent's route2 (to the HoA) and
+        # hao (from it) both name the home address, a mobile node's the correspondent;
+        # raw octets first, one IPv6Address per distinct address
+        pick_dst = IPPROTO_DSTOPTS if self.home_address is not None else IPPROTO_ROUTING
+        raw: set[bytes] = set()
         for key, packets in usage.items():
             if packets and packets != last.get(key):
-                dst, src, _proto = key
-                if self.home_address is None:
-                    used.add(IPv6Address(dst))
-                    used.add(IPv6Address(src))
-                else:
-                    d = IPv6Address(dst)
-                    used.add(d if d != self.home_address else IPv6Address(src))
+                dst, src, proto = key
+                raw.add(dst if proto == pick_dst else src)
         self._last = usage
         self.polls += 1
-        return used
+        return {IPv6Address(a) for a in raw}
 
 
 class KernelTraffic:

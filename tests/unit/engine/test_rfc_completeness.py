@@ -389,3 +389,25 @@ def test_bus_to_a_correspondent_are_rate_limited_too() -> None:
     for i in range(len(sent) - rfc6275.MAX_UPDATE_RATE):
         assert sent[i + rfc6275.MAX_UPDATE_RATE] - sent[i] >= 1.0 - 1e-9, sent
     assert e.bus_held > 0
+
+
+def test_one_brr_per_lifetime_however_much_traffic_follows() -> None:
+    """§9.5.5: the BRR may be retransmitted only "as long as the rate limitation is
+    applied"; mip6ctl asks once per binding lifetime -- more traffic after the BRR
+    (every packet with a Home Address option reports use) asks nothing more."""
+    net = make_net(cn_binding_ack=True)
+    _registered(net)
+    b = net.cn.cache.get(HOA)
+    assert b is not None
+    net.mn.ro = None
+    cn = net.cn
+    lead = max(2.0, b.lifetime * 0.1)
+    cn.handle(HomeAddressOptionReceived(b.care_of_address, CN, HOA), net.now)
+    first = cn.handle_timer(b.expires_at - lead)
+    again: list[Any] = []
+    for k in range(5):
+        t = b.expires_at - lead + 0.2 * (k + 1)
+        cn.handle(HomeAddressOptionReceived(b.care_of_address, CN, HOA), t)
+        again += cn.handle_timer(t)
+    brr = [a for a in first + again if isinstance(a, Send)]
+    assert len(brr) == 1 and cn.cn.brrs_sent == 1
