@@ -58,14 +58,20 @@ def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
     }
     ro = resolved.route_optimization
     if not ro:
-        why = "no CONFIG_IPV6_MIP6: traffic stays in the tunnel through the home agent"
+        why = (
+            "no CONFIG_IPV6_MIP6 (XFRM route2/hao): no route optimisation, listed or on "
+            "traffic; traffic stays in the tunnel through the home agent"
+        )
     elif sig != "kernel":
         why = (
             "XFRM route2/hao states; a mobile node also needs signalling = kernel "
             "(its Home Test arrives through the tunnel), else it keeps the tunnel"
         )
     else:
-        why = "XFRM route2/hao states and the kernel signalling transport"
+        why = (
+            "XFRM route2/hao states and the kernel signalling transport; on traffic: "
+            "XFRM ACQUIRE of the trigger policy starts return routability"
+        )
     out["route_optimization"] = {
         "setting": "-",
         "choice": "available" if ro else "unavailable",
