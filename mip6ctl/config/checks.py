@@ -304,6 +304,14 @@ def _mobile_node(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
         if mn.home_agent == hoa.ip:
             yield Finding("consistency", ("mn", "home_agent"), "is the home address itself")
     yield from _duplicates([i.name for i in mn.interfaces], ("mn", "interfaces"), "interface")
+    for i, c in enumerate(mn.correspondents):
+        if c.route_optimization == "always" and c.prefix.prefixlen != 128:
+            yield Finding(
+                "consistency",
+                ("mn", "correspondents", i, "route_optimization"),
+                f'"always" registers one correspondent, {c.prefix} is a prefix: use a '
+                '/128, or "on-traffic"',
+            )
     if mn.ipsec is not None and mn.ipsec not in cfg.ipsec:
         yield _missing_template(("mn", "ipsec"), mn.ipsec, cfg)
     t = mn.timers
