@@ -307,6 +307,10 @@ class Daemon:
             # Acting as correspondent (HA, CN): payload carrying a Home Address
             # option without a binding gets Binding Error 1 (RFC 6275 §9.3.1).
             options["home_address_packets"] = True
+        if self.transport_kind == "userspace" and mobile and cfg.mn is not None:
+            # §11.3.3: tunnelled signalling (the Home Test) only from the home agent
+            ha = cfg.mn.home_agent
+            options["tunnel_from"] = (ha,) if isinstance(ha, IPv6Address) else None
         if self.transport_kind == "kernel":
             # a protected BU leaves from the home address; XFRM adds the HAO before ESP
             options["hao_by_xfrm"] = self.protection.hao_by_xfrm()

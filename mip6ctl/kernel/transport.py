@@ -394,6 +394,7 @@ class UserspaceTransport(Transport):
         icmp_types: Collection[int] = (),
         home_address_packets: bool = False,
         decapsulate: bool = True,
+        tunnel_from: Collection[IPv6Address] | None = None,
         batch: int = 64,
         rcvbuf: int = 4 << 20,
     ) -> None:
@@ -401,6 +402,8 @@ class UserspaceTransport(Transport):
         self.icmp_types = frozenset(icmp_types)
         self.home_address_packets = home_address_packets
         self.decapsulate = decapsulate
+        #: outer sources whose IPv6-in-IPv6 is decapsulated (None: any)
+        self.tunnel_from = None if tunnel_from is None else frozenset(tunnel_from)
         self.batch = batch
         self._own_local = is_local is None
         self._rx: socket.socket | None = None
@@ -478,6 +481,7 @@ class UserspaceTransport(Transport):
                 is_local=self.is_local,
                 icmp_types=self.icmp_types,
                 decapsulate=self.decapsulate,
+                tunnel_from=self.tunnel_from,
             )
             if isinstance(ev, Dropped):
                 self.stats.drop(ev.reason)

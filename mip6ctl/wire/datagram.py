@@ -177,6 +177,7 @@ def decode_packet(
     is_local: Callable[[IPv6Address], bool] = _all_local,
     icmp_types: Collection[int] = (),
     decapsulate: bool = True,
+    tunnel_from: Collection[IPv6Address] | None = None,
 ) -> InboundEvent | Dropped:
     """Turn one captured IPv6 packet into an engine input, or say why there is none.
 
@@ -190,7 +191,9 @@ def decode_packet(
     - Another upper layer with a Home Address option: ``HomeAddressOptionReceived``.
     - IPv6-in-IPv6 (``decapsulate``): the inner packet, decoded the same way
       (its destination must be local too), so signalling tunnelled by the
-      home agent arrives with its inner addresses.
+      home agent arrives with its inner addresses. ``tunnel_from``: the outer
+      sources allowed (a mobile node's home agent: RFC 6275 §11.3.3, a Home Test
+      reaches the mobile node only through its home agent's tunnel); others dropped.
     """
     if len(data) < 40 or data[0] >> 4 != 6:
         return Dropped("not IPv6")
@@ -207,6 +210,8 @@ def decode_packet(
     src, dst = pkt.src, pkt.dst
     nh = pkt.next_header
     if nh == IPPROTO_IPV6_IN_IPV6 and decapsulate and not multicast:
+        if tunnel_from is not None and src not in tunnel_from:
+            return Dropped("tunnelled, not from the home agent")
         return decode_packet(
             pkt.payload, ifname=ifname, is_local=is_local, icmp_types=icmp_types, decapsulate=False
         )

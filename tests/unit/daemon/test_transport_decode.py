@@ -151,6 +151,18 @@ def test_tunnelled_inner_packet() -> None:
     assert decode_packet(outer, decapsulate=False) == Dropped("not signalling")
 
 
+def test_tunnelled_signalling_only_from_the_home_agent() -> None:
+    """RFC 6275 §11.3.3: the mobile node takes tunnelled signalling (a Home Test) only
+    from its home agent's tunnel; IPv6-in-IPv6 from anyone else is dropped."""
+    inner = build_mh_packet(CN, HOA, BA)
+    ok = decode_packet(build_ipv6(HA, COA, 41, inner), is_local=local(COA, HOA), tunnel_from={HA})
+    assert isinstance(ok, Received)
+    forged = build_ipv6(CN, COA, 41, inner)
+    assert decode_packet(forged, is_local=local(COA, HOA), tunnel_from={HA}) == Dropped(
+        "tunnelled, not from the home agent"
+    )
+
+
 def test_hao_on_other_upper_layer() -> None:
     pkt = build_ipv6(COA, CN, 17, bytes(8), home_address=HOA)
     assert decode_packet(pkt) == HomeAddressOptionReceived(COA, CN, HOA)
