@@ -283,6 +283,7 @@ class CorrespondentEntry:
         *,
         dynamic: bool = False,
         fallbacks: int = 0,
+        sequence: int | None = None,
     ) -> None:
         self.peer = peer
         self.dynamic = dynamic
@@ -300,7 +301,11 @@ class CorrespondentEntry:
         self.cfg = cfg
         self._random = random_bytes
         self.state: CorrespondentState = "idle"
-        self.sequence = int.from_bytes(random_bytes(2), "big")
+        self.sequence = (
+            int.from_bytes(random_bytes(2), "big") if sequence is None else sequence
+        )
+        """Of the last BU sent; a re-created dynamic entry goes on from its predecessor's
+        (the correspondent keeps a deleted binding's number for a while, §5.2.8)."""
         self.care_of_address: IPv6Address | None = None
         """The care-of address return routability / the BU runs for."""
         self.registered_care_of: IPv6Address | None = None
@@ -605,7 +610,12 @@ class CorrespondentEntry:
                 self._registered(ba.lifetime_seconds, now)
             return []
         if ba.status == BAStatus.SEQUENCE_NUMBER_OUT_OF_WINDOW:
-            self.sequence = ba.sequence
+            self.sequence = ba.sequence  # §11.7.3: go on from the correspondent's
+            if self.state == "registered" and self.registered_care_of is not None:
+                # the refused BU had A=0 (it counted as the registration): send it again
+                if self._ready(now, home_ready):
+                    return self._bu(now)
+                return self._start(now, home_ready)
             return self._resend(now, home_ready)
         if ba.status in (136, 137, 138):
             if ba.status in (136, 138):
@@ -739,6 +749,7 @@ class RouteOptimisation:
         self.entries: dict[IPv6Address, CorrespondentEntry] = {}
         self._announced: tuple[tuple[IPv6Address, IPv6Address], ...] = ()
         self._fallbacks: dict[IPv6Address, int] = {}
+        self._sequences: dict[IPv6Address, int] = {}
         #: route optimisations started by traffic, and triggers over MAX_DYNAMIC
         self.triggered = 0
         self.dropped_triggers = 0
@@ -756,13 +767,19 @@ class RouteOptimisation:
             if not keep:
                 e.drop()
                 del self.entries[peer]
+                self._remember(peer, e)
             else:
                 e.cfg = cfg
                 e.dynamic = peer not in wanted
         for peer in wanted:
             if peer not in self.entries:
                 self.entries[peer] = CorrespondentEntry(
-                    peer, self.home_address, cfg, self._random
+                    peer,
+                    self.home_address,
+                    cfg,
+                    self._random,
+                    fallbacks=self._fallbacks.pop(peer, 0),
+                    sequence=self._sequences.pop(peer, None),
                 )
 
     def policy(self, peer: IPv6Address) -> str:
@@ -792,6 +809,7 @@ class RouteOptimisation:
                 self._random,
                 dynamic=True,
                 fallbacks=self._fallbacks.pop(peer, 0),
+                sequence=self._sequences.pop(peer, None),
             )
             self.entries[peer] = e
         e.used_at = now
@@ -814,10 +832,15 @@ class RouteOptimisation:
             if not e.dynamic or e.state != "idle" or e.next_timer() is not None:
                 continue
             del self.entries[peer]
-            if e.fallbacks:
-                self._fallbacks[peer] = e.fallbacks
-                while len(self._fallbacks) > MAX_REMEMBERED:
-                    del self._fallbacks[next(iter(self._fallbacks))]
+            self._remember(peer, e)
+
+    def _remember(self, peer: IPv6Address, e: CorrespondentEntry) -> None:
+        if e.fallbacks:
+            self._fallbacks[peer] = e.fallbacks
+        self._sequences[peer] = e.sequence
+        for memory in (self._fallbacks, self._sequences):
+            while len(memory) > MAX_REMEMBERED:
+                del memory[next(iter(memory))]
 
     # ----------------------------------------------------------------- from the home registration
 

@@ -389,29 +389,33 @@ class XfrmSocket:
     def add_states(self, states: Iterable[XfrmState], *, replace: bool = False) -> list[XfrmResult]:
         """NEWSA (EEXIST = success, noop) or, with replace, add-or-replace (`_replace_states`).
 
-        route2/hao states always go the replace way: the kernel finds them by
+        route2/hao states found present are read back: the kernel finds them by
         (dst, src, proto), so a larval state of the traffic-trigger policy for the
-        same pair would make NEWSA fail EEXIST; UPDSA takes the larval one's place.
+        same pair makes NEWSA fail EEXIST -- such a one (or any that differs) is
+        replaced (UPDSA takes the larval one's place); an equal one stays a noop.
         """
         states = list(states)
-        if replace or not any(not s.proto.uses_spi for s in states):
-            if replace:
-                return self._replace_states(states)
-            return self._execute(
-                [
-                    _Request("add state", s, XFRM_MSG_NEWSA, encode_state(s), (_errno.EEXIST,))
-                    for s in states
-                ]
-            )
-        results: list[XfrmResult | None] = [None] * len(states)
-        ro = [i for i, st in enumerate(states) if not st.proto.uses_spi]
-        spi = [i for i, st in enumerate(states) if st.proto.uses_spi]
-        for i, r in zip(ro, self._replace_states([states[i] for i in ro]), strict=True):
-            results[i] = r
-        if spi:
-            for i, r in zip(spi, self.add_states([states[i] for i in spi]), strict=True):
-                results[i] = r
-        return [r for r in results if r is not None]
+        if replace:
+            return self._replace_states(states)
+        results = self._execute(
+            [
+                _Request("add state", s, XFRM_MSG_NEWSA, encode_state(s), (_errno.EEXIST,))
+                for s in states
+            ]
+        )
+        present = [
+            i
+            for i, (s, r) in enumerate(zip(states, results, strict=True))
+            if r.noop and not s.proto.uses_spi
+        ]
+        if present:
+            found = self.get_states([states[i] for i in present])
+            stale = [i for i, f in zip(present, found, strict=True) if f != states[i]]
+            if stale:
+                done = self._replace_states([states[i] for i in stale])
+                for i, r in zip(stale, done, strict=True):
+                    results[i] = r
+        return results
 
     def _replace_states(self, states: list[XfrmState]) -> list[XfrmResult]:
         """Make the kernel hold exactly these SAs, whether or not they exist.

@@ -411,3 +411,26 @@ def test_one_brr_per_lifetime_however_much_traffic_follows() -> None:
         again += cn.handle_timer(t)
     brr = [a for a in first + again if isinstance(a, Send)]
     assert len(brr) == 1 and cn.cn.brrs_sent == 1
+
+
+def test_135_to_an_unacknowledged_bu_makes_the_mobile_node_send_it_again() -> None:
+    """§11.7.3: on status 135 the mobile node "SHOULD" resend with a Sequence Number
+    greater than the one in the BA -- also when the refused BU had A=0 (it had counted
+    as the registration): else the node believes in a binding the correspondent has
+    not got (a correspondent's tombstone after a deletion answers just so)."""
+    net = make_net()  # cn_binding_ack false: A=0
+    _registered(net)
+    e = net.mn.ro.entries[CN]  # type: ignore[union-attr]
+    cn = net.cn.cn
+    b = net.cn.cache.get(HOA)
+    assert b is not None
+    net.cn.cache.remove(HOA)  # the CN lost it and keeps a tombstone far ahead
+    cn._bury(HOA, (b.sequence + 0x4000) & 0xFFFF, net.now)
+    mark = len(net.log)
+    net.mn.correspondent_used(CN, net.now)
+    net.run(net.mn.handle(Received(BindingRefreshRequest(), CN, COA, None, HOA), net.now), "mn")
+    net.advance(net.now + 3.0)
+    statuses = [s.message.status for w, s in net.log[mark:] if w == "cn" and s.dst == COA]
+    assert 135 in statuses, statuses
+    assert net.cn.cache.get(HOA) is not None, "the mobile node did not send the BU again"
+    assert e.state == "registered"
