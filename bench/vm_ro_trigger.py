@@ -39,12 +39,14 @@ import pytest
 
 from tests.netns.ha_helpers import ip
 from tests.netns.test_mobile_node import _icmp_socket
+from tests.vm import conftest as vm_conftest
 from tests.vm import test_daemons
 from tests.vm.test_daemons import ETH_P_ALL, HOA, Bed, mobility_headers, move
 
 pytestmark = [pytest.mark.vm, pytest.mark.usefixtures("mip6_modules")]
 
 bed = test_daemons.bed
+mip6_modules = vm_conftest.mip6_modules  # tests/vm/conftest.py is not this file's conftest
 PEERS = int(os.environ.get("MIP6_BENCH_PEERS", "5"))
 LIMIT = 120.0  # s per peer (emulated)
 
