@@ -68,6 +68,7 @@ COA = int(IPv6Address("2001:db8:5::"))
 class Bnd:
     home_address: IPv6Address
     care_of_address: IPv6Address
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def bindings(n: int, shift: int = 0) -> list[Bnd]:

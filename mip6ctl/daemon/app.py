@@ -822,7 +822,11 @@ class Daemon:
             )
         actions = self.engine.reconciled(hoa, ok, self.clock())
         if ok and announce and self.nd is not None and self.cfg.ha is not None:
-            self.nd.advertise(hoa, self._home_link(hoa))
+            link = self._home_link(hoa)
+            self.nd.advertise(hoa, link)
+            b = self.engine.cache.get(hoa)
+            if b is not None and b.defended_link_local is not None:
+                self.nd.advertise(b.defended_link_local, link)
         await self._execute(actions)
         self._arm_timer()
 

@@ -69,6 +69,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from mip6ctl.engine import events as ev
+from mip6ctl.engine.binding import compatible_link_local
 from mip6ctl.engine.movement import (
     AtHome,
     Moved,
@@ -78,7 +79,7 @@ from mip6ctl.engine.movement import (
     ProbeRouter,
     SendRS,
 )
-from mip6ctl.kernel.links import AddrEvent, LinkEvent, LinkWatch
+from mip6ctl.kernel.links import AddrEvent, LinkEvent, LinkLocalEvent, LinkWatch
 from mip6ctl.kernel.nd import NdSender
 from mip6ctl.state.render import Capabilities, MobileNodeView
 from mip6ctl.wire.icmp6 import (
@@ -147,6 +148,8 @@ class MobileNodeController:
         """Rounds of unsolicited NAs for the home address (status, tests)."""
         self.last_move: dict[str, Any] | None = None
         self._watch: LinkWatch | None = None
+        self._link_locals: dict[str, set[IPv6Address]] = {}
+        """Usable link-local addresses per interface (the L bit, RFC 6275 §11.7.1)."""
         self._nd: NdSender | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,6 +165,7 @@ class MobileNodeController:
     @classmethod
     async def attach(cls, daemon: Any) -> MobileNodeController:
         """Build, start and wire a controller into a running `Daemon` (the app.py hook)."""
+
         def feed(event: Any) -> None:
             actions = daemon.engine.handle(event, daemon.clock())
             if actions:
@@ -248,8 +252,12 @@ class MobileNodeController:
         self._run(outs)
 
     def _netlink_event(
-        self, e: LinkEvent | AddrEvent, now: float, *, initial: bool = False
+        self, e: LinkEvent | AddrEvent | LinkLocalEvent, now: float, *, initial: bool = False
     ) -> list[Output]:
+        if isinstance(e, LinkLocalEvent):
+            have = self._link_locals.setdefault(e.ifname, set())
+            (have.add if e.present else have.discard)(e.address)
+            return []
         if isinstance(e, LinkEvent):
             out = self.detector.link(e.ifname, e.up, now)
             return [o for o in out if not isinstance(o, SendRS | ProbeRouter)] if initial else out
@@ -321,7 +329,17 @@ class MobileNodeController:
             "kernel_ms": round((self.clock() - t0) * 1000, 3),
         }
         log.info("moved: care-of address %s on %s via %s", o.care_of_address, o.ifname, o.router)
-        self._after_kernel(ev.CareOfAddressChanged(o.care_of_address, o.ifname), t0)
+        link_local = self.link_local(o.ifname)
+        self._after_kernel(ev.CareOfAddressChanged(o.care_of_address, o.ifname, link_local), t0)
+
+    def link_local(self, ifname: str) -> IPv6Address | None:
+        """The link-local address of ``ifname`` the engine tests for the L bit: the one
+        with the home address's interface identifier if there is one."""
+        have = self._link_locals.get(ifname)
+        if not have:
+            return None
+        same = compatible_link_local(self.mn.home_address.ip)
+        return same if same in have else min(have)
 
     def _at_home(self, o: AtHome) -> None:
         t0 = self.clock()
@@ -378,7 +396,9 @@ class MobileNodeController:
             log.warning(
                 "returning home: no Neighbor Advertisement for the home agent %s on %s within"
                 " %g s of a solicitation from ::; the kernel resolves it (from the home address)",
-                self.home_agent, ifname, HA_RESOLVE_TIMEOUT,
+                self.home_agent,
+                ifname,
+                HA_RESOLVE_TIMEOUT,
             )
         elif self.view is not None and self.view.ifname == ifname:
             log.info("returning home: home agent %s at %s on %s", self.home_agent, lladdr, ifname)

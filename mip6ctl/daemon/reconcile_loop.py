@@ -751,7 +751,9 @@ class ReconcileLoop:
                 return k[2][:-4]
             return None
         if k[0] == "proxy":
-            return k[2]
+            # a link-local one (L = 1) names no home address: the binding that
+            # renders it owns it, as it owns its XFRM objects (_index_extra)
+            return None if k[2].startswith("fe80:") else k[2]
         if k[0] == "nft-element":
             return k[4]
         return None

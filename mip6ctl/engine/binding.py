@@ -30,10 +30,24 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
-__all__ = ["SEQUENCE_MODULO", "Binding", "BindingCache", "sequence_newer"]
+__all__ = [
+    "SEQUENCE_MODULO",
+    "Binding",
+    "BindingCache",
+    "compatible_link_local",
+    "sequence_newer",
+]
 
 SEQUENCE_MODULO = 1 << 16
 _HALF = 1 << 15
+_L_FLAG = 0x2000  # wire.mh.BUFlag.L (the engine's binding keeps the BU's flags as int)
+_LINK_LOCAL = int(IPv6Address("fe80::"))
+_IID_MASK = (1 << 64) - 1
+
+
+def compatible_link_local(address: IPv6Address) -> IPv6Address:
+    """``fe80::`` with ``address``'s interface identifier (the L bit's link-local, §6.1.7)."""
+    return IPv6Address(_LINK_LOCAL | (int(address) & _IID_MASK))
 
 
 def sequence_newer(new: int, last: int) -> bool:
@@ -66,6 +80,13 @@ class Binding:
     home_registration: bool
     mobile_network_prefixes: tuple[IPv6Network, ...] = ()
 
+    @property
+    def defended_link_local(self) -> IPv6Address | None:
+        """The link-local address the home agent also defends (L = 1, §10.4.1), else None."""
+        if self.home_registration and self.flags & _L_FLAG:
+            return compatible_link_local(self.home_address)
+        return None
+
     def remaining(self, now: float) -> float:
         """Seconds of lifetime left (never negative)."""
         return max(0.0, self.expires_at - now)
@@ -81,6 +102,7 @@ class Binding:
             and self.local_address == other.local_address
             and self.home_registration == other.home_registration
             and self.mobile_network_prefixes == other.mobile_network_prefixes
+            and self.defended_link_local == other.defended_link_local
         )
 
     def to_dict(self) -> dict[str, Any]:

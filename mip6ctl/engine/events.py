@@ -63,10 +63,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CareOfAddressChanged:
-    """Mobile node: movement detection picked a new primary care-of address."""
+    """Mobile node: movement detection picked a new primary care-of address.
+
+    ``link_local`` is the node's link-local address on that interface: when it
+    has the home address's interface identifier, home registrations carry the
+    L bit (RFC 6275 §11.7.1).
+    """
 
     care_of_address: IPv6Address
     ifname: str | None = None
+    link_local: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ from mip6ctl.wire.mobopts import BindingRefreshAdvice, MobilityOption
 
 from . import bu_checks
 from .admission import AdmissionPolicy
-from .binding import Binding, BindingCache
+from .binding import Binding, BindingCache, compatible_link_local
 from .common import ba_reply
 from .events import (
     Action,
@@ -113,9 +113,6 @@ MAX_QUEUED_PER_HOME_ADDRESS = 8
 
 PrefixLifetime = Callable[[IPv6Address, float], float | None]
 """Hook: remaining valid lifetime (s) of the home prefix holding a home address, None = ∞."""
-
-_LINK_LOCAL = int(IPv6Address("fe80::"))
-_IID_MASK = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -345,9 +342,7 @@ class HomeAgent:
 
     def _start_dad(self, c: _Bu) -> list[Action]:
         ifname = self.cfg.interfaces[0] if self.cfg.interfaces else None
-        ll = None
-        if c.bu.link_local_compatibility:
-            ll = IPv6Address(_LINK_LOCAL | (int(c.home_address) & _IID_MASK))
+        ll = compatible_link_local(c.home_address) if c.bu.link_local_compatibility else None
         self._park("dad", c, self.dad_timeout)
         return [StartDad(c.home_address, ifname, ll)]
 

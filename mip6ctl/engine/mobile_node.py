@@ -64,6 +64,7 @@ from mip6ctl.wire.mh import (
 )
 from mip6ctl.wire.mobopts import AlternateCareofAddress, MobilityOption
 
+from .binding import compatible_link_local
 from .common import UpdateRate
 from .events import Action, AdvertiseHomeAddress, AtHome, CareOfAddressChanged, Received, Send
 
@@ -80,6 +81,8 @@ class MobileNode:
         self.sequence = first_sequence & 0xFFFF
         """Sequence number of the last BU sent."""
         self.care_of_address: IPv6Address | None = None
+        self.link_local: IPv6Address | None = None
+        """The link-local address on the care-of interface (the L bit's test)."""
         self.registered_care_of: IPv6Address | None = None
         """The care-of address the home agent accepted last (None: no binding there)."""
         self.last_status: int | None = None
@@ -112,10 +115,12 @@ class MobileNode:
             if event.care_of_address == self.home_address:
                 return self._at_home(now)
             if event.care_of_address == self.care_of_address and self.state in (
-                "registering", "registered"
+                "registering",
+                "registered",
             ):
                 return []
             self.care_of_address = event.care_of_address
+            self.link_local = event.link_local
             return self._register(now)
         return self._at_home(now)
 
@@ -173,8 +178,8 @@ class MobileNode:
             return []
         t = self.cfg.timers
         first = not self._ha_has_binding
-        self.timeout = t.initial_bindack_timeout_first_registration if first else (
-            t.initial_bindack_timeout
+        self.timeout = (
+            t.initial_bindack_timeout_first_registration if first else (t.initial_bindack_timeout)
         )
         self.resends = 0
         self.state = "registering"
@@ -270,6 +275,10 @@ class MobileNode:
             flags |= BUFlag.K
         if self.cfg.mobile_router:
             flags |= BUFlag.R
+        if self.link_local is not None and self.link_local == compatible_link_local(
+            self.home_address
+        ):  # §11.7.1: L "MUST be set" when the interface identifiers agree
+            flags |= BUFlag.L
         if self.state == "deregistering":
             bu = BindingUpdate(self.sequence, int(flags), 0)
             return [Send(bu, self.home_address, self.home_agent)]

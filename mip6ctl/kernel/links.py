@@ -36,6 +36,7 @@ __all__ = [
     "IfAddr",
     "IfInfo",
     "LinkEvent",
+    "LinkLocalEvent",
     "LinkWatch",
     "LocalAddresses",
     "decode",
@@ -230,6 +231,15 @@ class AddrEvent:
     present: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LinkLocalEvent:
+    """A link-local address came or went: not a care-of address, but the L bit's test."""
+
+    ifname: str
+    address: IPv6Address
+    present: bool
+
+
 class LinkWatch:
     """Carrier and global IPv6 address changes of this namespace (rtnetlink, no pyroute2)."""
 
@@ -244,7 +254,7 @@ class LinkWatch:
     def fileno(self) -> int:
         return self.events.fileno()
 
-    def dump(self, attempts: int = 10) -> list[LinkEvent | AddrEvent]:
+    def dump(self, attempts: int = 10) -> list[LinkEvent | AddrEvent | LinkLocalEvent]:
         """Current links and addresses (the event socket is subscribed already).
 
         A dump the kernel marks interrupted (NLM_F_DUMP_INTR: addresses changed
@@ -257,8 +267,8 @@ class LinkWatch:
                     raise
         raise AssertionError("unreachable")
 
-    def _dump_once(self) -> list[LinkEvent | AddrEvent]:
-        out: list[LinkEvent | AddrEvent] = []
+    def _dump_once(self) -> list[LinkEvent | AddrEvent | LinkLocalEvent]:
+        out: list[LinkEvent | AddrEvent | LinkLocalEvent] = []
         with contextlib.closing(nl.open_socket(rcvbuf=1 << 20)) as s:
             for request in (link_dump_request, address_dump_request):
                 self._seq += 1
@@ -266,8 +276,8 @@ class LinkWatch:
                     out += self.parse(buf)
         return out
 
-    def read(self) -> list[LinkEvent | AddrEvent]:
-        out: list[LinkEvent | AddrEvent] = []
+    def read(self) -> list[LinkEvent | AddrEvent | LinkLocalEvent]:
+        out: list[LinkEvent | AddrEvent | LinkLocalEvent] = []
         while True:
             try:
                 buf = self.events.recv(1 << 16)
@@ -279,9 +289,9 @@ class LinkWatch:
                 continue
             out += self.parse(buf)
 
-    def parse(self, buf: bytes | memoryview) -> list[LinkEvent | AddrEvent]:
+    def parse(self, buf: bytes | memoryview) -> list[LinkEvent | AddrEvent | LinkLocalEvent]:
         """Events from a buffer of RTM_*LINK / RTM_*ADDR messages; learns ifindex -> name."""
-        out: list[LinkEvent | AddrEvent] = []
+        out: list[LinkEvent | AddrEvent | LinkLocalEvent] = []
         for kind, obj in decode(buf):
             if isinstance(obj, IfInfo):
                 if obj.name:
@@ -293,10 +303,16 @@ class LinkWatch:
                 if kind == nl.RTM_DELLINK:
                     self.names.pop(obj.ifindex, None)
             else:
-                if obj.scope != RT_SCOPE_UNIVERSE or obj.ifindex not in self.names:
+                if obj.ifindex not in self.names:
                     continue
-                present = kind == nl.RTM_NEWADDR and obj.usable
-                out.append(AddrEvent(self.names[obj.ifindex], obj.address, present))
+                name = self.names[obj.ifindex]
+                if obj.scope == RT_SCOPE_UNIVERSE:
+                    present = kind == nl.RTM_NEWADDR and obj.usable
+                    out.append(AddrEvent(name, obj.address, present))
+                elif obj.scope == RT_SCOPE_LINK and obj.address.is_link_local:
+                    # a tentative one (DAD again after every carrier loss) is still ours
+                    present = kind == nl.RTM_NEWADDR and not obj.flags & IFA_F_DADFAILED
+                    out.append(LinkLocalEvent(name, obj.address, present))
         return out
 
     def close(self) -> None:

@@ -109,6 +109,10 @@ class BindingLike(Protocol):
     def home_address(self) -> IPv6Address: ...
     @property
     def care_of_address(self) -> IPv6Address: ...
+    @property
+    def defended_link_local(self) -> IPv6Address | None:
+        """The mobile node's link-local address when its BU had L = 1 (§10.4.1)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +516,9 @@ def render_binding(
         out.add(Route(hoa, table=binding_table(cfg), oif=name), origin)
     if caps.proxy_ndp:
         out.add(ProxyNeighbour(link, home), origin)
+        link_local = b.defended_link_local
+        if link_local is not None:  # L = 1: its link-local is defended too (§10.4.1)
+            out.add(ProxyNeighbour(link, _text(link_local)), origin)
     if cfg.ipsec:
         name = _templates_by_home(cfg).get(b.home_address)
         ha_addr = home_agent_address(cfg, facts)

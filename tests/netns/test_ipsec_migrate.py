@@ -53,6 +53,7 @@ class B:
     home_address: IPv6Address
     care_of_address: IPv6Address
     home_registration: bool = True
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def _policies(care_of: IPv6Address) -> Desired:

@@ -569,3 +569,32 @@ def test_returning_home_ns_source_is_not_home_address(bed: Bed) -> None:
     sources = record["ns_for_ha_sources"]
     assert sources, ("the MN sent no NS for the home agent's address after returning", record)
     assert str(HOA) not in sources, record
+
+
+def test_l_bit_follows_the_link_local_address(bed: Bed) -> None:
+    """RFC 6275 §11.7.1: the Link-Local Address Compatibility (L) bit "MUST be set
+    if the home address has the same interface identifier as the mobile node's
+    link-local address" (wording from memory; §6.1.7 defines the bit the same way).
+
+    The MN's own link-local (EUI-64, from its MAC) differs from the home
+    address's interface identifier ::100, so its home registrations carry no L.
+    Given fe80::100 on its interface as well, the next home registration (from
+    f1) carries L; with that address removed again, the one from f2 does not.
+    """
+    bed.ha.reset(accept_all)
+    wait_for("MN at home", lambda: movement(bed)["location"] == "home", bed, MOVE_TIMEOUT)
+    ip(bed.tb, "mn", "addr", "add", "fe80::100/64", "dev", "mn0", "nodad")
+    try:
+        coa = move_away(bed, "f1")
+        with_l = wait_for(
+            "home registration from f1", lambda: away_bus(bed.ha.snapshot()[0], coa), bed, 8.0
+        )
+    finally:
+        ip(bed.tb, "mn", "addr", "del", "fe80::100/64", "dev", "mn0")
+    assert all("L" in b.flags for b in with_l), [b.flags for b in with_l]
+    bed.ha.reset(accept_all)
+    coa = move_away(bed, "f2")
+    without = wait_for(
+        "home registration from f2", lambda: away_bus(bed.ha.snapshot()[0], coa), bed, 8.0
+    )
+    assert all("L" not in b.flags and "H" in b.flags for b in without), [b.flags for b in without]

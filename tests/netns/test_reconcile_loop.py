@@ -37,6 +37,7 @@ T = CFG.kernel.route_table
 class B:
     home_address: IPv6Address
     care_of_address: IPv6Address
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def b(hoa: str, coa: str = "2001:db8:5::1") -> B:

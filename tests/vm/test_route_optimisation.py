@@ -86,6 +86,7 @@ class Binding:
     care_of_address: IPv6Address
     local_address: IPv6Address
     home_registration: bool
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def ip(*args: str, ns: str | None) -> None:

@@ -30,6 +30,7 @@ TABLE = CFG.kernel.route_table
 class B:
     home_address: IPv6Address
     care_of_address: IPv6Address
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def b(n: int, coa: str = "2001:db8:2::1") -> B:
@@ -135,6 +136,33 @@ def test_converges_static_and_bindings_then_noop() -> None:
     drain(loop)
     assert w.ops == ops  # nothing to write
     assert loop.status()["observed_generation"] == 2
+
+
+def test_link_local_proxy_of_an_l_bit_binding_belongs_to_that_binding() -> None:
+    """L = 1: the home agent defends fe80::<interface id> too (RFC 6275 §10.4.1).
+    That proxy entry names no home address, so it must not pass for an orphan
+    binding's object (deleted, re-added, forever) -- it is the binding's own, and
+    goes with the L bit or the binding."""
+    loop, obs, w = make()
+    hoa, ll = "2001:db8:1::100", "fe80::100"
+    with_l = B(IPv6Address(hoa), IPv6Address("2001:db8:2::1"), IPv6Address(ll))
+    loop.set_binding(with_l)
+    drain(loop)
+    assert {("proxy", "home0", hoa), ("proxy", "home0", ll)} <= set(obs.owned)
+    ops = w.ops
+    loop.set_generation(CFG, 2)
+    drain(loop)
+    assert w.ops == ops, w.calls[-1]  # converged: nothing deleted and put back
+    loop.set_binding(b(0))  # a refresh without L
+    drain(loop)
+    assert ("proxy", "home0", ll) not in obs.owned
+    assert ("proxy", "home0", hoa) in obs.owned
+    loop.set_binding(with_l)
+    drain(loop)
+    assert ("proxy", "home0", ll) in obs.owned
+    loop.remove_binding(hoa)
+    drain(loop)
+    assert not [k for k in obs.owned if k[0] == "proxy"], obs.owned
 
 
 def test_burst_coalesces_into_one_reconcile() -> None:

@@ -25,6 +25,7 @@ class CB:
     care_of_address: IPv6Address
     local_address: IPv6Address = LOCAL
     home_registration: bool = False
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 class FakeXfrm:

@@ -12,6 +12,7 @@ from typing import Any
 
 from mip6ctl import rfc6275
 from mip6ctl.engine import Engine, Received, Send
+from mip6ctl.engine.binding import compatible_link_local
 from mip6ctl.engine.events import (
     AdvertiseHomeAddress,
     AtHome,
@@ -19,22 +20,39 @@ from mip6ctl.engine.events import (
     HomeAddressOptionReceived,
     Malformed,
     ParameterProblemReceived,
+    StartDad,
     TrafficToCorrespondent,
 )
 from mip6ctl.engine.route_optimisation import FALLBACK_HOLD, correspondent_policy
+from mip6ctl.state.objects import ProxyNeighbour
+from mip6ctl.state.render import Capabilities, HostFacts, render_binding
 from mip6ctl.wire.errors import UnknownMHType
 from mip6ctl.wire.mh import (
     BindingAcknowledgement,
     BindingError,
     BindingRefreshRequest,
     BindingUpdate,
+    BUFlag,
     CareofTestInit,
     HomeTestInit,
     decode_mh,
     encode_mh,
 )
 
-from .helpers import CN, COA, HA, HOA, KCN, cn_config, mn_config
+from .helpers import (
+    CN,
+    COA,
+    HA,
+    HA_FLAGS,
+    HOA,
+    KCN,
+    bas,
+    cn_config,
+    ha_config,
+    home_bu,
+    mn_config,
+    only_ba,
+)
 from .test_route_optimisation import Counter, Net, away, make_net
 
 MULTICAST = IPv6Address("ff02::1")
@@ -434,3 +452,46 @@ def test_135_to_an_unacknowledged_bu_makes_the_mobile_node_send_it_again() -> No
     assert 135 in statuses, statuses
     assert net.cn.cache.get(HOA) is not None, "the mobile node did not send the BU again"
     assert e.state == "registered"
+
+
+# --------------------------------------------------------------------------- §11.7.1 L bit
+
+
+def _l_bit(link_local: IPv6Address | None) -> bool:
+    e = mn_engine()
+    bu = bus(e.handle(CareOfAddressChanged(COA, "wlan0", link_local), 0.0))[0]
+    return bool(bu.message.flags & BUFlag.L)
+
+
+def test_l_bit_set_when_the_link_local_address_shares_the_interface_identifier() -> None:
+    """§11.7.1: "The Link-Local Address Compatibility (L) bit MUST be set if the
+    home address reported by the mobile node has the same interface identifier
+    as the mobile node's link-local address" (wording from memory) -- and only
+    then: a node whose link-local differs has nothing for the HA to defend."""
+    assert _l_bit(compatible_link_local(HOA)), "same interface identifier: L"
+    assert not _l_bit(IPv6Address("fe80::1")), "another interface identifier: no L"
+    assert not _l_bit(None), "no link-local known: no L"
+
+
+def test_home_agent_defends_the_link_local_address_of_an_l_bit_registration() -> None:
+    """§10.4.1 / §10.3.1: with L = 1 the home agent also runs DAD for, and then
+    defends (proxy ND), the mobile node's link-local address -- fe80:: with the
+    home address's interface identifier; without L it touches no link-local."""
+    ll = compatible_link_local(HOA)
+    for flags, want in ((HA_FLAGS | int(BUFlag.L), ll), (HA_FLAGS, None)):
+        e = Engine(ha_config(), 0.0)
+        out = e.handle(home_bu(1, flags=flags), 0.0)
+        dad = [a for a in out if isinstance(a, StartDad)]
+        if dad:
+            assert dad[0].link_local == want, dad
+            out = e.dad_result(HOA, True, 0.1)
+        if not bas(out):
+            out = e.reconciled(HOA, True, 0.2)
+        assert only_ba(out).status == 0
+        b = e.cache.get(HOA)
+        assert b is not None and b.defended_link_local == want, b
+        objs = render_binding(
+            ha_config(), b, Capabilities(tunnel="seg6", proxy_ndp=True), HostFacts()
+        ).objects.values()
+        proxied = {o.address for o in objs if isinstance(o, ProxyNeighbour)}
+        assert proxied == ({str(HOA), str(ll)} if want else {str(HOA)}), proxied

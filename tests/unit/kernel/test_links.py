@@ -117,15 +117,23 @@ def test_decode_walks_a_buffer_and_skips_other_messages() -> None:
     assert got[1][1].address == HOA
 
 
-def test_linkwatch_parse_learns_names_filters_scope_and_tentative() -> None:
+def test_linkwatch_parse_learns_names_sorts_scopes_and_tentative() -> None:
     w = links.LinkWatch.__new__(links.LinkWatch)  # no sockets: parsing only
     w.names = {}
     lo_scope = _ifaddr(5, IPv6Address("fe80::1"), scope=links.RT_SCOPE_LINK)
+    tentative_ll = _ifaddr(
+        5, IPv6Address("fe80::2"), scope=links.RT_SCOPE_LINK, ifa_flags=links.IFA_F_TENTATIVE
+    )
+    failed_ll = _ifaddr(
+        5, IPv6Address("fe80::3"), scope=links.RT_SCOPE_LINK, ifa_flags=links.IFA_F_DADFAILED
+    )
     buf = (
         _msg(nl.RTM_NEWADDR, _ifaddr(5, HOA))  # unknown ifindex yet: dropped
         + _msg(nl.RTM_NEWLINK, _ifinfo(5, "wlan0", 0x10001))
         + _msg(nl.RTM_NEWADDR, _ifaddr(5, HOA))
-        + _msg(nl.RTM_NEWADDR, lo_scope)  # link-local: not a care-of address
+        + _msg(nl.RTM_NEWADDR, lo_scope)  # link-local: not a care-of address, the L bit's
+        + _msg(nl.RTM_NEWADDR, tentative_ll)  # still ours while DAD runs again
+        + _msg(nl.RTM_NEWADDR, failed_ll)  # not ours
         + _msg(nl.RTM_NEWADDR, _ifaddr(5, PEER, ifa_flags=links.IFA_F_TENTATIVE))
         + _msg(nl.RTM_DELADDR, _ifaddr(5, HOA))
         + _msg(nl.RTM_NEWLINK, _ifinfo(5, None, links.IFF_UP))  # name from the cache
@@ -134,6 +142,9 @@ def test_linkwatch_parse_learns_names_filters_scope_and_tentative() -> None:
     assert w.parse(buf) == [
         links.LinkEvent("wlan0", True),
         links.AddrEvent("wlan0", HOA, True),
+        links.LinkLocalEvent("wlan0", IPv6Address("fe80::1"), True),
+        links.LinkLocalEvent("wlan0", IPv6Address("fe80::2"), True),
+        links.LinkLocalEvent("wlan0", IPv6Address("fe80::3"), False),
         links.AddrEvent("wlan0", PEER, False),
         links.AddrEvent("wlan0", HOA, False),
         links.LinkEvent("wlan0", False),

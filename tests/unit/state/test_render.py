@@ -32,6 +32,7 @@ CN = load_directory(ROOT / "examples" / "testbed" / "cn").config
 class B:
     home_address: IPv6Address
     care_of_address: IPv6Address
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def _b(i: int, coa: str = "2001:db8:a::") -> B:

@@ -81,6 +81,7 @@ class B:
     home_address: IPv6Address
     care_of_address: IPv6Address
     home_registration: bool = True
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def _xfrm(objs: object) -> tuple[list[XfrmPolicy], list[XfrmState]]:

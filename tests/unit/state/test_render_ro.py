@@ -50,6 +50,7 @@ class CB:
     care_of_address: IPv6Address
     local_address: IPv6Address
     home_registration: bool = False
+    defended_link_local: IPv6Address | None = None  # L = 1 (render_binding)
 
 
 def net(a: IPv6Address) -> IPv6Network:
