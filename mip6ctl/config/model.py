@@ -484,6 +484,14 @@ class IpsecTemplate(_Section):
         "at least 128 bits, mode 0600; shown only as a fingerprint",
     )
 
+    @property
+    def protects_signalling(self) -> bool:
+        """BU/BA go through ESP transport mode with this template."""
+        return bool(_SIGNALLING & set(self.protect))
+
+
+_SIGNALLING = {Protect.BINDING_UPDATE, Protect.MOBILITY_HEADER, Protect.ANY}
+
 
 # --------------------------------------------------------------------------- the whole
 

@@ -72,6 +72,7 @@ from mip6ctl.engine.events import (
     SendParameterProblem,
     StartDad,
 )
+from mip6ctl.engine.route_optimisation import home_address_option_refused
 from mip6ctl.wire.mh import BindingAcknowledgement, BindingError, BindingUpdate
 
 log = logging.getLogger("mip6ctl.daemon")
@@ -80,6 +81,8 @@ ICMP6_PARAMETER_PROBLEM = 4
 
 #: How long the engine may wait for the kernel before a BA fails (130).
 RECONCILE_WAIT = 5.0
+HAO_REFUSED_LOG_INTERVAL = 60.0
+"""s between two log lines about one peer refusing the Home Address option."""
 #: How long a reload waits for its static state before it is rolled back.
 RELOAD_APPLY_WAIT = 5.0
 
@@ -110,6 +113,8 @@ class Counters:
     malformed_received: int = 0
     #: mobile node: BUs not sent because the kernel lacked their IPsec policy or SA
     bus_unprotected_held: int = 0
+    #: mobile node: Parameter Problems code 2 for a Home Address option (§11.3.5)
+    home_address_option_refused: int = 0
 
     def as_dict(
         self, loop_status: dict[str, Any] | None, icmp_errors_suppressed: int = 0
@@ -127,6 +132,7 @@ class Counters:
             "icmp_errors_rate_limited": icmp_errors_suppressed,
             "malformed_received": self.malformed_received,
             "bus_unprotected_held": self.bus_unprotected_held,
+            "home_address_option_refused": self.home_address_option_refused,
             "drift_repairs": counters.get("drift_repairs", 0),
             "reconcile_failures": counters.get("failures", 0),
         }
@@ -147,6 +153,7 @@ class Daemon:
         self.control_socket = Path(control_socket) if control_socket else None
         self.clock = time.monotonic
         self.counters = Counters()
+        self._hao_refused_logged: dict[IPv6Address, float] = {}
         self.started_at = self.clock()
         self.generation_number = 0
         self.gen: Generation | None = None
@@ -536,7 +543,9 @@ class Daemon:
                 ev = _parameter_problem(ev)  # about a packet we sent: the engine decides
                 if ev is None:
                     continue
-            if isinstance(msg, BindingUpdate) and self.protection.active:
+                if home_address_option_refused(ev):
+                    self._log_hao_refused(ev.src, now)
+            if isinstance(msg, BindingUpdate | BindingAcknowledgement) and self.protection.active:
                 ev = self._protected(ev)
             try:
                 actions += self.engine.handle(ev, now)
@@ -751,13 +760,38 @@ class Daemon:
         self._set_protection(self.cfg, facts)
         self._arm_rotation()
 
+    def _log_hao_refused(self, peer: IPv6Address, now: float) -> None:
+        """§11.3.5: log it (once a minute per peer: ICMP errors come per packet)."""
+        self.counters.home_address_option_refused += 1
+        last = self._hao_refused_logged.get(peer)
+        if last is not None and now - last < HAO_REFUSED_LOG_INTERVAL:
+            return
+        if len(self._hao_refused_logged) >= 1024:
+            self._hao_refused_logged.clear()
+        self._hao_refused_logged[peer] = now
+        log.warning(
+            "%s answered a Home Address option with ICMPv6 Parameter Problem code 2"
+            " (it does not support the option); the message was discarded (RFC 6275 §11.3.5)",
+            peer,
+        )
+
     def _protected(self, ev: Any) -> Any:
-        """A BU the kernel's IPsec policy let through is protected (daemon/protection.py)."""
+        """A BU (home agent) or BA (mobile node) the kernel's IPsec policy let through
+        is protected (daemon/protection.py)."""
         owned = self.loop.observer.owned
-        if self.cfg.node.role == Role.HA:
+        msg = ev.message
+        if self.cfg.node.role == Role.HA and isinstance(msg, BindingUpdate):
             home = ev.home_address_option or ev.src
-            if self.protection.bu_protected(owned, home):
+            if self.protection.signalling_protected(owned, home):
                 return dataclasses.replace(ev, ipsec_protected=True)
+        elif (
+            self.cfg.node.role == Role.MN
+            and self.cfg.mn is not None
+            and isinstance(msg, BindingAcknowledgement)
+            and ev.src == self.cfg.mn.home_agent
+            and self.protection.signalling_protected(owned, self.cfg.mn.home_address.ip)
+        ):  # the kernel's inbound BA policy (level required) let it through
+            return dataclasses.replace(ev, ipsec_protected=True)
         return ev
 
     def _send(self, a: Send | SendParameterProblem) -> None:
@@ -995,6 +1029,8 @@ class Daemon:
         assert e is not None
         out = self.counters.as_dict(loop_status, e.icmp_errors_suppressed)
         out["brrs_sent"] = e.cn.brrs_sent
+        if e.mn is not None:
+            out["bas_unprotected_ignored"] = e.mn.bas_unprotected
         out["bus_rate_limited"] = (e.mn.bus_held if e.mn is not None else 0) + (
             sum(x.bus_held for x in e.ro.entries.values()) if e.ro is not None else 0
         )

@@ -101,9 +101,10 @@ class Protection:
     def _present(self, owned: Mapping[tuple, Any], objs: Iterable[Any]) -> bool:
         return all(owned.get(object_key(o)) == o for o in objs)
 
-    def bu_protected(self, owned: Mapping[tuple, Any], home: IPv6Address) -> bool:
-        """Home agent: a BU from `home` that reached the kernel transport's socket came
-        through ESP (the inbound BU policy at level required is in the kernel)."""
+    def signalling_protected(self, owned: Mapping[tuple, Any], home: IPv6Address) -> bool:
+        """A BU from `home` (home agent) or a BA to `home` (mobile node) that reached
+        the kernel transport's socket came through ESP: the inbound policy at level
+        required is in the kernel."""
         inbound = self._inbound.get(home)
         if not inbound or not self.kernel_transport:
             return False

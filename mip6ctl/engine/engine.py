@@ -139,7 +139,7 @@ class Engine:
 
     def _make_mn(self, cfg: Mip6Config, now: float) -> None:
         assert cfg.mn is not None
-        self.mn = MobileNode(cfg.mn, now)
+        self.mn = MobileNode(cfg.mn, now, protected_signalling=_protected_signalling(cfg))
         self.ro = RouteOptimisation(
             cfg.mn, enabled=self._route_optimization, random_bytes=self._random
         )
@@ -237,7 +237,7 @@ class Engine:
             out += self.ha.drop_all()
             self.ha = None
         if self.mn is not None and cfg.mn is not None and cfg.node.role == Role.MN:
-            self.mn.configure(cfg.mn)
+            self.mn.configure(cfg.mn, protected_signalling=_protected_signalling(cfg))
             if self.ro is not None:
                 self.ro.configure(cfg.mn)
             out = self._mn_sync(out, now)
@@ -391,3 +391,9 @@ _DISPATCH: dict[type, _Handler] = {
     CareofTest: Engine._to_mn,
     BindingError: Engine._to_mn,
 }
+
+
+def _protected_signalling(cfg: Mip6Config) -> bool:
+    """The mobile node's [ipsec.NAME] puts BU/BA under ESP: an unprotected BA is ignored."""
+    tpl = cfg.ipsec.get(cfg.mn.ipsec) if cfg.mn is not None and cfg.mn.ipsec else None
+    return tpl is not None and tpl.protects_signalling

@@ -76,7 +76,14 @@ REFRESH_FRACTION = 0.75
 class MobileNode:
     """The home registration's BUL entry; see the module docstring."""
 
-    def __init__(self, cfg: MnSection, now: float, *, first_sequence: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: MnSection,
+        now: float,
+        *,
+        first_sequence: int = 0,
+        protected_signalling: bool = False,
+    ) -> None:
         self.state = "home"
         self.sequence = first_sequence & 0xFFFF
         """Sequence number of the last BU sent."""
@@ -97,12 +104,18 @@ class MobileNode:
         self._held_at: float | None = None
         #: BUs held back by the rate limit (status)
         self.bus_held = 0
+        #: BAs from the home agent ignored for lacking the configured IPsec protection
+        self.bas_unprotected = 0
         self.last_error: str | None = None
-        self.configure(cfg)
+        self.configure(cfg, protected_signalling=protected_signalling)
 
-    def configure(self, cfg: MnSection) -> None:
-        """Take a configuration generation."""
+    def configure(self, cfg: MnSection, *, protected_signalling: bool = False) -> None:
+        """Take a configuration generation.
+
+        ``protected_signalling``: an IPsec template puts BU/BA under ESP, so a BA
+        from the home agent that did not come through it is ignored (§11.7.3)."""
         self.cfg = cfg
+        self.protected_signalling = protected_signalling
         self.home_address: IPv6Address = cfg.home_address.ip
         ha = cfg.home_agent
         self.home_agent: IPv6Address | None = ha if isinstance(ha, IPv6Address) else None
@@ -134,6 +147,9 @@ class MobileNode:
         if type(msg) is BindingError:
             return self._binding_error(msg, now)
         if type(msg) is not BindingAcknowledgement:
+            return []
+        if self.protected_signalling and not ev.ipsec_protected:
+            self.bas_unprotected += 1  # §11.7.3: "silently ignored"
             return []
         if msg.status == 135:  # carries the HA's last accepted sequence, not ours
             return self._ba_135(msg, now)

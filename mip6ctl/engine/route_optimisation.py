@@ -134,6 +134,7 @@ __all__ = [
     "CorrespondentState",
     "IllegalTransition",
     "RouteOptimisation",
+    "home_address_option_refused",
     "optimised_peers",
 ]
 
@@ -157,6 +158,19 @@ MAX_REMEMBERED = 4096
 """Correspondents whose fallback count is remembered after their entry went."""
 COOKIE_LEN = 8
 IPPROTO_MH = 135
+HOME_ADDRESS_OPTION = 0xC9  # §6.3 option type 201
+
+
+def home_address_option_refused(ev: ParameterProblemReceived) -> bool:
+    """Code 2 (unrecognised IPv6 option) pointing at a Home Address option we sent:
+    the peer does not support it.  §11.3.5: the mobile node "SHOULD log the error
+    and then discard the ICMP message" -- the daemon logs, the engine discards."""
+    return (
+        ev.code == 2
+        and 40 <= ev.pointer < len(ev.invoking)
+        and (ev.invoking[ev.pointer] == HOME_ADDRESS_OPTION)
+    )
+
 
 CorrespondentState = Literal[
     "idle", "testing", "registering", "registered", "leaving", "deregistering", "fallback"
@@ -177,7 +191,13 @@ CorrespondentEvent = Literal[
 ]
 
 _EVERY_STATE: tuple[CorrespondentState, ...] = (
-    "idle", "testing", "registering", "registered", "leaving", "deregistering", "fallback"
+    "idle",
+    "testing",
+    "registering",
+    "registered",
+    "leaving",
+    "deregistering",
+    "fallback",
 )
 _SENDING: tuple[CorrespondentState, ...] = ("idle", "testing", "registering", "registered")
 """States a BU (or a new test) can go out from while away."""
@@ -301,9 +321,7 @@ class CorrespondentEntry:
         self.cfg = cfg
         self._random = random_bytes
         self.state: CorrespondentState = "idle"
-        self.sequence = (
-            int.from_bytes(random_bytes(2), "big") if sequence is None else sequence
-        )
+        self.sequence = int.from_bytes(random_bytes(2), "big") if sequence is None else sequence
         """Of the last BU sent; a re-created dynamic entry goes on from its predecessor's
         (the correspondent keeps a deleted binding's number for a while, §5.2.8)."""
         self.care_of_address: IPv6Address | None = None
@@ -920,6 +938,8 @@ class RouteOptimisation:
     def parameter_problem(self, ev: ParameterProblemReceived, now: float) -> list[Action]:
         """§11.3.5: "unrecognised Next Header" 135 from a correspondent → tunnel only."""
         data = ev.invoking
+        if home_address_option_refused(ev):
+            return []  # discarded, nothing changes (§11.3.5)
         if ev.code != 1 or len(data) < 40 or not 6 <= ev.pointer < len(data):
             return []
         if data[ev.pointer] != IPPROTO_MH:

@@ -190,7 +190,7 @@ def template_keys(tpl: IpsecTemplate, keys: Mapping[str, bytes]) -> TemplateKeys
 
 def protects_signalling(tpl: IpsecTemplate) -> bool:
     """BU/BA go through ESP transport mode with this template."""
-    return bool({Protect.BINDING_UPDATE, Protect.MOBILITY_HEADER, Protect.ANY} & set(tpl.protect))
+    return tpl.protects_signalling
 
 
 def tunnels(tpl: IpsecTemplate) -> bool:

@@ -61,12 +61,24 @@ def test_a_bu_is_protected_only_while_the_kernel_enforces_the_policy() -> None:
     cfg, facts = _ha()
     p = Protection(cfg, facts, "kernel")
     owned = _kernel("ha", cfg, facts)
-    assert p.active and p.bu_protected(owned, HOA)
-    assert not p.bu_protected(owned, IPv6Address("2001:db8:1::200"))  # not protected at all
+    assert p.active and p.signalling_protected(owned, HOA)
+    assert not p.signalling_protected(owned, IPv6Address("2001:db8:1::200"))  # not protected at all
     inbound = next(k for k, o in owned.items() if isinstance(o, XfrmPolicy) and o.direction == 0)
-    assert not p.bu_protected({k: v for k, v in owned.items() if k != inbound}, HOA)
+    assert not p.signalling_protected({k: v for k, v in owned.items() if k != inbound}, HOA)
     # the userspace transport captures in front of IPsec: never protected
-    assert not Protection(cfg, facts, "userspace").bu_protected(owned, HOA)
+    assert not Protection(cfg, facts, "userspace").signalling_protected(owned, HOA)
+
+
+def test_a_ba_is_protected_only_while_the_mobile_node_kernel_enforces_the_policy() -> None:
+    """§11.7.3: the home agent's BA must come through IPsec; the mobile node's kernel
+    holding the inbound BA policy at level required is what says it did."""
+    cfg, facts = _mn()
+    p = Protection(cfg, facts, "kernel")
+    owned = _kernel("mn", cfg, facts)
+    assert p.active and p.signalling_protected(owned, HOA)
+    inbound = next(k for k, o in owned.items() if isinstance(o, XfrmPolicy) and o.direction == 0)
+    assert not p.signalling_protected({k: v for k, v in owned.items() if k != inbound}, HOA)
+    assert not Protection(cfg, facts, "userspace").signalling_protected(owned, HOA)
 
 
 def test_status_shows_fingerprints_never_keys() -> None:

@@ -7,10 +7,12 @@ docs/conformance.md for the whole table.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv6Address
 from typing import Any
 
 from mip6ctl import rfc6275
+from mip6ctl.config.model import Mip6Config
 from mip6ctl.engine import Engine, Received, Send
 from mip6ctl.engine.binding import compatible_link_local
 from mip6ctl.engine.events import (
@@ -23,7 +25,11 @@ from mip6ctl.engine.events import (
     StartDad,
     TrafficToCorrespondent,
 )
-from mip6ctl.engine.route_optimisation import FALLBACK_HOLD, correspondent_policy
+from mip6ctl.engine.route_optimisation import (
+    FALLBACK_HOLD,
+    correspondent_policy,
+    home_address_option_refused,
+)
 from mip6ctl.state.objects import ProxyNeighbour
 from mip6ctl.state.render import Capabilities, HostFacts, render_binding
 from mip6ctl.wire.errors import UnknownMHType
@@ -495,3 +501,58 @@ def test_home_agent_defends_the_link_local_address_of_an_l_bit_registration() ->
         ).objects.values()
         proxied = {o.address for o in objs if isinstance(o, ProxyNeighbour)}
         assert proxied == ({str(HOA), str(ll)} if want else {str(HOA)}), proxied
+
+
+# --------------------------------------------------------------------------- §11.7.3 IPsec
+
+
+def _mn_with_ipsec(protect: list[str]) -> Engine:
+    cfg = Mip6Config.model_validate(
+        {
+            "node": {"role": "mn"},
+            "mn": {
+                "home_address": f"{HOA}/64",
+                "home_agent": str(HA),
+                "interfaces": [{"name": "wlan0"}],
+                "ipsec": "ha1",
+            },
+            "ipsec": {
+                "ha1": {
+                    "protect": protect,
+                    "key_management": "ike",
+                }
+            },
+        }
+    )
+    return Engine(cfg, 0.0, random_bytes=Counter())
+
+
+def test_unprotected_ba_from_the_home_agent_is_ignored_when_ipsec_is_configured() -> None:
+    """§11.7.3: "The mobile node MUST ... silently ignore the Binding Acknowledgement"
+    unless it was protected by IPsec when it came from the home agent (wording from
+    memory; RFC 3776/4877 make the BU/BA protection mandatory).  Without IPsec for
+    BU/BA in the configuration the same BA registers."""
+    e = _mn_with_ipsec(["binding-update"])
+    seq = bus(e.handle(CareOfAddressChanged(COA, "wlan0"), 0.0))[0].message.sequence
+    assert e.handle(ba_from_ha(seq), 0.1) == []
+    assert e.mn is not None and e.mn.state == "registering" and e.mn.bas_unprotected == 1
+    e.handle(replace(ba_from_ha(seq), ipsec_protected=True), 0.2)
+    assert e.mn.state == "registered"
+    e = _mn_with_ipsec(["payload"])  # IPsec, but not for the signalling
+    seq = bus(e.handle(CareOfAddressChanged(COA, "wlan0"), 0.0))[0].message.sequence
+    e.handle(ba_from_ha(seq), 0.1)
+    assert e.mn is not None and e.mn.state == "registered"
+
+
+def test_parameter_problem_code_2_for_the_home_address_option_is_recognised() -> None:
+    """§11.3.5: "If a mobile node receives an ICMP Parameter Problem, Code 2, message
+    from some node indicating that it does not support the Home Address option, the
+    mobile node SHOULD log the error and then discard the ICMP message."  The engine
+    names it (the daemon logs it) and changes nothing; code 2 for another option, or
+    code 1, is not this case."""
+    dstopts = bytes((135, 2, 1, 2, 0, 0, 0xC9, 16)) + HOA.packed
+    invoking = bytes((0x60, 0, 0, 0, 0, 32, 60, 64)) + COA.packed + CN.packed + dstopts
+    assert home_address_option_refused(ParameterProblemReceived(CN, 2, 46, invoking))
+    assert not home_address_option_refused(ParameterProblemReceived(CN, 2, 44, invoking))
+    assert not home_address_option_refused(ParameterProblemReceived(CN, 1, 46, invoking))
+    assert not home_address_option_refused(ParameterProblemReceived(CN, 2, 99, invoking))
