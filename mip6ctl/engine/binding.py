@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
+from mip6ctl.wire.mh import BUFlag
+
 __all__ = [
     "SEQUENCE_MODULO",
     "Binding",
@@ -40,7 +42,6 @@ __all__ = [
 
 SEQUENCE_MODULO = 1 << 16
 _HALF = 1 << 15
-_L_FLAG = 0x2000  # wire.mh.BUFlag.L (the engine's binding keeps the BU's flags as int)
 _LINK_LOCAL = int(IPv6Address("fe80::"))
 _IID_MASK = (1 << 64) - 1
 
@@ -83,7 +84,7 @@ class Binding:
     @property
     def defended_link_local(self) -> IPv6Address | None:
         """The link-local address the home agent also defends (L = 1, §10.4.1), else None."""
-        if self.home_registration and self.flags & _L_FLAG:
+        if self.home_registration and self.flags & BUFlag.L:
             return compatible_link_local(self.home_address)
         return None
 
@@ -102,7 +103,7 @@ class Binding:
             and self.local_address == other.local_address
             and self.home_registration == other.home_registration
             and self.mobile_network_prefixes == other.mobile_network_prefixes
-            and self.defended_link_local == other.defended_link_local
+            and not (self.flags ^ other.flags) & BUFlag.L  # the defended link-local
         )
 
     def to_dict(self) -> dict[str, Any]:
