@@ -34,6 +34,86 @@ def missing_capability() -> str | None:
     return None
 
 
+_KERNEL_FEATURES: dict[str, str | None] = {}
+
+#: How each feature is tried, inside a throwaway namespace (never on the host's
+#: interfaces), and the kernel option its absence points at.
+_FEATURE_PROBES: dict[str, tuple[str, list[list[str]]]] = {
+    "seg6": (
+        "CONFIG_IPV6_SEG6_LWTUNNEL (seg6 encap routes: the HA/MN data path without ip6tnl)",
+        [
+            [
+                "-6",
+                "route",
+                "add",
+                "2001:db8:ffff::1/128",
+                "encap",
+                "seg6",
+                "mode",
+                "encap.red",
+                "segs",
+                "2001:db8:ffff::2",
+                "dev",
+                "lo",
+            ]
+        ],
+    ),
+    "ip6tnl": (
+        "CONFIG_IPV6_TUNNEL (ip6tnl devices)",
+        [
+            [
+                "link",
+                "add",
+                "m6probe",
+                "type",
+                "ip6tnl",
+                "mode",
+                "ip6ip6",
+                "local",
+                "2001:db8:ffff::1",
+                "remote",
+                "2001:db8:ffff::2",
+            ]
+        ],
+    ),
+}
+
+
+def kernel_lacks(feature: str) -> str | None:
+    """The kernel option missing for `feature` (see _FEATURE_PROBES), or None.
+
+    Tried once per process in a namespace of its own, so a test can be skipped
+    with the missing capability named instead of failing on ENOTSUP.
+    """
+    if feature in _KERNEL_FEATURES:
+        return _KERNEL_FEATURES[feature]
+    why, commands = _FEATURE_PROBES[feature]
+    name = f"{RUN_PREFIX}probe-{feature}"
+    missing: str | None = None
+    try:
+        ip("netns", "add", name)
+        ip("link", "set", "lo", "up", ns=name)
+        for cmd in commands:
+            if ip(*cmd, ns=name, check=False).returncode != 0:
+                missing = f"kernel lacks {why}"
+                break
+    finally:
+        ip("netns", "del", name, check=False)
+    _KERNEL_FEATURES[feature] = missing
+    return missing
+
+
+def lacks_tunnel_backend() -> str | None:
+    """Why no in-kernel IPv6-in-IPv6 data path (ip6tnl or seg6) exists here, or None."""
+    seg6, ip6tnl = kernel_lacks("seg6"), kernel_lacks("ip6tnl")
+    if seg6 and ip6tnl:
+        return (
+            "kernel lacks both tunnel backends: CONFIG_IPV6_TUNNEL (ip6tnl) and "
+            "CONFIG_IPV6_SEG6_LWTUNNEL (seg6); the vm tier runs these tests instead"
+        )
+    return None
+
+
 def run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command (inside namespace `ns` when given), bounded in time."""
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)

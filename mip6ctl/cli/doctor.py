@@ -21,7 +21,7 @@ from typing import Any
 def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
     """What `[kernel]` resolves to here, each with the reason."""
     from mip6ctl.kernel.transport import TransportUnavailable, select_transport
-    from mip6ctl.state.render import Capabilities
+    from mip6ctl.state.render import Capabilities, tunnel_problem
 
     available = {c.name: c.available for c in caps}
     resolved = Capabilities.resolve(available, kernel)
@@ -32,8 +32,9 @@ def decisions(caps: list[Any], kernel: Any) -> dict[str, dict[str, str]]:
         ("auto", True): "auto: the kernel has ip6tnl",
         ("auto", False): "auto: no ip6tnl (CONFIG_IPV6_TUNNEL); seg6 encap routes instead",
     }.get((kernel.tunnel, has_ip6tnl), f"configured: tunnel = {kernel.tunnel!r}")
-    if kernel.tunnel == "ip6tnl" and not has_ip6tnl:
-        why = "configured ip6tnl, but this kernel has none: the daemon will fail to tunnel"
+    problem = tunnel_problem(available, kernel)
+    if problem:
+        why = problem
     out["tunnel"] = {"setting": kernel.tunnel, "choice": tunnel, "reason": why}
     try:
         sig = select_transport(kernel.signalling, available)
@@ -173,6 +174,12 @@ def checks(caps: list[Any], cfg: Any | None) -> list[dict[str, str]]:
     text = unprotected_warning(cfg)
     if text is not None:
         out.append({"check": "protection", "status": "warning", "message": text})
+    if cfg.node.role != "cn":  # home agents and mobile nodes tunnel; correspondents do not
+        from mip6ctl.state.render import tunnel_problem
+
+        problem = tunnel_problem(available, cfg.kernel)
+        if problem:
+            out.append({"check": "tunnel", "status": "warning", "message": problem})
     return out
 
 

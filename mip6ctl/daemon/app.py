@@ -228,7 +228,7 @@ class Daemon:
         from mip6ctl.kernel.probe import probe
         from mip6ctl.kernel.transport import open_transport, select_transport
         from mip6ctl.kernel.writer import Writer
-        from mip6ctl.state.render import Capabilities, HostFacts
+        from mip6ctl.state.render import Capabilities, HostFacts, tunnel_problem
 
         cfg = self.cfg
         aio = asyncio.get_running_loop()
@@ -249,6 +249,15 @@ class Daemon:
             ]
             raise RuntimeError("; ".join(refused) + " (probe: " + "; ".join(detail) + ")")
         self.transport_kind = select_transport(cfg.kernel.signalling, available)
+        no_tunnel = tunnel_problem(available, cfg.kernel) if cfg.node.role != Role.CN else None
+        if no_tunnel:
+            log.error("%s", no_tunnel)
+        self._set_condition(
+            "TunnelBackendAvailable",
+            not no_tunnel,
+            "BackendMissing" if no_tunnel else self.caps.tunnel,
+            no_tunnel or "",
+        )
         warning = unprotected_warning(cfg)
         if warning:
             log.warning("%s", warning)

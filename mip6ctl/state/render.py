@@ -156,8 +156,12 @@ class Capabilities:
         """Choose backends from probe results (`mip6ctl doctor` names) and `[kernel]`."""
         want = kernel.tunnel
         has_ip6tnl = bool(available.get("ip6tnl"))
+        # With neither backend, auto takes ip6tnl: it needs no static objects (seg6
+        # needs a decap rule and route at start), so static state and signalling come
+        # up and only each binding's tunnel fails (tunnel_problem says why).
+        no_seg6 = available.get("seg6") is False or available.get("seg6local") is False
         tunnel: Literal["seg6", "ip6tnl"] = (
-            "ip6tnl" if want == "ip6tnl" or (want == "auto" and has_ip6tnl) else "seg6"
+            "ip6tnl" if want == "ip6tnl" or (want == "auto" and (has_ip6tnl or no_seg6)) else "seg6"
         )
         defence = kernel.home_address_defence
         mip6 = bool(available.get("mip6"))
@@ -175,6 +179,34 @@ class Capabilities:
             migrate=bool(available.get("migrate")),
             proxy_ndp=defence != "daemon" and available.get("proxy_ndp", True) is not False,
         )
+
+
+def tunnel_problem(available: Mapping[str, bool | None], kernel: KernelSection) -> str | None:
+    """Why the tunnel backend `[kernel] tunnel` resolves to cannot run here, or None.
+
+    Only a capability the probe found missing (False) counts: one it could not
+    probe (None) is given the benefit of the doubt, the executor reports it.
+    """
+    no_ip6tnl = available.get("ip6tnl") is False
+    no_seg6 = available.get("seg6") is False or available.get("seg6local") is False
+    if kernel.tunnel == "auto" and no_ip6tnl and no_seg6:
+        return (
+            "tunnel = auto: no ip6tnl (CONFIG_IPV6_TUNNEL; `modprobe ip6_tunnel`) and no "
+            "seg6 lwtunnel (CONFIG_IPV6_SEG6_LWTUNNEL): this kernel has no IPv6-in-IPv6 "
+            "data path. Signalling and static state still come up (auto takes ip6tnl, "
+            "which needs no static objects); each binding's tunnel fails"
+        )
+    if kernel.tunnel == "ip6tnl" and no_ip6tnl:
+        return (
+            "tunnel = ip6tnl, but the kernel has no ip6tnl (CONFIG_IPV6_TUNNEL; "
+            "`modprobe ip6_tunnel`): each binding's tunnel fails"
+        )
+    if kernel.tunnel == "seg6" and no_seg6:
+        return (
+            "tunnel = seg6, but the kernel has no seg6 lwtunnel (CONFIG_IPV6_SEG6_LWTUNNEL): "
+            "the decapsulation route and each binding's tunnel fail"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

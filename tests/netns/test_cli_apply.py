@@ -14,16 +14,8 @@ from tests import nsutil
 
 ROOT = Path(__file__).resolve().parents[2]
 HA_CONFIG = ROOT / "examples" / "testbed" / "ha"
-# Host-kernel only: with ip6tnl (built, loaded or loadable) `auto` picks that backend.
-pytestmark = pytest.mark.skipif(
-    Path("/sys/module/ip6_tunnel").is_dir()
-    or any(
-        Path("/lib/modules", Path("/proc/sys/kernel/osrelease").read_text().strip()).glob(
-            "kernel/net/ipv6/ip6_tunnel.ko*"
-        )
-    ),
-    reason="expects the seg6 backend (kernel without ip6tnl)",
-)
+# The seg6 backend as `tunnel = auto` picks it: a kernel with seg6 and without ip6tnl.
+pytestmark = pytest.mark.seg6(auto=True)
 
 
 def mip6ctl(ns: str, *args: str) -> tuple[int, dict]:

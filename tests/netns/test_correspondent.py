@@ -428,6 +428,7 @@ def test_deregistration_removes_the_binding(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 139 (an HA as CN)
 
 
+@pytest.mark.seg6(auto=True)
 def test_correspondent_bu_over_a_home_registration_139(bed: Bed, tmp_path: Path) -> None:
     """The HA answers as a correspondent too: return routability with the HA first
     (the home address is still at home), then a home registration, then an H=0 BU

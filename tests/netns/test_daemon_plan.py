@@ -49,6 +49,7 @@ def mip6ctl(tb: Testbed, ha: HaDaemon, *args: str, config: Path | None = None) -
     return out.returncode, json.loads(out.stdout)
 
 
+@pytest.mark.seg6(auto=True)
 def test_diff_through_the_daemon_includes_live_bindings(setup) -> None:
     tb, ha, station = setup
     ba = station.ba(binding_update("2001:db8:1::110", "2001:db8:a::110", seq=1, lifetime=100))
@@ -70,6 +71,7 @@ def test_diff_refuses_another_directory(setup, tmp_path) -> None:
     assert "runs the configuration in" in doc["errors"][0]["message"]
 
 
+@pytest.mark.seg6(auto=True)
 def test_apply_through_the_daemon_drops_a_removed_node(setup) -> None:
     tb, ha, station = setup
     if "2001:db8:1::110" not in ha.bindings():

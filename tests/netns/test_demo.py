@@ -75,6 +75,7 @@ def assert_clean(prefix: str) -> None:
     assert "mip6ctl" not in _sh("nft", "list", "tables"), "an nftables table in the host"
 
 
+@pytest.mark.seg6(auto=True)
 def test_json_run() -> None:
     t0 = time.monotonic()
     out = subprocess.run(
@@ -164,6 +165,7 @@ class Running:
                 self.proc.wait(timeout=10)
 
 
+@pytest.mark.seg6(auto=True)
 def test_sigint_tears_down() -> None:
     demo = Running("--moves", "50", "--interval", "1", "--no-dashboard")
     demo.wait_line("move 1:", 60)
@@ -183,6 +185,7 @@ def _daemon_pid(prefix: str, node: str) -> int:
     raise AssertionError(f"no {node} daemon process found")
 
 
+@pytest.mark.seg6(auto=True)
 def test_daemon_crash_is_reported_and_cleaned_up() -> None:
     demo = Running("--moves", "50", "--interval", "1", "--no-dashboard")
     demo.wait_line("move 1:", 60)

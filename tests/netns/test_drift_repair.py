@@ -28,9 +28,12 @@ from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
+    ),
+    pytest.mark.seg6(auto=True),
+]
 
 EXAMPLE_MN = REPO / "examples" / "testbed" / "mn"
 HOA = IPv6Address("2001:db8:1::100")

@@ -151,6 +151,7 @@ def status_of(bed: Bed, home: IPv6Address, station: Station | None = None, **bu)
 # --------------------------------------------------------------------------- 1. accepted
 
 
+@pytest.mark.seg6(auto=True)
 def test_accepted_registration(bed: Bed) -> None:
     home = hoa(0x100)
     requested = 1000  # units of 4 s: 4000 s, above the configured 3600
@@ -188,6 +189,7 @@ def test_accepted_registration(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 2. life cycle
 
 
+@pytest.mark.seg6(auto=True)
 def test_refresh_changes_nothing_in_the_kernel(bed: Bed) -> None:
     home = hoa(0x101)
     register(bed, home, seq=1, lifetime=1000)
@@ -208,6 +210,7 @@ def test_refresh_changes_nothing_in_the_kernel(bed: Bed) -> None:
     assert status_of(bed, home, seq=3, flags="H")[MIP6MH_BA].status == 0
 
 
+@pytest.mark.seg6(auto=True)
 def test_move_to_a_new_care_of_address(bed: Bed) -> None:
     home = hoa(0x102)
     register(bed, home, seq=1)
@@ -226,6 +229,7 @@ def test_move_to_a_new_care_of_address(bed: Bed) -> None:
     assert bed.ha.bindings()[str(home)]["care_of_address"] == str(COA2)
 
 
+@pytest.mark.seg6(auto=True)
 def test_deregistration_removes_the_kernel_state(bed: Bed) -> None:
     home = hoa(0x103)
     register(bed, home, seq=1)
@@ -240,6 +244,7 @@ def test_deregistration_removes_the_kernel_state(bed: Bed) -> None:
 @pytest.mark.parametrize(
     ("n", "lifetime"), [(0x110, 0), (0x116, 100)], ids=["lifetime-0", "lifetime-100"]
 )
+@pytest.mark.seg6(auto=True)
 def test_deregistration_from_home(bed: Bed, n: int, lifetime: int) -> None:
     """CoA = HoA, sent from the home link: BA to the home address, no routing header.
 
@@ -287,6 +292,7 @@ def test_rejected_133_deregistration_without_binding(bed: Bed) -> None:
     assert (p[MIP6MH_BA].status, p[MIP6MH_BA].seq) == (133, 5)
 
 
+@pytest.mark.seg6(auto=True)
 def test_sequence_number_window_135(bed: Bed) -> None:
     home = hoa(0x111)
     register(bed, home, seq=15)
@@ -387,6 +393,7 @@ def test_bad_checksum_gets_nothing(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 5. data path
 
 
+@pytest.mark.seg6(auto=True)
 def test_data_path_through_the_tunnel(bed: Bed) -> None:
     home = hoa(0x120)
     register(bed, home)
@@ -417,6 +424,7 @@ def test_data_path_through_the_tunnel(bed: Bed) -> None:
     [(0x121, True), (0x122, False), (0x12F, False)],
     ids=["binding", "spoofed-other-binding", "spoofed-no-binding"],
 )
+@pytest.mark.seg6(auto=True)
 def test_reverse_tunnel(bed: Bed, inner_source: int, arrives: bool) -> None:
     """Outer CoA -> HA, inner HoA -> CN reaches the CN only for the binding's (CoA, HoA) pair.
 
@@ -454,6 +462,7 @@ def test_reverse_tunnel(bed: Bed, inner_source: int, arrives: bool) -> None:
 N_BINDINGS = 1000
 
 
+@pytest.mark.seg6(auto=True)
 def test_kill_9_with_1000_bindings_restarts_hitless(tmp_path: Path) -> None:
     """kill -9 of a home agent holding 1,000 bindings, then a restart.
 

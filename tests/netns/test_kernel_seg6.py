@@ -15,6 +15,8 @@ addressed to the HA itself would need table local there (or End.DX6 with nh6
 
 from __future__ import annotations
 
+import pytest
+
 from mip6ctl.kernel import seg6
 from mip6ctl.kernel.writer import Writer, create
 from mip6ctl.state.objects import Address, Rule
@@ -52,6 +54,7 @@ def _apply(ns: str, ops: list) -> None:
     assert not bad, bad
 
 
+@pytest.mark.seg6
 def test_seg6_encap_red_tunnel_carries_a_ping_both_ways(netns) -> None:
     ha, core, mn, cn = netns("ha"), netns("core"), netns("mn"), netns("cn")
     for ns in (ha, core, mn, cn):

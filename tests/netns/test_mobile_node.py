@@ -234,6 +234,7 @@ def test_starts_at_home(bed: Bed) -> None:
     assert ping(bed.tb, "mn", CN, src=HOA) == 3
 
 
+@pytest.mark.seg6(auto=True)
 @pytest.mark.parametrize("link", ["f1", "f2", "f1", "home"], ids=["f1", "f2", "f1-again", "home"])
 def test_move(bed: Bed, link: str, record_property: Any) -> None:
     tb = bed.tb
@@ -281,6 +282,7 @@ def test_move(bed: Bed, link: str, record_property: Any) -> None:
     assert loss["first_reply_after_move_ms"] is not None, loss
 
 
+@pytest.mark.seg6(auto=True)
 def test_loss_report(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every move was measured (the figures are printed and kept with the test results)."""
     assert len(bed.losses) == 4, bed.losses

@@ -155,6 +155,7 @@ def test_nf_tables_is_available_here() -> None:
     assert nft.nf_tables_missing() is None
 
 
+@pytest.mark.seg6
 def test_reverse_tunnel_source_check(netns) -> None:
     """RFC 6275 §10.4.5 on the seg6 backend: only (care-of, home) pairs of bindings pass.
 

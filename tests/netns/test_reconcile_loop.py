@@ -19,6 +19,8 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mip6ctl.config.loader import load_directory
 from mip6ctl.config.model import Mip6Config
 from mip6ctl.daemon.reconcile_loop import STATIC, ReconcileLoop, binding_key
@@ -147,6 +149,7 @@ def run(
 HOAS = ["2001:db8:1::100", "2001:db8:1::101", "2001:db8:1::102"]
 
 
+@pytest.mark.seg6
 def test_apply_from_scratch_then_reapply_is_a_noop(netns) -> None:
     ns = netns("ha")
     home_link(ns)
@@ -198,6 +201,7 @@ def test_apply_from_scratch_then_reapply_is_a_noop(netns) -> None:
     run(ns, body)
 
 
+@pytest.mark.seg6
 def test_drift_is_repaired_within_a_second(netns) -> None:
     ns = netns("ha")
     home_link(ns)
@@ -231,6 +235,7 @@ def test_drift_is_repaired_within_a_second(netns) -> None:
     run(ns, body)
 
 
+@pytest.mark.seg6
 def test_resync_off_loop_repairs_drift_and_keeps_the_cache_whole(netns) -> None:
     """The periodic resync dumps in a worker thread: same repairs as the blocking one,
     and the loop never sees a half-filled cache meanwhile."""
@@ -265,6 +270,7 @@ def test_resync_off_loop_repairs_drift_and_keeps_the_cache_whole(netns) -> None:
     run(ns, body)
 
 
+@pytest.mark.seg6
 def test_foreign_route_is_a_conflict_and_foreign_objects_survive(netns) -> None:
     ns = netns("ha")
     home_link(ns)
@@ -339,6 +345,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.seg6
 def test_missing_interface_is_retried_with_backoff_until_it_appears(netns, tmp_path) -> None:
     ns = netns("ha")
     home_link(ns)
@@ -381,6 +388,7 @@ def test_missing_interface_is_retried_with_backoff_until_it_appears(netns, tmp_p
     run(ns, body, cfg=cfg, backoff=Backoff(base=0.05, cap=2.0))
 
 
+@pytest.mark.seg6
 def test_removing_a_binding_deletes_exactly_its_objects(netns) -> None:
     ns = netns("ha")
     home_link(ns)

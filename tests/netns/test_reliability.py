@@ -47,6 +47,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HaDaemon, St
                 station.close()
 
 
+@pytest.mark.seg6(auto=True)
 def test_a_flood_of_malformed_packets_is_answered_at_the_configured_rate(bed) -> None:
     ha, station = bed
     # Payload Proto 17 instead of 59 (RFC 6275 §9.2): ICMPv6 Parameter Problem, code 0

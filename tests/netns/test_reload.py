@@ -220,6 +220,7 @@ REFUSED = "reload refused"
 # --------------------------------------------------------------------------- 1. atomic rename
 
 
+@pytest.mark.seg6(auto=True)
 def test_atomic_rename_is_applied_within_one_second(bed: Bed) -> None:
     # changed keys: max_binding_lifetime 3600 -> 1000 s (and the refresh advice below it)
     main = bed.config / "mip6.toml"
@@ -261,6 +262,7 @@ def test_atomic_rename_is_applied_within_one_second(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 2. broken edits
 
 
+@pytest.mark.seg6(auto=True)
 def test_broken_edit_is_refused_and_the_old_generation_keeps_serving(bed: Bed) -> None:
     x = hoa(0x111)
     register(bed, x)
@@ -331,6 +333,7 @@ def raw_request(bed: Bed, line: bytes) -> dict[str, Any]:
     return json.loads(buf)
 
 
+@pytest.mark.seg6(auto=True)
 def test_hostile_files_and_requests_are_refused_with_their_documented_errors(bed: Bed) -> None:
     """Overlapping home prefixes and a deeply nested value are refused reloads (no
     traceback, the generation kept); deep JSON and a wrong type on the control socket
@@ -381,6 +384,7 @@ def test_hostile_files_and_requests_are_refused_with_their_documented_errors(bed
 # --------------------------------------------------------------------------- 3. delete a file
 
 
+@pytest.mark.seg6(auto=True)
 def test_deleting_a_node_file_removes_exactly_its_binding(bed: Bed) -> None:
     x, y = hoa(0x112), hoa(0x113)
     register(bed, x)
@@ -462,6 +466,7 @@ def test_a_thousand_rapid_edits_coalesce(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 5. SIGHUP
 
 
+@pytest.mark.seg6(auto=True)
 def test_sighup(bed: Bed) -> None:
     assert bed.ha.proc is not None
     pid = bed.ha.proc.pid
@@ -510,6 +515,7 @@ def test_sighup(bed: Bed) -> None:
 # --------------------------------------------------------------------------- 6. SIGTERM + restart
 
 
+@pytest.mark.seg6(auto=True)
 def test_sigterm_and_restart_keep_traffic_flowing(bed: Bed) -> None:
     home = hoa(0x110)
     register(bed, home, lifetime=250)
@@ -564,6 +570,7 @@ def scrape(bed: Bed) -> dict[str, float]:
     return out
 
 
+@pytest.mark.seg6(auto=True)
 def test_metrics_endpoint(bed: Bed) -> None:
     register(bed, hoa(0x118))
     m = scrape(bed)
@@ -583,6 +590,7 @@ def test_metrics_endpoint(bed: Bed) -> None:
 # --------------------------------------------------------------------------- refused by the host
 
 
+@pytest.mark.seg6(auto=True)
 def test_a_generation_the_host_cannot_hold_is_refused_and_the_kernel_left_as_it_was(
     bed: Bed,
 ) -> None:

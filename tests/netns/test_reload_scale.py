@@ -83,6 +83,7 @@ def round_trip(f1: Station, hoa: IPv6Address, seq: int) -> tuple[float, int | No
     return ms, (p[MIP6MH_BA].status if p is not None else None)
 
 
+@pytest.mark.seg6(auto=True)
 def test_twenty_thousand_mobile_nodes_reload_while_refreshes_are_answered(bed: Bed) -> None:
     seqs = dict.fromkeys(LISTED, 1)
     for hoa in LISTED:

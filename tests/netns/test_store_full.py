@@ -100,6 +100,7 @@ def wait_for(get: Any, ok: Any, timeout: float = 10.0) -> Any:
         time.sleep(0.1)
 
 
+@pytest.mark.seg6(auto=True)
 def test_full_disk_withholds_the_ba_and_status_reports_it(bed) -> None:
     ha, station = bed
     t0 = time.monotonic()

@@ -218,3 +218,21 @@ def test_manual_tunnel_sas_without_migrate_are_a_warning(tmp_path):
     assert [c["status"] for c in found] == ["warning", "ok"]
     assert "deleted and re-added on every movement" in found[0]["message"]
     assert doctor.ipsec_decisions(caps, cfg)["ipsec_movement"]["choice"] == "delete+re-add"
+
+
+def test_doctor_warns_when_a_home_agent_has_no_tunnel_backend(plain_ha, monkeypatch, capsys):
+    """Neither ip6tnl nor the seg6 lwtunnel (the CI machines' kernel): doctor says the
+    bindings cannot be tunnelled and names both kernel options."""
+    bare = [*HOST, Cap("seg6", False, "ENOTSUP"), Cap("seg6local", False, "ENOTSUP")]
+    _kernel(monkeypatch, bare)
+    assert main(["doctor", "-c", str(plain_ha), "--json"]) == exitcodes.OK
+    doc = json.loads(capsys.readouterr().out)
+    (c,) = [c for c in doc["checks"] if c["check"] == "tunnel"]
+    assert c["status"] == "warning"
+    assert "CONFIG_IPV6_TUNNEL" in c["message"] and "CONFIG_IPV6_SEG6_LWTUNNEL" in c["message"]
+    assert doc["decisions"]["tunnel"]["reason"] == c["message"]
+    # with the seg6 lwtunnel present the same kernel can tunnel: no tunnel check
+    _kernel(monkeypatch, [*HOST, Cap("seg6", True, "ok"), Cap("seg6local", True, "ok")])
+    assert main(["doctor", "-c", str(plain_ha), "--json"]) == exitcodes.OK
+    doc = json.loads(capsys.readouterr().out)
+    assert [c for c in doc["checks"] if c["check"] == "tunnel"] == []
