@@ -2,7 +2,7 @@
 
 The probe runs in a throwaway network namespace, so it needs root (or
 CAP_SYS_ADMIN + CAP_NET_ADMIN) but never changes the host.  pyroute2 is not
-imported at all; rich only when a table is printed.  After the capabilities
+imported at all; rich only for the human answer.  After the capabilities
 it states the decisions `[kernel]`'s "auto" settings lead to on this kernel
 (tunnel backend, signalling transport, home address defence, IPsec: ESP,
 MIGRATE or delete+re-add on movement, sub-policies) and why.  With a
@@ -15,6 +15,7 @@ accepts Binding Updates without IPsec is said plainly.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 
@@ -223,31 +224,128 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0 if ok else 1
 
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="mip6ctl doctor: kernel capabilities", show_lines=True)
-    for col in ("capability", "available", "how detected", "enables", "without it"):
-        table.add_column(col, overflow="fold")
-    marks = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]unknown[/]"}
-    for c in caps:
-        table.add_row(c.name, marks[c.available], c.detail, c.enables, c.fallback)
-    con = console()
-    con.print(table)
-    title = f"decisions for {source}" if source else "decisions with the [kernel] defaults"
-    out = Table(title=title)
-    for col in ("setting", "configured", "in use here", "why"):
-        out.add_column(col, overflow="fold")
-    for name, d in chosen.items():
-        out.add_row(
-            name, escape(d["setting"]), f"[bold]{escape(d['choice'])}[/]", escape(d["reason"])
-        )
-    con.print(out)
-    status_marks = {
-        "ok": "[green]✓ ok[/]",
-        "warning": "[yellow]! warning[/]",
-        "failed": "[red]✗ failed[/]",
-    }
-    for c in found:
-        con.print(f"{status_marks[c['status']]} {c['check']}: {escape(c['message'])}")
+    render(console(), caps, chosen, found, source)
     return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- human output
+#
+# Plain lines, wrapped here to the console's width: the capabilities as a compact list
+# (mark, name, kernel option) each with one note, the decisions as
+# "name (setting): choice — reason" and the checks as "✗ failed name: message", every
+# long text a paragraph with a hanging indent.  A table folds its cells into columns
+# of a dozen characters on an 80-column terminal.
+
+#: (mark, style) per Capability.available
+_CAP_MARKS: dict[bool | None, tuple[str, str]] = {
+    True: ("✓", "green"),
+    False: ("✗", "red"),
+    None: ("?", "yellow"),
+}
+_CHECK_MARKS = {
+    "ok": ("✓ ok", "green"),
+    "warning": ("! warning", "yellow"),
+    "failed": ("✗ failed", "red"),
+}
+#: hanging indent of a paragraph's continuation lines under an item at column 2
+_HANG = 6
+
+
+def _words(text: str, style: str = "") -> list[tuple[str, str]]:
+    return [(w, style) for w in text.split()]
+
+
+def _wrap(tokens: list[tuple[str, str]], width: int, lead: int = 2, hang: int = _HANG) -> list[Any]:
+    """Greedy word wrap of (word, style) tokens into rich Texts no wider than `width`.
+
+    The first line starts after `lead` spaces, the others after `hang`; a word longer
+    than a whole line is cut (nothing is ever wider than `width`).  A token may
+    contain spaces (padding of an aligned column): it is kept whole.
+    """
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    width = max(width, hang + 10)
+    lines: list[Any] = []
+    line, used, empty = Text(" " * lead), lead, True
+    for word, style in tokens:
+        while word:
+            need = cell_len(word) + (0 if empty else 1)
+            if used + need <= width:
+                if not empty:
+                    line.append(" ")
+                line.append(word, style)
+                used, empty = used + need, False
+                break
+            if empty:  # longer than a whole line: cut it
+                room = max(width - used, 1)
+                line.append(word[:room], style)
+                word = word[room:]
+                used, empty = width, False
+            line.rstrip()
+            lines.append(line)
+            line, used, empty = Text(" " * hang), hang, True
+    if not empty:
+        line.rstrip()
+        lines.append(line)
+    return lines
+
+
+def _option(c: Any) -> tuple[str, str]:
+    """(kernel option, what the probe said without it): probe() ends the detail with
+    " [OPTION]"."""
+    m = re.fullmatch(r"(.*?)\s*\[([^\[\]]*)\]", c.detail or "", re.S)
+    if m:
+        return m.group(2), m.group(1)
+    from mip6ctl.kernel.probe import MEANING
+
+    return MEANING.get(c.name, ("-",))[0], c.detail or ""
+
+
+def render(
+    con: Any,
+    caps: list[Any],
+    chosen: dict[str, dict[str, str]],
+    found: list[dict[str, str]],
+    source: str | None,
+) -> None:
+    """The human answer of `mip6ctl doctor`, fitted to `con.width`."""
+    width = con.width
+
+    def out(lines: list[Any]) -> None:
+        for line in lines:
+            con.print(line, soft_wrap=True)
+
+    def heading(text: str) -> None:
+        out(_wrap(_words(text, "bold"), width, lead=0, hang=2))
+
+    heading("mip6ctl doctor: kernel capabilities (✓ available, ✗ missing, ? not probed)")
+    name_width = max((len(c.name) for c in caps), default=0)
+    previous = None
+    for c in caps:
+        mark, style = _CAP_MARKS.get(c.available, _CAP_MARKS[None])
+        option, detail = _option(c)
+        out(_wrap([(mark, style), (c.name.ljust(name_width + 1), "bold"), *_words(option)], width))
+        if c.available:
+            out(_wrap(_words(c.enables, "dim"), width, lead=_HANG))
+            continue
+        out(_wrap([("without it:", "bold"), *_words(c.fallback)], width, lead=_HANG))
+        if detail:
+            said = "as above" if detail == previous else detail
+            out(_wrap([("probe:", "dim"), *_words(said, "dim")], width, lead=_HANG))
+            previous = detail
+
+    con.print()
+    heading(f"decisions for {source}" if source else "decisions with the [kernel] defaults")
+    for name, d in chosen.items():
+        label = name if d["setting"] in ("-", "") else f"{name} ({d['setting']})"
+        tokens = [(f"{label}:", ""), (d["choice"], "bold"), ("—", ""), *_words(d["reason"])]
+        out(_wrap(tokens, width))
+
+    if found:
+        con.print()
+        heading(f"checks of {source}")
+    for c in found:
+        mark, style = _CHECK_MARKS.get(c["status"], (c["status"], "yellow"))
+        tokens = [*_words(mark, style), (f"{c['check']}:", "bold"), *_words(c["message"])]
+        out(_wrap(tokens, width))

@@ -58,7 +58,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("daemon", "run the daemon in the foreground (systemd Type=notify)"),
     "schema": ("schema", "print the JSON Schema of the configuration"),
     "doctor": ("doctor", "kernel capabilities and what they enable"),
+    "confirm": ("generations", "keep a generation applied with --confirm-timeout"),
+    "rollback": ("generations", "go back to an earlier generation (a planned, verified apply)"),
+    "history": ("generations", "the generations the daemon keeps, with their hashes"),
+    "completion": ("completion", "print a shell completion script (bash)"),
 }
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"wants 0 < SECONDS <= 86400, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
         _socket_arg(p)
         if name == "apply":
             p.add_argument("--check", action="store_true", help="dry run: exit 2 if changes")
+            p.add_argument(
+                "--confirm-timeout",
+                metavar="SECONDS",
+                type=_positive_seconds,
+                help="roll back to the running generation unless `mip6ctl confirm` arrives "
+                "within SECONDS (needs the daemon)",
+            )
 
     p = sub.add_parser("status", help=COMMANDS["status"][1])
     _json_arg(p)
     _socket_arg(p)
+    p.add_argument(
+        "--watch",
+        metavar="SECONDS",
+        nargs="?",
+        const=2.0,
+        type=_positive_seconds,
+        help="redraw every SECONDS (default 2) until interrupted; with --json, one "
+        "document per line",
+    )
+
+    p = sub.add_parser("confirm", help=COMMANDS["confirm"][1])
+    _json_arg(p)
+    _socket_arg(p)
+
+    p = sub.add_parser("rollback", help=COMMANDS["rollback"][1])
+    _json_arg(p)
+    _socket_arg(p)
+    p.add_argument(
+        "--to",
+        metavar="GENERATION",
+        type=int,
+        help="generation number from `mip6ctl history` (default: the one before the running one)",
+    )
+
+    p = sub.add_parser("history", help=COMMANDS["history"][1])
+    _json_arg(p)
+    _socket_arg(p)
+
+    p = sub.add_parser("completion", help=COMMANDS["completion"][1])
+    p.add_argument("shell", choices=["bash"], help="the shell to complete for")
 
     p = sub.add_parser("daemon", help=COMMANDS["daemon"][1])
     _config_dir_arg(p)

@@ -64,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
         # The daemon owns the bindings: its plan includes them, and its reload path
         # is the one SIGHUP and the directory watcher use.
         return _through_daemon(args, dry)
+    if getattr(args, "confirm_timeout", None) and not dry:
+        from mip6ctl.cli.output import not_available
+
+        return not_available(
+            command,
+            f"--confirm-timeout needs the running daemon (none answers on {args.socket}): "
+            "something must be there to roll back when no confirmation comes",
+            as_json=args.json,
+        )
     note = STATIC_NOTE
     try:
         return _run(args, gen, dry, note)
@@ -77,15 +86,13 @@ def _through_daemon(args: argparse.Namespace, dry: bool) -> int:
     from mip6ctl.daemon.control import ControlError, call
 
     method = "plan" if dry else "apply"
+    params: dict[str, Any] = {"config_dir": str(Path(args.config_dir).resolve())}
+    if not dry and getattr(args, "confirm_timeout", None):
+        params["confirm_timeout"] = args.confirm_timeout
     try:
-        doc = call(
-            str(args.socket),
-            method,
-            {"config_dir": str(Path(args.config_dir).resolve())},
-            timeout=30.0,
-        )
+        doc = call(str(args.socket), method, params, timeout=30.0)
     except ControlError as e:
-        return _fail(args, f"daemon: {e}")
+        return _fail(args, f"daemon: {e}", kind=e.code or e.kind)
     ok = bool(doc.get("ok"))
     changed = bool(doc.get("changed"))
     if dry:
@@ -134,12 +141,23 @@ def _through_daemon(args: argparse.Namespace, dry: bool) -> int:
         p.line(p(f"✓ applied through the daemon and verified: {tally.replace('to ', '')}", "green"))
     else:
         p.line(p("✗ not applied cleanly (see above)", "red"))
+    pending = doc.get("confirmation") or {}
+    if pending.get("state") == "pending":
+        p.line(
+            p(
+                f"⧗ generation {pending['number']} rolls back to generation "
+                f"{pending['rollback_to']} unless `mip6ctl confirm` comes within "
+                f"{pending['timeout']:g} s",
+                "yellow",
+                "bold",
+            )
+        )
     return rc
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
+def _fail(args: argparse.Namespace, message: str, *, kind: str = "kernel") -> int:
     if args.json:
-        emit_json(args.command, {"ok": False, "errors": [{"kind": "kernel", "message": message}]})
+        emit_json(args.command, {"ok": False, "errors": [{"kind": kind, "message": message}]})
     else:
         sys.stderr.write(f"mip6ctl {args.command}: {message}\n")
     return exitcodes.ERROR

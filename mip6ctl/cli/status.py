@@ -1,4 +1,4 @@
-"""`mip6ctl status [--json]`: ask the running daemon for its status document and show it.
+"""`mip6ctl status [--json] [--watch [SECONDS]]`: ask the running daemon for its status.
 
 Why through the control socket: the binding cache, conditions and counters
 live in the daemon; the CLI only renders the document built by
@@ -11,6 +11,9 @@ or an error answer (JSON: ``{"ok": false, "errors": [{"kind": …}]}`` with kind
 ``NoDaemon`` | ``PermissionDenied`` | ``Timeout`` | ``ProtocolError`` |
 ``RemoteError``).
 
+``--watch [SECONDS]`` (default 2) repeats that every SECONDS until Ctrl-C
+(exit 0): see :func:`watch`.
+
 Start-up cost: only the socket client is imported here; rich is imported
 when a table is printed.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from mip6ctl.cli import exitcodes
@@ -32,28 +36,131 @@ TIMEOUT = 5.0
 _COND_STYLE = {"True": "green", "False": "red", "Unknown": "yellow"}
 
 
-def run(args: argparse.Namespace) -> int:
+def fetch(socket: str) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    """(status document, None) or (None, {"kind", "message"}) when the daemon did not answer."""
     try:
-        doc = call(args.socket, "status", {}, timeout=TIMEOUT)
+        doc = call(socket, "status", {}, timeout=TIMEOUT)
     except ControlError as e:
-        if args.json:
-            emit_json("status", {"ok": False, "errors": [{"kind": e.kind, "message": e.message}]})
-        else:
-            sys.stderr.write(f"mip6ctl status: {e.message}\n")
-        return exitcodes.ERROR
+        return None, {"kind": e.kind, "message": e.message}
     if not isinstance(doc, dict):
-        message = f"the daemon on {args.socket} answered a status that is not an object"
+        message = f"the daemon on {socket} answered a status that is not an object"
+        return None, {"kind": "ProtocolError", "message": message}
+    return doc, None
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", None) is not None:
+        return watch(args)
+    doc, error = fetch(args.socket)
+    if error is not None:
         if args.json:
-            emit_json("status", {"ok": False, "errors": [{"kind": "ProtocolError",
-                                                           "message": message}]})  # fmt: skip
+            emit_json("status", {"ok": False, "errors": [error]})
         else:
-            sys.stderr.write(f"mip6ctl status: {message}\n")
+            sys.stderr.write(f"mip6ctl status: {error['message']}\n")
         return exitcodes.ERROR
+    assert doc is not None
     if args.json:
         emit_json("status", {"ok": True, **doc})
     else:
         render(doc)
     return exitcodes.OK
+
+
+# --------------------------------------------------------------------------- --watch
+
+#: What --watch waits with between frames (tests replace it).
+_sleep = time.sleep
+#: Home and clear the whole screen.
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def _clears_screen() -> bool:
+    """Redraw in place only on a terminal; a pipe or file gets frames one after another."""
+    return sys.stdout.isatty()
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def watch(args: argparse.Namespace) -> int:
+    """`status --watch SECONDS`: a frame every SECONDS until Ctrl-C (then exit 0).
+
+    Human frames are redrawn in place on a terminal, else separated by a blank
+    line; with ``--json`` each frame is one compact JSON document on its own line
+    (JSON Lines), the envelope of ``status --json``.  A daemon that stops
+    answering does not end the watch: the frame shows the error and since when it
+    has been unreachable (JSON: ``"unreachable_since"``, UTC), and the next
+    frame tries again.
+    """
+    import json
+
+    from mip6ctl.cli.output import JSON_VERSION
+
+    interval = float(args.watch)
+    clear = not args.json and _clears_screen()
+    down_since: float | None = None
+    frames = 0
+    try:
+        while True:
+            started = time.monotonic()
+            doc, error = fetch(args.socket)
+            now = time.time()
+            if error is None:
+                down_since = None
+            elif down_since is None:
+                down_since = now
+            if args.json:
+                body: dict[str, Any]
+                if error is None:
+                    body = {"ok": True, **(doc or {})}
+                else:
+                    body = {
+                        "ok": False,
+                        "errors": [error],
+                        "unreachable_since": _utc(down_since or now),
+                    }
+                envelope = {"version": JSON_VERSION, "command": "status", "changed": False, **body}
+                sys.stdout.write(json.dumps(envelope, separators=(",", ":"), default=str) + "\n")
+            else:
+                if clear:
+                    sys.stdout.write(_CLEAR)
+                elif frames:
+                    sys.stdout.write("\n")
+                _frame(args, doc, error, now, down_since)
+            sys.stdout.flush()
+            frames += 1
+            # every SECONDS from the start of a frame; a slow answer shortens the wait
+            _sleep(max(0.0, started + interval - time.monotonic()))
+    except KeyboardInterrupt:
+        if clear:
+            sys.stdout.write("\n")
+        return exitcodes.OK
+
+
+def _frame(
+    args: argparse.Namespace,
+    doc: dict[str, Any] | None,
+    error: dict[str, str] | None,
+    now: float,
+    down_since: float | None,
+) -> None:
+    from mip6ctl.cli.output import console
+
+    con = console()
+    con.print(
+        f"[dim]every {args.watch:g}s · {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}"
+        " · Ctrl-C to stop[/]"
+    )
+    if error is None:
+        render(doc or {})
+        return
+    since = down_since if down_since is not None else now
+    con.print(f"[red]mip6ctl status: {_esc(error['message'])}[/]")
+    con.print(
+        f"unreachable since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))} "
+        f"(for {_duration(now - since)}); trying again every {args.watch:g}s"
+    )
 
 
 # --------------------------------------------------------------------------- human output

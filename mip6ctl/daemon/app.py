@@ -183,6 +183,14 @@ class Daemon:
         from mip6ctl.daemon.status import Acknowledgements
 
         self.acks = Acknowledgements()  # issue 21: status tells acknowledged from pending
+        # issue 19: kept generations, `apply --confirm-timeout`, `rollback`
+        self.history: Any = None
+        self.pending: Any = None  # history.Pending while a change awaits `confirm`
+        self._confirm_task: asyncio.Task[Any] | None = None
+        self.last_rollback: dict[str, Any] | None = None
+        self.confirmed_number = 0  # the kept generation `mip6ctl confirm` last confirmed
+        self._start_source = "start"
+        self._source_hint: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -194,6 +202,7 @@ class Daemon:
                 log.error("configuration: %s", p)
             log.error("refusing to start: the configuration in %s is invalid", self.config_dir)
             return 1
+        self._open_history()
         self.generation_number = 1
         self._set_condition("ConfigValid", True, "Loaded", f"generation {self.gen.digest[:19]}")
         try:
@@ -202,6 +211,7 @@ class Daemon:
             log.error("cannot start: %s", e)
             await self._shutdown()
             return 1
+        self._record_generation(self._start_source)
         sdnotify.ready(self._status_line())
         self._keepalive = sdnotify.keepalive()
         log.info(
@@ -218,11 +228,81 @@ class Daemon:
         assert self.gen is not None
         return self.gen.config
 
+    # ------------------------------------------------------------------ generation history
+
+    def _open_history(self) -> None:
+        """Open the kept generations; undo a change the daemon stopped before confirming.
+
+        A generation applied with ``--confirm-timeout`` whose daemon stopped (crash,
+        restart, power loss) before ``mip6ctl confirm`` was never confirmed: like a
+        NETCONF confirmed commit whose session dropped, it is rolled back before the
+        daemon starts on it.
+        """
+        from mip6ctl.daemon.history import History
+
+        base = self.state_dir if self.state_dir is not None else Path(self.cfg.daemon.state_dir)
+        try:
+            self.history = History(base / "generations")
+            pending = self.history.load_pending()
+        except OSError as e:
+            log.warning("generation history unavailable (%s): no rollback, no history", e)
+            self.history = None
+            return
+        if pending is None:
+            return
+        target = self.history.get(pending.rollback_to)
+        try:
+            if target is None:
+                raise ValueError(f"generation {pending.rollback_to} is no longer kept")
+            self.history.restore_files(target, self.config_dir)
+            self.gen = load_directory(self.config_dir)
+        except (OSError, ValueError, ConfigError) as e:
+            log.error(
+                "generation %d was never confirmed, but rolling back failed (%s): "
+                "starting on the files as they are",
+                pending.number,
+                e,
+            )
+        else:
+            log.warning(
+                "generation %d was applied with --confirm-timeout and the daemon stopped "
+                "before it was confirmed: rolled back to generation %d",
+                pending.number,
+                target.number,
+            )
+            self.last_rollback = {
+                "from": pending.number,
+                "to": target.number,
+                "reason": "daemon stopped before confirmation",
+                "at": time.time(),
+            }
+            self._start_source = "rollback"
+        self.history.save_pending(None)
+
+    def _record_generation(self, source: str) -> Any:
+        """Keep the running generation (once per digest change) for `history`/`rollback`."""
+        if self.history is None or self.gen is None:
+            return None
+        last = self.history.records[-1] if self.history.records else None
+        if last is not None and last.digest == self.gen.digest and source == "start":
+            return last  # restarted on what already ran last
+        try:
+            return self.history.record(self.gen.digest, self.gen.files, source)
+        except OSError as e:
+            log.warning("generation history: cannot keep generation %s: %s", self.gen.digest, e)
+            return None
+
     async def _start(self) -> None:
         from mip6ctl.daemon.control import ControlServer
         from mip6ctl.daemon.persistence import BindingStore, WriteBehind, binding_cache_path
         from mip6ctl.daemon.reconcile_loop import ReconcileLoop
-        from mip6ctl.daemon.rpc import rpc_apply, rpc_plan
+        from mip6ctl.daemon.rpc import (
+            rpc_apply,
+            rpc_confirm,
+            rpc_history,
+            rpc_plan,
+            rpc_rollback,
+        )
         from mip6ctl.kernel.executor import Executor
         from mip6ctl.kernel.observer import Observer
         from mip6ctl.kernel.probe import probe
@@ -344,6 +424,9 @@ class Daemon:
         self.control.register("reload", self._rpc_reload)
         self.control.register("plan", lambda params: rpc_plan(self, params))
         self.control.register("apply", lambda params: rpc_apply(self, params))
+        self.control.register("confirm", lambda params: rpc_confirm(self, params))
+        self.control.register("rollback", lambda params: rpc_rollback(self, params))
+        self.control.register("history", lambda params: rpc_history(self, params))
         await self.control.start()
         if mobile:
             from mip6ctl.daemon.mobile import MobileNodeController
@@ -431,10 +514,16 @@ class Daemon:
     def _reload_soon(self) -> None:
         self._spawn(self.reload())
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self, source: str = "reload") -> dict[str, Any]:
         """Load the directory again; apply it whole, or keep the last good generation."""
         async with self._reload_lock:
             result = await self._reload()
+            if result.get("applied"):
+                # a rollback's restored files may reach the watcher first: still a rollback
+                source, self._source_hint = self._source_hint or source, None
+                rec = self._record_generation(source)
+                if rec is not None:
+                    result["history_number"] = rec.number
         sdnotify.status(self._status_line())
         return result
 
@@ -1007,7 +1096,7 @@ class Daemon:
         if self.engine.ro is not None:
             ro_bul, rr_rows = self.engine.ro.status(now)
             bul += ro_bul
-        return build_status(
+        doc = build_status(
             str(self.cfg.node.role),
             self.cfg,
             GenerationInfo(
@@ -1030,6 +1119,23 @@ class Daemon:
             if getattr(self, "ike", None) is not None
             else self._ipsec_rows(),
         )
+        doc["confirmation"] = self.confirmation_status()
+        return doc
+
+    def confirmation_status(self) -> dict[str, Any]:
+        """`apply --confirm-timeout` as status shows it: pending (with seconds left) or not."""
+        h = self.history
+        out: dict[str, Any] = {
+            "history_number": h.records[-1].number if h is not None and h.records else None,
+            "pending": None,
+            "last_rollback": self.last_rollback,
+        }
+        if self.pending is not None:
+            out["pending"] = {
+                **self.pending.as_dict(),
+                "seconds_left": round(max(0.0, self.pending.deadline - time.time()), 1),
+            }
+        return out
 
     def _counters(self, loop_status: dict[str, Any] | None) -> dict[str, Any]:
         """The status counters: the daemon's, the engine's (§9.5.5 BRRs, §11.8 held BUs,

@@ -312,6 +312,11 @@ class ReconcileLoop:
         self._retired: dict[str, tuple] = {}
         #: binding objects whose key does not name their binding (ip6tnl devices)
         self._extra_owner: dict[tuple, Key] = {}
+        # Sysctls carry no mark and are never "deleted": the value each had before this
+        # daemon first changed it, and the ones a generation no longer wants, to put back
+        # (a rollback must leave the kernel as it found it).
+        self._sysctl_found: dict[str, str] = {}
+        self._sysctl_restore: dict[str, str] = {}
         # Objects several bindings render (an ip6tnl device per care-of address is
         # shared by every binding with that care-of address): key -> the bindings
         # rendering it, so that one binding going away never deletes it under another.
@@ -375,8 +380,7 @@ class ReconcileLoop:
         self._facts = facts or self._facts
         self.generation = generation
         self._static = render_static(cfg, self._caps, self._facts)
-        if hasattr(self.observer, "sysctl_paths"):
-            self.observer.sysctl_paths = {k[1] for k in self._static.objects if k[0] == "sysctl"}
+        self._with_sysctl_restores()
         inputs = self._binding_inputs()
         if inputs != self._inputs:
             self._inputs = inputs
@@ -1200,9 +1204,46 @@ class ReconcileLoop:
             self._facts,
         )
 
+    def _with_sysctl_restores(self) -> None:
+        """Add to static state the original value of each sysctl it stopped wanting."""
+        wanted = {k[1] for k in self._static.objects if k[0] == "sysctl"}
+        for path in [p for p in self._sysctl_found if p not in wanted]:
+            self._sysctl_restore[path] = self._sysctl_found.pop(path)
+        for path in wanted:
+            self._sysctl_restore.pop(path, None)
+        origin = Origin("config", "restore the value found before")
+        for path, value in self._sysctl_restore.items():
+            obj = Sysctl(path, value)
+            self._static.objects[obj.key] = obj
+            self._static.origins[obj.key] = origin
+        paths = wanted | set(self._sysctl_restore)
+        if hasattr(self.observer, "watch_sysctls"):
+            self.observer.watch_sysctls(paths)
+        elif hasattr(self.observer, "sysctl_paths"):
+            self.observer.sysctl_paths = paths
+
+    def _note_sysctls(self, plan: Plan) -> None:
+        """Remember what a sysctl was before our first write; forget finished restores."""
+        for c in plan.changes:
+            if c.key[0] != "sysctl" or c.observed is None or c.desired is None:
+                continue
+            path = c.key[1]
+            if path not in self._sysctl_restore:
+                self._sysctl_found.setdefault(path, c.observed.value)
+
+    def _restores_done(self) -> None:
+        for path, value in list(self._sysctl_restore.items()):
+            seen = self.observer.owned.get(("sysctl", path))
+            if seen is not None and getattr(seen, "value", None) == value:
+                del self._sysctl_restore[path]
+                self._static.objects.pop(("sysctl", path), None)
+                self._static.origins.pop(("sysctl", path), None)
+
     def _desired_for(self, key: Key) -> tuple[Desired, set[tuple]]:
         """The desired objects of `key` and the object keys its plan may touch."""
         if key == STATIC:
+            if self._sysctl_restore:
+                self._restores_done()
             d = self._static
             scope = set(d.objects)
             owned = self.observer.owned
@@ -1280,6 +1321,7 @@ class ReconcileLoop:
             if d.problems:
                 problems[key] = list(d.problems)
         plan = self.reconciler.plan(union, scope=owner.keys())
+        self._note_sysctls(plan)
         report = (
             self.reconciler.apply(plan, union, group=lambda k: owner.get(k, STATIC))
             if plan.changes

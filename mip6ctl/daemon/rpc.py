@@ -134,14 +134,23 @@ async def rpc_plan(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-async def rpc_apply(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+async def rpc_apply(
+    daemon: Any, params: dict[str, Any], *, source: str = "apply"
+) -> dict[str, Any]:
+    from mip6ctl.daemon import confirmation
+
     _same_dir(daemon, params)
+    timeout = params.get("confirm_timeout") or 0
+    number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not number or not 0 <= timeout <= 86400:
+        raise MethodError("InvalidParams", "params.confirm_timeout must be 0..86400 seconds")
     try:
         gen, desired, before = candidate_plan(daemon)
     except ConfigError as e:
         return _invalid(e)
+    undo = confirmation.undo_point(daemon, gen.digest) if timeout else None
     doc = plan_doc(daemon, gen, desired, before)
-    result = await daemon.reload()
+    result = await daemon.reload(source)
     loop = daemon.loop
     static = await loop.wait_reconciled(("static",), APPLY_TIMEOUT)
     # Read the kernel back: what still differs from the desired state is a failure.
@@ -164,4 +173,33 @@ async def rpc_apply(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
         )
     doc["ok"] = not doc["errors"] and not remaining
     doc["changed"] = bool(result.get("applied")) and not before.empty
+    if timeout:
+        # applied now, or already by the hot reload (undo_point found the change)
+        pending = confirmation.arm(daemon, undo, float(timeout)) if undo is not None else None
+        doc["confirmation"] = (
+            {"state": "pending", **pending.as_dict()}
+            if pending is not None
+            else {"state": "not-needed", "reason": "nothing changed: nothing to confirm"}
+        )
     return doc
+
+
+async def rpc_confirm(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+    from mip6ctl.daemon import confirmation
+
+    return confirmation.confirm(daemon)
+
+
+async def rpc_rollback(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+    from mip6ctl.daemon import confirmation
+
+    to = param(params, "to", int, 0)
+    if isinstance(to, bool) or to < 0:
+        raise MethodError("InvalidParams", "params.to must be a generation number")
+    return await confirmation.rollback(daemon, to or None, reason="mip6ctl rollback")
+
+
+async def rpc_history(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
+    from mip6ctl.daemon import confirmation
+
+    return confirmation.history_doc(daemon)

@@ -584,6 +584,14 @@ class Observer:
             core.needs_resync = True
         return self.install(core)
 
+    def watch_sysctls(self, paths: set[str]) -> None:
+        """Watch these sysctls from now on; read the new ones at once, so a plan made
+        before the next resync sees their values (and what they were before us)."""
+        new = paths - self.sysctl_paths
+        self.sysctl_paths = set(paths)
+        if new and self._synced:
+            self._read_sysctls()
+
     def _read_sysctls(self) -> None:
         """Read watched sysctls through descriptors opened in the observer's namespace
         (/proc/sys resolves names in the namespace of whoever opens the file)."""

@@ -20,9 +20,11 @@ def test_help_lists_the_contract(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for name in ("validate", "diff", "apply", "status", "daemon", "schema", "doctor"):
+    names = {"validate", "diff", "apply", "status", "daemon", "schema", "doctor"}
+    names |= {"confirm", "rollback", "history", "completion"}  # issue 19
+    for name in names:
         assert name in out
-    assert set(COMMANDS) == {"validate", "diff", "apply", "status", "daemon", "schema", "doctor"}
+    assert set(COMMANDS) == names
 
 
 def test_usage_error_is_not_exit_2(capsys):
