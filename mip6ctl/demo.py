@@ -244,7 +244,8 @@ class PingStream:
     def lost_between(self, t0: float, seq_end: int) -> int:
         """Requests sent from ``t0`` up to (not including) ``seq_end`` without a reply."""
         with self.lock:
-            return sum(1 for s in range(seq_end) if self.sent[s] >= t0 and s not in self.replies)
+            end = min(seq_end, len(self.sent))  # "all of them" is passed as a huge number
+            return sum(1 for s in range(end) if self.sent[s] >= t0 and s not in self.replies)
 
     def counts(self, settle: float = 0.3) -> tuple[int, int]:
         """(sent, received), leaving out the last ``settle`` s (replies may be in flight)."""

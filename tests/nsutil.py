@@ -34,6 +34,12 @@ def missing_capability() -> str | None:
     return None
 
 
+#: How much longer a test waits for daemons under emulation (the vm tier runs
+#: Python ~5-20x slower); a wait that only bounds a hang, not a measured figure.
+SLOWDOWN = float(
+    os.environ.get("MIP6_TEST_SLOWDOWN") or (6 if os.environ.get("MIP6_VM_GUEST") else 1)
+)
+
 _KERNEL_FEATURES: dict[str, str | None] = {}
 
 #: How each feature is tried, inside a throwaway namespace (never on the host's

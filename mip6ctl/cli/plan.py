@@ -115,6 +115,8 @@ def _through_daemon(args: argparse.Namespace, dry: bool) -> int:
         res = c.get("result")
         tail = "" if res is None else "  " + (p(res, "green") if res == "ok" else p(res, "red"))
         p.line(f"{sign[c['action']]} {c['summary']}{why}{tail}")
+    for key in doc.get("restart_required", []):
+        p.line(p(f"! {key}: read only at start: takes effect after a daemon restart", "yellow"))
     for e in doc.get("errors", []):
         where = f"{e['file']}:{e['line']}: {e['key']}: " if e.get("file") else ""
         p.line(p(f"! {where}{e['message']}", "red"))

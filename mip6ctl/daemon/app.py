@@ -203,6 +203,7 @@ class Daemon:
             log.error("refusing to start: the configuration in %s is invalid", self.config_dir)
             return 1
         self._open_history()
+        self.started_cfg = self.cfg  # what restart-only settings are in effect
         self.generation_number = 1
         self._set_condition("ConfigValid", True, "Loaded", f"generation {self.gen.digest[:19]}")
         try:

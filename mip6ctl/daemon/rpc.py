@@ -104,7 +104,14 @@ def plan_doc(daemon: Any, gen: Any, desired: Desired, plan: Plan) -> dict[str, A
         }
         for c in plan.conflicts
     ] + [{"kind": "render", "message": m} for m in desired.problems]
+    from mip6ctl.config.restart import restart_only_changes
+
     return {
+        # settings read only at start that differ from what this process started with
+        # (a hot reload took the file, not the setting)
+        "restart_required": restart_only_changes(daemon.started_cfg, gen.config)
+        if daemon.gen
+        else [],
         "mode": "daemon",
         "note": "planned by the running daemon: includes its live bindings",
         "generation": gen.digest,

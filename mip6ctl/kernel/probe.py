@@ -202,10 +202,25 @@ def probe(*, timeout: float = 30.0) -> list[Capability]:
     except (OSError, TimeoutError) as e:
         found = {"_namespace": (None, f"cannot create a throwaway namespace: {e}")}
     caps = []
+    denied = denied_capabilities()
     for name, (option, enables, fallback) in MEANING.items():
         available, detail = found.get(name, (None, _missing_reason(found)))
+        if name in denied and available:
+            available, detail = False, f"present, but hidden by {DENY_ENV}"
         caps.append(Capability(name, available, f"{detail} [{option}]", enables, fallback))
     return caps
+
+
+#: Capabilities to report missing although the kernel has them (comma-separated
+#: names of MEANING): to run a daemon as it would run on a smaller kernel — e.g.
+#: userspace signalling on a kernel with CONFIG_IPV6_MIP6 built in, which no
+#: module blacklist can hide. The vm tier's host profile sets it.
+DENY_ENV = "MIP6CTL_PROBE_DENY"
+
+
+def denied_capabilities() -> frozenset[str]:
+    raw = os.environ.get(DENY_ENV, "")
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
 
 
 def _missing_reason(found: dict[str, tuple[bool | None, str]]) -> str:
@@ -394,6 +409,8 @@ def kernel_mip6_missing() -> str | None:
     """
     from mip6ctl.wire.exthdr import encode_type2_routing_header
 
+    if "mip6" in denied_capabilities():
+        return f"CONFIG_IPV6_MIP6 hidden by {DENY_ENV}"
     try:
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
     except PermissionError:

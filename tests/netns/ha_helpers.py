@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from mip6ctl.testbed import Testbed
 from mip6ctl.testbed.process import stop_process, tail_lines
+from tests import nsutil
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.compat import raw  # noqa: E402
@@ -237,6 +238,7 @@ class HaDaemon:
     def start(self, timeout: float = 20.0) -> HaDaemon:
         with open(self.log, "ab") as log:
             self.proc = self.tb.exec(self.node, self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        timeout *= nsutil.SLOWDOWN
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

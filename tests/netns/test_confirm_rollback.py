@@ -211,3 +211,16 @@ def test_a_daemon_that_dies_before_the_confirmation_rolls_back_when_it_starts(ha
     while kernel(tb, sysctls=False) != before_objects and time.monotonic() < deadline:
         time.sleep(0.1)
     assert kernel(tb, sysctls=False) == before_objects
+
+
+def test_diff_names_the_settings_that_need_a_restart(ha) -> None:
+    """A restart-only setting (here `[kernel] signalling`) shows in `diff` whether or not
+    the hot reload already took the file: it is not in effect until a restart."""
+    tb, d = ha
+    edit(d, 'signalling = "auto"', 'signalling = "userspace"')
+    rc, doc = cli(tb, d, "diff")
+    assert rc == 0, doc
+    assert doc["restart_required"] == ["kernel.signalling"], doc
+    time.sleep(2.0)  # the watcher has reloaded by now: still pending a restart
+    rc, doc = cli(tb, d, "diff")
+    assert doc["restart_required"] == ["kernel.signalling"], doc
