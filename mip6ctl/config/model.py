@@ -173,6 +173,13 @@ class DaemonSection(_Section):
     metrics: MetricsSection = Field(
         default_factory=MetricsSection, description="Prometheus metrics endpoint"
     )
+    keep_generations: int = Field(
+        default=10,
+        ge=2,
+        le=1000,
+        description="configuration generations kept under state_dir/generations for "
+        "`mip6ctl history` and `rollback` (files and hashes; key files are not copied)",
+    )
 
 
 class LogSection(_Section):

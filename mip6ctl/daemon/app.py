@@ -243,7 +243,7 @@ class Daemon:
 
         base = self.state_dir if self.state_dir is not None else Path(self.cfg.daemon.state_dir)
         try:
-            self.history = History(base / "generations")
+            self.history = History(base / "generations", keep=self.cfg.daemon.keep_generations)
             pending = self.history.load_pending()
         except OSError as e:
             log.warning("generation history unavailable (%s): no rollback, no history", e)
@@ -284,6 +284,7 @@ class Daemon:
         """Keep the running generation (once per digest change) for `history`/`rollback`."""
         if self.history is None or self.gen is None:
             return None
+        self.history.keep = self.cfg.daemon.keep_generations  # hot: applies from this one
         last = self.history.records[-1] if self.history.records else None
         if last is not None and last.digest == self.gen.digest and source == "start":
             return last  # restarted on what already ran last
