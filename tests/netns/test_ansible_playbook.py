@@ -1,10 +1,13 @@
 """examples/ansible/site.yml: check mode, converge, idempotence, removing a mobile node.
 
 Runs the playbook with ansible-core against this machine (`-i localhost, -c
-local`), with the configuration directory in the test's tmp dir and mip6ctl
-running inside a test namespace (`ip netns exec NS mip6ctl ...`), so neither
-/etc/mip6 nor the host's kernel state is touched.  ansible-core is slow to
-start (several seconds a run), so one test does all four runs in order.
+local`) inside a test namespace (`ip netns exec NS ansible-playbook ...`), with
+the configuration directory and the control socket in the test's tmp dir, so
+neither /etc/mip6 nor the host's kernel state is touched.  The playbook's
+modules come from the collection in this source tree
+(ansible_collections/mip6/mip6ctl; tests/netns/test_ansible_collection.py
+builds and installs it).  ansible-core is slow to start (several seconds a
+run), so one test does all four runs in order.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "examples" / "ansible" / "site.yml"
+COLLECTIONS = REPO  # holds ansible_collections/mip6/mip6ctl
 RUN_TIMEOUT = 300  # seconds per ansible-playbook run; a run takes ~10 s
 APPLY_TASK = "Converge the kernel (mip6ctl apply)"
 
@@ -80,7 +83,7 @@ class Playbook:
         self.ns = ns
         self.tmp = tmp
         self.config_dir = tmp / "etc-mip6"
-        self.staging_parent = tmp / "tmp"  # TMPDIR of the modules: the staging dir goes here
+        self.staging_parent = tmp / "tmp"  # TMPDIR of the modules: nothing may stay here
         self.staging_parent.mkdir()
         (tmp / "ansible.cfg").write_text("")  # read instead of /etc/ansible or ~/.ansible.cfg
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
@@ -92,6 +95,8 @@ class Playbook:
             ANSIBLE_HOME=str(tmp / "ansible-home"),
             ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"),
             ANSIBLE_REMOTE_TEMP=str(tmp / "ansible-remote"),
+            ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+            ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="0",
             ANSIBLE_PYTHON_INTERPRETER=sys.executable,
             ANSIBLE_NOCOWS="1",
             ANSIBLE_NOCOLOR="1",
@@ -104,7 +109,9 @@ class Playbook:
         self.vars = {
             "mip6_hosts": "localhost",
             "mip6_config_dir": str(self.config_dir),
-            "mip6ctl_command": shlex.join(["ip", "netns", "exec", ns, mip6ctl]),
+            "mip6ctl_path": mip6ctl,
+            # no daemon runs in this test: a socket nothing listens on, never the host's
+            "mip6_control_socket": str(tmp / "control.sock"),
             "mip6_kernel": {"tunnel": "auto", "signalling": "auto"},
             "mip6_ha": {
                 "interfaces": ["home0"],
@@ -118,6 +125,11 @@ class Playbook:
         vars_file = self.tmp / "vars.json"
         vars_file.write_text(json.dumps(self.vars, indent=2))
         cmd = [
+            # the modules run here (-c local) and so does the mip6ctl they call
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
             self.executable,
             "-i",
             "localhost,",
@@ -140,6 +152,9 @@ class Playbook:
         )
         run = Run(p.returncode, p.stdout + p.stderr)
         leftovers = list(self.staging_parent.iterdir())
+        assert leftovers == [], f"staging directory left behind: {leftovers}"
+        # mip6.mip6ctl.config stages next to the configuration directory
+        leftovers = list(self.tmp.glob(f".{self.config_dir.name}.staging-*"))
         assert leftovers == [], f"staging directory left behind: {leftovers}"
         return run
 
