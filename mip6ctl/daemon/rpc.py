@@ -73,8 +73,9 @@ def _kept_bindings(daemon: Any, cfg: Mip6Config) -> list[Binding]:
     return kept_home_registrations(cfg.ha, daemon.engine.cache)
 
 
-def candidate_plan(daemon: Any) -> tuple[Any, Desired, Plan]:
-    gen = load_directory(daemon.config_dir)
+def candidate_plan(daemon: Any, directory: Path | None = None) -> tuple[Any, Desired, Plan]:
+    """Plan `directory` (default: the daemon's own) against the kernel and live bindings."""
+    gen = load_directory(directory or daemon.config_dir)
     cfg = gen.config
     loop = daemon.loop
     # everything the loop renders: kept home registrations, correspondent bindings
@@ -130,12 +131,21 @@ def _invalid(e: ConfigError) -> dict[str, Any]:
 
 
 async def rpc_plan(daemon: Any, params: dict[str, Any]) -> dict[str, Any]:
-    _same_dir(daemon, params)
+    # Planning another directory (a staged copy: Ansible's check and diff mode) is
+    # safe: nothing is applied. `apply` of another directory stays refused.
+    wanted = _config_dir_param(params)
+    other = wanted if wanted is not None and wanted != daemon.config_dir.resolve() else None
     try:
-        gen, desired, plan = candidate_plan(daemon)
+        gen, desired, plan = candidate_plan(daemon, other)
     except ConfigError as e:
         return _invalid(e)
     doc = plan_doc(daemon, gen, desired, plan)
+    if other is not None:
+        doc["note"] = (
+            f"candidate {other} planned by the running daemon (it runs {daemon.config_dir}): "
+            "includes its live bindings; apply by installing the files there"
+        )
+        doc["candidate_dir"] = str(other)
     doc["ok"] = not doc["errors"]
     doc["changed"] = not plan.empty
     return doc

@@ -465,9 +465,9 @@ def test_config_apply_info_against_a_daemon(plays: Plays) -> None:
         assert (plays.config_dir / "keys" / "README").is_file()
         assert {oct((plays.config_dir / n).stat().st_mode & 0o7777) for n in V2} == {"0o644"}
         assert plays.staging_leftovers() == []
-        # a daemon answered, but it cannot plan staged files: the static plan, said so
-        assert cfg["plan_document"]["mode"] == "static"
-        assert "plans only the files installed" in cfg["plan_document"]["note"]
+        # a daemon answered: it planned the staged files with its live bindings
+        assert cfg["plan_document"]["mode"] == "daemon", cfg["plan_document"]
+        assert "candidate" in cfg["plan_document"]["note"]
         assert f"create rule 1001 {rule2}" in _summaries(cfg["plan"])
         # the daemon reloaded by itself: the generation config returned
         assert cfg["generation"] != v1_generation

@@ -4,6 +4,7 @@ includes its live bindings (issue 5)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,12 +62,22 @@ def test_diff_through_the_daemon_includes_live_bindings(setup) -> None:
     assert "live bindings" in doc["note"]
 
 
-def test_diff_refuses_another_directory(setup, tmp_path) -> None:
+def test_another_directory_is_planned_but_never_applied(setup, tmp_path) -> None:
+    """A staged copy (Ansible's check/diff mode) is planned by the daemon with its live
+    bindings; applying it is refused: the daemon runs its own directory."""
     tb, ha, _ = setup
     other = tmp_path / "other"
-    other.mkdir()
-    (other / "x.toml").write_text('[node]\nrole = "cn"\n')
+    shutil.copytree(ha.config, other)
+    (other / "60-mn-111.toml").write_text(NODE_FILE.replace("::110", "::111"))
+    (other / "mip6.toml").write_text(
+        (other / "mip6.toml").read_text().replace('signalling = "auto"', 'signalling = "kernel"')
+    )
     rc, doc = mip6ctl(tb, ha, "diff", config=other)
+    assert rc in (0, 2), doc
+    assert doc["mode"] == "daemon" and doc["candidate_dir"] == str(other.resolve()), doc
+    assert doc["restart_required"] == ["kernel.signalling"], doc
+    assert doc["generation"] != doc["running_generation"]
+    rc, doc = mip6ctl(tb, ha, "apply", config=other)
     assert rc == 1
     assert "runs the configuration in" in doc["errors"][0]["message"]
 

@@ -442,11 +442,17 @@ def kernel_plan(module, exe, directory, staged, same_files):
                 "static plan of the files instead (bindings not included)"
             )
         else:
+            # the daemon plans a staged copy with its live bindings (never applies it)
+            rc, doc, out, err = run_mip6ctl(
+                module, [exe, "diff", "-c", staged, "--socket", sock, "--json"]
+            )
+            if doc is not None and doc.get("ok") and doc.get("mode") == "daemon":
+                return doc, "mip6ctl diff of the staged files, through the daemon", None
+            why = "; ".join(e.get("message", "") for e in (doc or {}).get("errors", []))
             note = (
-                f"the daemon on {sock} plans only the files installed in its directory, "
-                "not staged ones: this is the static plan of the new files (what they "
-                "require of the kernel; binding objects are not included). Once installed, "
-                "the daemon reloads them by itself"
+                f"the daemon on {sock} did not plan the staged files ({why or err.strip()}): "
+                "static plan of the new files instead (binding objects not included). Once "
+                "installed, the daemon reloads them by itself"
             )
     else:
         note = None
