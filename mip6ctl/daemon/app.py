@@ -335,7 +335,7 @@ class Daemon:
         if no_tunnel:
             log.error("%s", no_tunnel)
         self._set_condition(
-            "TunnelBackendAvailable",
+            "DataPathAvailable",
             not no_tunnel,
             "BackendMissing" if no_tunnel else self.caps.tunnel,
             no_tunnel or "",

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import REPO
 
 pytestmark = [
@@ -82,7 +83,7 @@ def test_json_run() -> None:
         [*DEMO, "--moves", "3", "--interval", "2", "--json", "--no-dashboard"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * nsutil.SLOWDOWN,
         cwd=REPO,
     )
     took = time.monotonic() - t0
@@ -132,6 +133,7 @@ class Running:
             self.lines.put(line)
 
     def wait_line(self, text: str, timeout: float) -> None:
+        timeout *= nsutil.SLOWDOWN  # the vm tier's guest runs the demo ~5x slower
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -145,6 +147,7 @@ class Running:
         raise AssertionError(f"{text!r} not printed in {timeout} s:\n{''.join(self.seen)}")
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        timeout *= nsutil.SLOWDOWN
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

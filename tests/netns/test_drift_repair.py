@@ -177,10 +177,13 @@ def _removed_and_restored(
     before = drift_repairs(d)
     t0 = time.monotonic()
     nsutil.run(*_argv(bed, argv), ns=bed.tb.ns(d.node))
-    wait(f"{what}: the drift seen and repaired", lambda: drift_repairs(d) > before, 1.0, bed)
-    wait(f"{what} restored", lambda: back(bed), 1.0, bed)
+    # the 1-second goal, on the kernel these tests were written for; under emulation
+    # (the vm tier, Python ~20x slower) the mechanism is checked with a scaled bound
+    bound = 1.0 * nsutil.SLOWDOWN
+    wait(f"{what}: the drift seen and repaired", lambda: drift_repairs(d) > before, bound, bed)
+    wait(f"{what} restored", lambda: back(bed), bound, bed)
     took = time.monotonic() - t0
-    assert took < 1.0, took
+    assert took < bound, took
     print(f"\n{what}: restored in {took * 1000:.0f} ms")
 
 

@@ -115,6 +115,7 @@ def run(
     timeout: float = 30.0,
 ) -> None:
     """Run `body` with a started loop in a thread inside `ns`; re-raise its failure."""
+    timeout *= nsutil.SLOWDOWN  # the vm tier runs Python ~20x slower
     box: dict[str, BaseException] = {}
 
     async def main() -> None:

@@ -34,6 +34,7 @@ from scapy.layers.inet6 import MIP6MH_BA, IPv6
 from mip6ctl.config.loader import load_directory
 from mip6ctl.testbed import Testbed
 from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import (
     ROUTE_TABLE,
     HaDaemon,
@@ -516,6 +517,11 @@ def test_sighup(bed: Bed) -> None:
 
 
 @pytest.mark.seg6(auto=True)
+@pytest.mark.skipif(
+    nsutil.EMULATED,
+    reason="a figure (no loss across a restart at 100 pings/s)"
+    " is not meaningful under emulation (qemu without KVM)",
+)
 def test_sigterm_and_restart_keep_traffic_flowing(bed: Bed) -> None:
     home = hoa(0x110)
     register(bed, home, lifetime=250)

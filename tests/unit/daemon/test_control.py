@@ -436,7 +436,13 @@ def test_plan_with_good_params_still_answers(tmp_path: Path, quiet) -> None:
         line = json.dumps({"id": 1, "method": "plan", "params": params}).encode()
         answer = asyncio.run(server.handle_line(line))
         assert answer["result"]["ok"] is False  # the empty directory is not a configuration
+    # another directory is planned (a staged copy), not refused: here it does not exist
     line = json.dumps({"id": 2, "method": "plan", "params": {"config_dir": "/elsewhere"}})
+    answer = asyncio.run(server.handle_line(line.encode()))
+    assert answer["result"]["ok"] is False, answer
+    assert "does not exist" in answer["result"]["errors"][0]["message"], answer
+    # applying another directory stays refused
+    line = json.dumps({"id": 3, "method": "apply", "params": {"config_dir": "/elsewhere"}})
     answer = asyncio.run(server.handle_line(line.encode()))
     assert answer["error"]["code"] == "WrongConfigDir"
 
