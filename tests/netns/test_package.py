@@ -31,6 +31,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ def test_control_fields(deb: tuple[Path, float]) -> None:
     assert re.search(r"^Installed-Size: \d+$", fields, re.M)
     assert re.search(r"^Description: .+\n( .+\n)+", fields, re.M)
     info = _run(["dpkg-deb", "--info", path, "conffiles"]).stdout
-    assert info.split() == ["/etc/mip6/README"]
+    assert info.split() == ["/etc/mip6/README", "/etc/mip6/mip6.toml.example"]
     for script in ("postinst", "prerm", "postrm"):
         text = _run(["dpkg-deb", "--info", path, script]).stdout
         assert text.startswith("#!/bin/sh\n"), script
@@ -183,6 +184,7 @@ EXPECTED = (
     "/usr/share/man/man5/mip6.toml.5.gz",
     "/etc/mip6",
     "/etc/mip6/README",
+    "/etc/mip6/mip6.toml.example",
     "/var/lib/mip6",
     "/usr/share/doc/mip6ctl/copyright",
     "/usr/share/doc/mip6ctl/changelog.Debian.gz",
@@ -269,7 +271,8 @@ def test_bytecode_matches_the_sources(root: Path) -> None:
 
 
 def test_no_configuration_is_shipped(root: Path) -> None:
-    # the chosen default: /etc/mip6 has only README, so validate (and the daemon) refuse
+    # the chosen default: /etc/mip6 has README and mip6.toml.example (not *.toml), so
+    # validate (and the daemon) refuse
     r = in_root(root, ["/usr/bin/mip6ctl", "validate", "-c", f"{root}/etc/mip6", "--json"])
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
@@ -471,3 +474,48 @@ def test_reinstall_remove_purge(deb: tuple[Path, float], tmp_path: Path) -> None
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert Path("/var/lib/mip6").exists() == host_state
+
+
+def test_the_wheel_installs_with_pipx(deb: tuple[Path, float], tmp_path: Path) -> None:
+    """`pipx install mip6ctl-*.whl` gives a working `mip6ctl` (pipx from PyPI, into a
+    virtual environment of the test's own; PIPX_HOME/PIPX_BIN_DIR keep it there)."""
+    (wheel,) = deb[0].parent.glob("mip6ctl-*.whl")
+    venv = tmp_path / "pipx-venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    r = _run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "pipx"], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    r = subprocess.run(
+        [str(venv / "bin/pipx"), "install", str(wheel)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(
+        [str(tmp_path / "bin/mip6ctl"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout.startswith("mip6ctl "), r.stdout + r.stderr
+    r = subprocess.run(
+        [str(tmp_path / "bin/mip6ctl"), "validate", "--json",
+         "-c", str(REPO / "examples/testbed/cn")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["valid"] is True, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("role", ["home agent", "mobile node", "correspondent node"])
+def test_each_role_of_the_commented_example_validates(
+    root: Path, tmp_path: Path, role: str
+) -> None:
+    """/etc/mip6/mip6.toml.example: one role's block uncommented is a valid configuration."""
+    text = (root / "etc/mip6/mip6.toml.example").read_text()
+    blocks = re.split(r"^# ---- (?:a|an) (.+?) -+$", text, flags=re.M)
+    by_role = dict(zip(blocks[1::2], blocks[2::2], strict=True))
+    assert set(by_role) == {"home agent", "mobile node", "correspondent node"}, by_role.keys()
+    lines = [ln[1:] for ln in by_role[role].splitlines() if re.match(r"^#\S", ln)]
+    conf = tmp_path / "etc-mip6"
+    conf.mkdir()
+    (conf / "mip6.toml").write_text("\n".join(lines) + "\n")
+    r = in_root(root, ["/usr/bin/mip6ctl", "validate", "-c", str(conf), "--json"])
+    doc = json.loads(r.stdout)
+    # interfaces need not exist here: validate only warns about them off-box
+    assert r.returncode == 0 and doc["valid"] is True, (lines, doc)
