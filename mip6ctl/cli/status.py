@@ -221,6 +221,20 @@ def render(doc: dict[str, Any]) -> None:
         f"transport {_esc(doc.get('transport') or '-')}  "
         f"tunnel {_esc(doc.get('tunnel_backend') or '-')}"
     )
+    confirmation = doc.get("confirmation") or {}
+    pending = confirmation.get("pending")
+    if isinstance(pending, dict):
+        con.print(
+            f"[bold yellow]awaiting confirmation:[/] generation {_esc(pending.get('number'))} "
+            f"rolls back to {_esc(pending.get('rollback_to'))} in "
+            f"{_esc(pending.get('seconds_left'))} s unless `mip6ctl confirm`"
+        )
+    last = confirmation.get("last_rollback")
+    if isinstance(last, dict):
+        con.print(
+            f"[yellow]last rollback:[/] generation {_esc(last.get('from'))} → "
+            f"{_esc(last.get('to'))} ({_esc(last.get('reason'))})"
+        )
 
     conditions = [c for c in doc.get("conditions") or [] if isinstance(c, dict)]
     width = max([13, *(len(str(c.get("type", "?"))) for c in conditions)])

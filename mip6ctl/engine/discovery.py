@@ -18,8 +18,8 @@ with a fake clock and bytes, the daemon owns the sockets.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
@@ -165,7 +165,8 @@ class DhaadClient:
     """The mobile node's discovery of its home agents (§11.4.1)."""
 
     home_prefix: IPv6Network
-    rng: random.Random = field(default_factory=random.Random)
+    #: the identifier's randomness (§11.4.1), injected so tests are deterministic
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes
     initial_timeout: float = rfc6275.INITIAL_DHAAD_TIMEOUT
     retries: int = rfc6275.DHAAD_RETRIES
     #: home agents to try, best first; empty until a reply arrives
@@ -177,7 +178,7 @@ class DhaadClient:
 
     def start(self, now: float) -> list[SendRequest]:
         self.candidates, self.failed, self.attempts = [], False, 0
-        self.identifier = self.rng.randrange(0x10000)
+        self.identifier = int.from_bytes(self.random_bytes(2), "big")
         return self._send(now)
 
     def _send(self, now: float) -> list[SendRequest]:

@@ -364,3 +364,24 @@ def test_help_is_fast_path() -> None:
         capture_output=True, text=True, cwd=root,
     )  # fmt: skip
     assert out.returncode == 0 and "--json" in out.stdout and "--socket" in out.stdout
+
+
+def test_human_shows_a_pending_confirmation_and_the_last_rollback(
+    sock: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {
+        **HA_STATUS,
+        "confirmation": {
+            "history_number": 8,
+            "pending": {"number": 8, "rollback_to": 7, "seconds_left": 2.5, "timeout": 3},
+            "last_rollback": {"from": 6, "to": 5, "reason": "not confirmed within 3 s"},
+        },
+    }
+    with serve(sock, doc):
+        assert main(["status", "--socket", str(sock)]) == 0
+    out = capsys.readouterr().out
+    assert "awaiting confirmation: generation 8 rolls back to 7 in 2.5 s" in out
+    assert "last rollback: generation 6 → 5 (not confirmed within 3 s)" in out
+    with serve(sock, HA_STATUS):  # no confirmation section (an older daemon): nothing said
+        assert main(["status", "--socket", str(sock)]) == 0
+    assert "confirmation" not in capsys.readouterr().out
