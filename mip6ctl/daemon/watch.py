@@ -288,7 +288,15 @@ class ConfigWatcher:
                 self.stats.reloads += 1
                 log.info("configuration directory %s changed, reloading", self.directory)
                 try:
-                    await self.on_change()
+                    result = await self.on_change()
+                    # The daemon loads the files a moment after they were hashed here;
+                    # what it loaded is what runs. When that differs, the files changed
+                    # meanwhile: remember the loaded digest and look once more, or a
+                    # burst ending on the hashed content would never be applied.
+                    loaded = result.get("generation") if isinstance(result, dict) else None
+                    if isinstance(loaded, str) and loaded != digest:
+                        self.digest = loaded
+                        self._dirty = True
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the daemon reports its own errors; keep watching

@@ -230,3 +230,35 @@ def test_name_rule_matches_config_files(tmp_path: Path, name: str) -> None:
 def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError):
         ConfigWatcher(".", None, FakeReload(Path(".")), debounce=2, max_delay=1)  # type: ignore[arg-type]
+
+
+def test_a_change_during_the_load_is_looked_at_again(tmp_path: Path) -> None:
+    """The daemon loads the files a moment after the watcher hashed them. When the
+    load saw other bytes (a burst still going), the watcher must not believe the
+    hashed content is running: a burst that ends on exactly that content must still
+    be applied (it was lost before: the last edit then looked "unchanged")."""
+    d = tmp_path / "mip6"
+    d.mkdir()
+    (d / "node.toml").write_text(CFG)
+    a, b = CFG + "# a\n", CFG + "# b\n"
+    loaded: list[str] = []
+
+    async def reload() -> dict[str, str]:
+        if not loaded:  # the first load happens while the file already holds "b"
+            (d / "node.toml").write_text(b)
+        loaded.append((d / "node.toml").read_text())
+        return {"generation": load_directory(d).digest}
+
+    async def main() -> None:
+        w = ConfigWatcher(d, asyncio.get_running_loop(), reload, debounce=0.05)
+        w.start()
+        try:
+            (d / "node.toml").write_text(a)  # hashed as "a", loaded as "b"
+            await _until(lambda: len(loaded) >= 1)
+            (d / "node.toml").write_text(a)  # the burst ends on the hashed content
+            await _until(lambda: loaded[-1] == a, 3.0)
+        finally:
+            w.stop()
+
+    asyncio.run(main())
+    assert loaded[0] == b and loaded[-1] == a
