@@ -92,60 +92,13 @@ conditions:
   type: dict
 """
 
-import json
-import os
-import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
-# ------------------------------------------------------------------ helpers (self-contained:
-# every module of the collection carries its own copy, AnsiballZ ships one file)
-
-
-def resolve_mip6ctl(module):
-    """The mip6ctl executable: mip6ctl_path as a path, or a name looked up on PATH."""
-    name = module.params["mip6ctl_path"]
-    if os.sep in name:
-        if not (os.path.isfile(name) and os.access(name, os.X_OK)):
-            module.fail_json(msg=f"mip6ctl_path {name!r} is not an executable file")
-        return name
-    found = module.get_bin_path(name)
-    if not found:
-        module.fail_json(
-            msg=f"{name!r} not found on PATH of the managed host; install mip6ctl "
-            "or set mip6ctl_path"
-        )
-    return found
-
-
-def run_mip6ctl(module, argv):
-    """Run mip6ctl, bounded by the timeout option: (rc, parsed JSON or None, stdout, stderr)."""
-    timeout = module.params["timeout"]
-    try:
-        p = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            env=dict(os.environ, NO_COLOR="1"),
-        )
-    except subprocess.TimeoutExpired:
-        module.fail_json(msg=f"{' '.join(argv)}: no answer within {timeout} s", cmd=argv)
-    except OSError as e:
-        module.fail_json(msg=f"cannot run {argv[0]}: {e}", cmd=argv)
-    try:
-        doc = json.loads(p.stdout)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        doc = None
-    return p.returncode, doc, p.stdout, p.stderr
-
-
-# ------------------------------------------------------------------ this module
+from ansible_collections.mip6.mip6ctl.plugins.module_utils.mip6ctl import (
+    resolve_mip6ctl,
+    run_mip6ctl,
+)
 
 
 def main():
