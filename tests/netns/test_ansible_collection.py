@@ -30,9 +30,7 @@ none is registered.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +43,7 @@ import pytest
 
 from mip6ctl.testbed.process import stop_process, tail_lines
 from tests import nsutil
+from tests.netns.ansible_helpers import ansible_env, next_to_python
 
 pytestmark = pytest.mark.slow
 
@@ -83,38 +82,6 @@ BROKEN = {
 }
 
 
-def _next_to_python(name: str) -> str | None:
-    """`name` from the venv of this interpreter, else from PATH."""
-    here = Path(sys.executable).parent / name
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    return shutil.which(name)
-
-
-def _env(tmp: Path, collections: Path) -> dict[str, str]:
-    """ansible's environment: only the installed collection, config and temp dirs in tmp."""
-    (tmp / "ansible.cfg").write_text("")  # read instead of /etc/ansible or ~/.ansible.cfg
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MIP6_"))}
-    env.update(
-        LC_ALL="C.UTF-8",  # ansible-core refuses to start without a UTF-8 locale
-        LANG="C.UTF-8",
-        ANSIBLE_CONFIG=str(tmp / "ansible.cfg"),
-        ANSIBLE_HOME=str(tmp / "ansible-home"),
-        ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=str(tmp / "ansible-remote"),
-        ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="0",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_NOCOWS="1",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_DEPRECATION_WARNINGS="0",
-        ANSIBLE_PIPELINING="1",
-        ANSIBLE_STDOUT_CALLBACK="default",
-    )
-    return env
-
-
 def _tool(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     p = subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False
@@ -133,12 +100,12 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    galaxy = _next_to_python("ansible-galaxy")
-    if galaxy is None or _next_to_python("ansible-playbook") is None:
+    galaxy = next_to_python("ansible-galaxy")
+    if galaxy is None or next_to_python("ansible-playbook") is None:
         pytest.skip("ansible-core not installed (ansible-galaxy, ansible-playbook; `test` extra)")
     tmp = tmp_path_factory.mktemp("collection")
     collections = tmp / "collections"
-    env = _env(tmp, collections)
+    env = ansible_env(tmp, collections)
     _tool(
         [galaxy, "collection", "build", str(COLLECTION), "--output-path", str(tmp / "build")],
         env,
@@ -174,7 +141,7 @@ def test_collection_builds_installs_and_documents_its_modules(installed: Install
         outside = [i for i in imports if i.split(".")[0] not in sys.stdlib_module_names]
         assert all(i.startswith(("ansible.module_utils", own)) for i in outside), (module, outside)
 
-    doc = _next_to_python("ansible-doc")
+    doc = next_to_python("ansible-doc")
     assert doc is not None
     p = _tool([doc, "-t", "module", "--json", *MODULES], installed.env, installed.tmp)
     docs = json.loads(p.stdout)
@@ -260,9 +227,9 @@ class Plays:
 
     def __init__(self, installed: Installed, tmp: Path, ns: str) -> None:
         self.ns, self.tmp = ns, tmp
-        self.env = _env(tmp, installed.collections)
-        self.executable = _next_to_python("ansible-playbook")
-        mip6ctl = _next_to_python("mip6ctl")
+        self.env = ansible_env(tmp, installed.collections)
+        self.executable = next_to_python("ansible-playbook")
+        mip6ctl = next_to_python("mip6ctl")
         if mip6ctl is None:
             pytest.skip("mip6ctl entry point not installed (pip install -e .)")
         self.config_dir = tmp / "etc-mip6"

@@ -13,17 +13,15 @@ run), so one test does all four runs in order.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import nsutil
+from tests.netns.ansible_helpers import ansible_env, next_to_python
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +36,6 @@ MOBILE_NODES = [
     {"name": "mn-b", "home_address": "2001:db8:1::101", "max_binding_lifetime": 600},
     {"name": "mn-c", "home_address": "2001:db8:1::102"},
 ]
-
-
-def _next_to_python(name: str) -> str | None:
-    """`name` from the venv of this interpreter, else from PATH."""
-    here = Path(sys.executable).parent / name
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    return shutil.which(name)
 
 
 @dataclass
@@ -85,27 +75,7 @@ class Playbook:
         self.config_dir = tmp / "etc-mip6"
         self.staging_parent = tmp / "tmp"  # TMPDIR of the modules: nothing may stay here
         self.staging_parent.mkdir()
-        (tmp / "ansible.cfg").write_text("")  # read instead of /etc/ansible or ~/.ansible.cfg
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        env.update(
-            LC_ALL="C.UTF-8",  # ansible-core refuses to start without a UTF-8 locale
-            LANG="C.UTF-8",
-            TMPDIR=str(self.staging_parent),
-            ANSIBLE_CONFIG=str(tmp / "ansible.cfg"),
-            ANSIBLE_HOME=str(tmp / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"),
-            ANSIBLE_REMOTE_TEMP=str(tmp / "ansible-remote"),
-            ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
-            ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="0",
-            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-            ANSIBLE_NOCOWS="1",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_DEPRECATION_WARNINGS="0",
-            ANSIBLE_PIPELINING="1",
-            ANSIBLE_STDOUT_CALLBACK="default",
-        )
-        self.env = env
+        self.env = ansible_env(tmp, COLLECTIONS, TMPDIR=str(self.staging_parent))
         self.vars = {
             "mip6_hosts": "localhost",
             "mip6_config_dir": str(self.config_dir),
@@ -173,10 +143,10 @@ def _forwarding(ns: str) -> str:
 
 @pytest.fixture
 def playbook(netns, tmp_path: Path) -> Playbook:
-    executable = _next_to_python("ansible-playbook")
+    executable = next_to_python("ansible-playbook")
     if executable is None:
         pytest.skip("ansible-playbook not installed (ansible-core, from the `test` extra)")
-    mip6ctl = _next_to_python("mip6ctl")
+    mip6ctl = next_to_python("mip6ctl")
     if mip6ctl is None:
         pytest.skip("mip6ctl entry point not installed (pip install -e .)")
     ns = netns("ha")
