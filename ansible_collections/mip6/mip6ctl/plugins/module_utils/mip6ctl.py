@@ -9,6 +9,12 @@ import os
 import socket
 import subprocess
 
+#: the options of doc_fragments/mip6ctl.py, in every module's argument_spec
+COMMON_ARGS = {
+    "socket": {"type": "path", "default": "/run/mip6/control.sock"},
+    "mip6ctl_path": {"type": "path", "default": "mip6ctl"},
+}
+
 
 def resolve_mip6ctl(module):
     """The mip6ctl executable: mip6ctl_path as a path, or a name looked up on PATH."""

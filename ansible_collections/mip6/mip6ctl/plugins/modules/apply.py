@@ -28,11 +28,6 @@ options:
       - The configuration directory (C(mip6ctl -c)).
     type: path
     default: /etc/mip6
-  socket:
-    description:
-      - Control socket of the daemon (C(mip6ctl --socket)).
-    type: path
-    default: /run/mip6/control.sock
   confirm_timeout:
     description:
       - Passed as C(--confirm-timeout SECONDS) (needs the daemon and a mip6ctl that has
@@ -49,11 +44,6 @@ options:
         would answer the wrong question; the module reports that task's RV(plan) instead
         (the plan of the staged new files) and runs nothing.
     type: dict
-  mip6ctl_path:
-    description:
-      - The mip6ctl command, a name looked up on C(PATH) or a path.
-    type: path
-    default: mip6ctl
   timeout:
     description:
       - Seconds the mip6ctl invocation may take.
@@ -70,13 +60,13 @@ attributes:
     description: Target OS/families that can be operated against.
     support: N/A
     platforms: posix
-requirements:
-  - mip6ctl on the managed host
 notes:
   - Changing kernel state needs root (CAP_NET_ADMIN).
 seealso:
   - module: mip6.mip6ctl.config
   - module: mip6.mip6ctl.info
+extends_documentation_fragment:
+  - mip6.mip6ctl.mip6ctl
 author:
   - mip6ctl developers
 """
@@ -163,6 +153,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mip6.mip6ctl.plugins.module_utils.mip6ctl import (
+    COMMON_ARGS,
     plan_text,
     resolve_mip6ctl,
     run_mip6ctl,
@@ -185,11 +176,10 @@ def summarise(doc, changed):
 def main():
     module = AnsibleModule(
         argument_spec={
+            **COMMON_ARGS,
             "dir": {"type": "path", "default": "/etc/mip6"},
-            "socket": {"type": "path", "default": "/run/mip6/control.sock"},
             "confirm_timeout": {"type": "float"},
             "config_result": {"type": "dict"},
-            "mip6ctl_path": {"type": "path", "default": "mip6ctl"},
             "timeout": {"type": "int", "default": 120},
         },
         supports_check_mode=True,

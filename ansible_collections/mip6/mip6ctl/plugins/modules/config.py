@@ -78,16 +78,6 @@ options:
         plan that cannot be computed is a warning, not a failure.
     type: bool
     default: true
-  socket:
-    description:
-      - Control socket of the daemon (C(mip6ctl --socket)).
-    type: path
-    default: /run/mip6/control.sock
-  mip6ctl_path:
-    description:
-      - The mip6ctl command, a name looked up on C(PATH) or a path.
-    type: path
-    default: mip6ctl
   timeout:
     description:
       - Seconds each mip6ctl invocation may take.
@@ -104,8 +94,6 @@ attributes:
     description: Target OS/families that can be operated against.
     support: N/A
     platforms: posix
-requirements:
-  - mip6ctl on the managed host
 notes:
   - The staging directory is created next to I(dir) (in its parent directory, or in
     C($TMPDIR) when that does not exist) and removed before the module returns.
@@ -115,6 +103,8 @@ notes:
 seealso:
   - module: mip6.mip6ctl.apply
   - module: mip6.mip6ctl.info
+extends_documentation_fragment:
+  - mip6.mip6ctl.mip6ctl
 author:
   - mip6ctl developers
 """
@@ -221,6 +211,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mip6.mip6ctl.plugins.module_utils.mip6ctl import (
+    COMMON_ARGS,
     daemon_answers,
     plan_text,
     resolve_mip6ctl,
@@ -408,6 +399,7 @@ def fsync_dir(directory):
 def main():
     module = AnsibleModule(
         argument_spec={
+            **COMMON_ARGS,
             "dir": {"type": "path", "default": "/etc/mip6"},
             "files": {"type": "dict", "required": True},
             "exclusive": {"type": "bool", "default": False},
@@ -415,8 +407,6 @@ def main():
             "owner": {"type": "str"},
             "group": {"type": "str"},
             "plan": {"type": "bool", "default": True},
-            "socket": {"type": "path", "default": "/run/mip6/control.sock"},
-            "mip6ctl_path": {"type": "path", "default": "mip6ctl"},
             "timeout": {"type": "int", "default": 120},
         },
         supports_check_mode=True,

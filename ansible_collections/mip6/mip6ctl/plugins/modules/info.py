@@ -16,16 +16,6 @@ description:
     counters, binding cache, and on a mobile node its binding update list.
   - Never changes anything; fails when no daemon answers on I(socket).
 options:
-  socket:
-    description:
-      - Control socket of the daemon (C(mip6ctl --socket)).
-    type: path
-    default: /run/mip6/control.sock
-  mip6ctl_path:
-    description:
-      - The mip6ctl command, a name looked up on C(PATH) or a path.
-    type: path
-    default: mip6ctl
   timeout:
     description:
       - Seconds the mip6ctl invocation may take.
@@ -42,11 +32,11 @@ attributes:
     description: Target OS/families that can be operated against.
     support: N/A
     platforms: posix
-requirements:
-  - mip6ctl on the managed host
 seealso:
   - module: mip6.mip6ctl.config
   - module: mip6.mip6ctl.apply
+extends_documentation_fragment:
+  - mip6.mip6ctl.mip6ctl
 author:
   - mip6ctl developers
 """
@@ -96,6 +86,7 @@ conditions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mip6.mip6ctl.plugins.module_utils.mip6ctl import (
+    COMMON_ARGS,
     resolve_mip6ctl,
     run_mip6ctl,
 )
@@ -104,8 +95,7 @@ from ansible_collections.mip6.mip6ctl.plugins.module_utils.mip6ctl import (
 def main():
     module = AnsibleModule(
         argument_spec={
-            "socket": {"type": "path", "default": "/run/mip6/control.sock"},
-            "mip6ctl_path": {"type": "path", "default": "mip6ctl"},
+            **COMMON_ARGS,
             "timeout": {"type": "int", "default": 60},
         },
         supports_check_mode=True,
