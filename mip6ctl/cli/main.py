@@ -65,6 +65,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _daemon_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
+) -> argparse.ArgumentParser:
+    """A subcommand that only asks the running daemon: --json and --socket."""
+    p = sub.add_parser(name, help=COMMANDS[name][1])
+    _json_arg(p)
+    _socket_arg(p)
+    return p
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -111,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "within SECONDS (needs the daemon)",
             )
 
-    p = sub.add_parser("status", help=COMMANDS["status"][1])
-    _json_arg(p)
-    _socket_arg(p)
+    p = _daemon_command(sub, "status")
     p.add_argument(
         "--watch",
         metavar="SECONDS",
@@ -124,13 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         "document per line",
     )
 
-    p = sub.add_parser("confirm", help=COMMANDS["confirm"][1])
-    _json_arg(p)
-    _socket_arg(p)
+    p = _daemon_command(sub, "confirm")
 
-    p = sub.add_parser("rollback", help=COMMANDS["rollback"][1])
-    _json_arg(p)
-    _socket_arg(p)
+    p = _daemon_command(sub, "rollback")
     p.add_argument(
         "--to",
         metavar="GENERATION",
@@ -138,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generation number from `mip6ctl history` (default: the one before the running one)",
     )
 
-    p = sub.add_parser("history", help=COMMANDS["history"][1])
-    _json_arg(p)
-    _socket_arg(p)
+    p = _daemon_command(sub, "history")
 
     p = sub.add_parser("completion", help=COMMANDS["completion"][1])
     p.add_argument("shell", choices=["bash"], help="the shell to complete for")
