@@ -523,7 +523,8 @@ class Daemon:
             if result.get("applied"):
                 # a rollback's restored files may reach the watcher first: still a rollback
                 source, self._source_hint = self._source_hint or source, None
-                rec = self._record_generation(source)
+                # off the event loop, like the load: a large directory is copied
+                rec = await asyncio.to_thread(self._record_generation, source)
                 if rec is not None:
                     result["history_number"] = rec.number
         sdnotify.status(self._status_line())
