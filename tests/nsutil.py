@@ -113,17 +113,6 @@ def kernel_lacks(feature: str) -> str | None:
     return missing
 
 
-def lacks_tunnel_backend() -> str | None:
-    """Why no in-kernel IPv6-in-IPv6 data path (ip6tnl or seg6) exists here, or None."""
-    seg6, ip6tnl = kernel_lacks("seg6"), kernel_lacks("ip6tnl")
-    if seg6 and ip6tnl:
-        return (
-            "kernel lacks both tunnel backends: CONFIG_IPV6_TUNNEL (ip6tnl) and "
-            "CONFIG_IPV6_SEG6_LWTUNNEL (seg6); the vm tier runs these tests instead"
-        )
-    return None
-
-
 def run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command (inside namespace `ns` when given), bounded in time."""
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)

@@ -19,7 +19,7 @@ with a fake clock and bytes, the daemon owns the sockets.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
@@ -225,7 +225,3 @@ class DhaadClient:
 
 def _usable(a: IPv6Address) -> bool:
     return not (a.is_multicast or a.is_unspecified or a.is_loopback or a.is_link_local)
-
-
-def addresses_of(entries: Iterable[HomeAgentEntry]) -> list[IPv6Address]:
-    return [a for e in entries for a in e.addresses]

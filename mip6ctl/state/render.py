@@ -159,7 +159,7 @@ class Capabilities:
         # With neither backend, auto takes ip6tnl: it needs no static objects (seg6
         # needs a decap rule and route at start), so static state and signalling come
         # up and only each binding's tunnel fails (tunnel_problem says why).
-        no_seg6 = available.get("seg6") is False or available.get("seg6local") is False
+        no_seg6 = _lacks_seg6(available)
         tunnel: Literal["seg6", "ip6tnl"] = (
             "ip6tnl" if want == "ip6tnl" or (want == "auto" and (has_ip6tnl or no_seg6)) else "seg6"
         )
@@ -181,6 +181,11 @@ class Capabilities:
         )
 
 
+def _lacks_seg6(available: Mapping[str, bool | None]) -> bool:
+    """The probe found the seg6 encap or its decapsulation missing (not merely unprobed)."""
+    return available.get("seg6") is False or available.get("seg6local") is False
+
+
 def tunnel_problem(available: Mapping[str, bool | None], kernel: KernelSection) -> str | None:
     """Why the tunnel backend `[kernel] tunnel` resolves to cannot run here, or None.
 
@@ -188,7 +193,7 @@ def tunnel_problem(available: Mapping[str, bool | None], kernel: KernelSection) 
     probe (None) is given the benefit of the doubt, the executor reports it.
     """
     no_ip6tnl = available.get("ip6tnl") is False
-    no_seg6 = available.get("seg6") is False or available.get("seg6local") is False
+    no_seg6 = _lacks_seg6(available)
     if kernel.tunnel == "auto" and no_ip6tnl and no_seg6:
         return (
             "tunnel = auto: no ip6tnl (CONFIG_IPV6_TUNNEL; `modprobe ip6_tunnel`) and no "
