@@ -226,11 +226,14 @@ def test_drift_is_repaired_within_a_second(netns) -> None:
         await h.until(restored, 1.0)
         assert time.monotonic() - t0 < 1.0
         assert loop.counters["drift_repairs"] >= 2
-        # Proxy entries raise no events here: the periodic resync repairs them.
+        # Proxy entries raise no events: a resync repairs them, or the proxy poll (twice
+        # a second) when it sees the gap first (the vm guest runs `ip` slowly enough).
+        before = loop.counters["drift_repairs"]
         await h.ip("-6", "neigh", "del", "proxy", "2001:db8:1::102", "dev", "home0")
-        assert loop.resync() == 1
+        queued = loop.resync()
         await h.idle()
         assert "2001:db8:1::102 dev home0" in await h.proxies()
+        assert queued in (0, 1) and loop.counters["drift_repairs"] == before + 1, queued
         assert loop.condition().status == "True"
 
     run(ns, body)
