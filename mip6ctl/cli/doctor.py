@@ -176,9 +176,9 @@ def checks(caps: list[Any], cfg: Any | None) -> list[dict[str, str]]:
     if text is not None:
         out.append({"check": "protection", "status": "warning", "message": text})
     if cfg.node.role != "cn":  # home agents and mobile nodes tunnel; correspondents do not
-        from mip6ctl.state.render import tunnel_problem
+        from mip6ctl.state.render import is_mobile_router, tunnel_problem
 
-        problem = tunnel_problem(available, cfg.kernel)
+        problem = tunnel_problem(available, cfg.kernel, mobile_router=is_mobile_router(cfg))
         if problem:
             out.append({"check": "tunnel", "status": "warning", "message": problem})
     return out

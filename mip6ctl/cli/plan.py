@@ -172,11 +172,11 @@ def _run(args: argparse.Namespace, gen: Any, dry: bool, note: str) -> int:
     from mip6ctl.kernel.probe import probe
     from mip6ctl.kernel.reconciler import Reconciler
     from mip6ctl.kernel.writer import Writer
-    from mip6ctl.state.render import Capabilities, HostFacts, classify, render
+    from mip6ctl.state.render import Capabilities, HostFacts, classify, is_mobile_router, render
 
     cfg = gen.config
     available = {c.name: c.available for c in probe()}
-    caps = Capabilities.resolve(available, cfg.kernel)
+    caps = Capabilities.resolve(available, cfg.kernel, mobile_router=is_mobile_router(cfg))
     tables = (cfg.kernel.route_table, cfg.kernel.route_table + 1)
     with Observer(watch_tables=tables, sources=_sources(cfg, caps)) as obs, Writer() as writer:
         facts = HostFacts.observe(cfg, [*obs.owned.values(), *obs.foreign.values()])

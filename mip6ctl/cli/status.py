@@ -286,6 +286,9 @@ def render(doc: dict[str, Any]) -> None:
             ]
             if ack_column:
                 columns.append(("acknowledged", False))
+            nemo_column = any(r.get("mobile_network_prefixes") for r in rows)
+            if nemo_column:
+                columns.append(("mobile network", False))
             for col, right in columns:
                 t.add_column(col, justify="right" if right else "left", no_wrap=True)
             for r in rows:
@@ -300,6 +303,8 @@ def render(doc: dict[str, Any]) -> None:
                 if ack_column:
                     ack = r.get("acknowledged")
                     cells.append("-" if ack is None else "yes" if ack else "[yellow]pending[/]")
+                if nemo_column:
+                    cells.append(_esc(", ".join(r.get("mobile_network_prefixes") or []) or "-"))
                 t.add_row(*cells)
             con.print(t)
 
@@ -327,6 +332,14 @@ def render(doc: dict[str, Any]) -> None:
                     str(r.get("retransmissions", 0)),
                 )
             con.print(t)
+
+    router = doc.get("mobile_router")
+    if router is not None:
+        took = {True: "[green]accepted[/]", False: "[red]refused (BA without R)[/]"}.get(
+            router.get("accepted"), "not yet acknowledged"
+        )
+        nets = ", ".join(router.get("mobile_network_prefixes") or []) or "none"
+        con.print(f"Mobile router ({_esc(router.get('mode'))} mode): {_esc(nets)}; {took}")
 
     rr = doc.get("return_routability")
     if rr is not None:

@@ -266,6 +266,11 @@ def _mobile_nodes(cfg: Mip6Config, ha: HaSection, where: Where) -> Iterator[Find
             network_prefixes.append((mnp, mpath, "mobile network prefix"))
             if ha.served_prefixes and not any(mnp.subnet_of(s) for s in ha.served_prefixes):
                 yield Finding("consistency", mpath, f"{mnp} is outside ha.served_prefixes")
+    if network_prefixes:  # a mobile network inside a home prefix would be proxied and routed
+        homes_listed = [
+            (p, ("ha", "home_prefixes", k), "home prefix") for k, p in enumerate(ha.home_prefixes)
+        ]
+        network_prefixes = homes_listed + network_prefixes
     yield from _overlaps(network_prefixes, where)
 
 
@@ -333,6 +338,21 @@ def _mobile_node(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
             ("mn", "mobile_network_prefixes"),
             "mobile network prefixes need mn.mobile_router = true",
         )
+    if mn.mobile_router and cfg.kernel.tunnel == "seg6":
+        yield Finding(
+            "consistency",
+            ("kernel", "tunnel"),
+            "a mobile router needs tunnel = 'ip6tnl' (or 'auto'): seg6 End.DT6 "
+            "decapsulates into one table, which cannot both deliver to the home address "
+            "and forward to the mobile network",
+        )
+    for i, p in enumerate(mn.mobile_network_prefixes):
+        if p.overlaps(mn.home_address.network):
+            yield Finding(
+                "consistency",
+                ("mn", "mobile_network_prefixes", i),
+                f"mobile network prefix {p} overlaps the home prefix {mn.home_address.network}",
+            )
 
 
 def _ipsec(

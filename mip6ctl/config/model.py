@@ -235,11 +235,24 @@ class MobileNodeEntry(_Section):
     max_binding_lifetime: Lifetime | None = Field(
         default=None, description="tighter limit than [ha].max_binding_lifetime for this node"
     )
+    mobile_router: bool | None = Field(
+        default=None,
+        description="RFC 3963: this node may register as a mobile router (R flag); "
+        "default: true when it has mobile_network_prefixes",
+    )
     mobile_network_prefixes: list[IPv6Prefix] = Field(
         default_factory=list,
-        description="RFC 3963 prefixes this node may register as a mobile router",
+        description="RFC 3963 prefixes this node may register as a mobile router "
+        "(explicit mode: those in its BU; implicit mode: all of them)",
     )
     description: str | None = Field(default=None, max_length=200)
+
+    @property
+    def is_mobile_router(self) -> bool:
+        """May register with R = 1 (``mobile_router``, or implied by its prefixes)."""
+        if self.mobile_router is None:
+            return bool(self.mobile_network_prefixes)
+        return self.mobile_router
 
 
 class MobilePrefixAdvertisements(_Section):

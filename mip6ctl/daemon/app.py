@@ -310,7 +310,7 @@ class Daemon:
         from mip6ctl.kernel.probe import probe
         from mip6ctl.kernel.transport import open_transport, select_transport
         from mip6ctl.kernel.writer import Writer
-        from mip6ctl.state.render import Capabilities, HostFacts, tunnel_problem
+        from mip6ctl.state.render import Capabilities, HostFacts, is_mobile_router, tunnel_problem
 
         cfg = self.cfg
         aio = asyncio.get_running_loop()
@@ -322,7 +322,8 @@ class Daemon:
 
         probed = probe()
         available = {c.name: c.available for c in probed}
-        self.caps = Capabilities.resolve(available, cfg.kernel)
+        router = is_mobile_router(cfg)
+        self.caps = Capabilities.resolve(available, cfg.kernel, mobile_router=router)
         # Never run unprotected what the configuration protects (issue 14).
         refused = kernel_problems(cfg, available)
         if refused:
@@ -331,7 +332,11 @@ class Daemon:
             ]
             raise RuntimeError("; ".join(refused) + " (probe: " + "; ".join(detail) + ")")
         self.transport_kind = select_transport(cfg.kernel.signalling, available)
-        no_tunnel = tunnel_problem(available, cfg.kernel) if cfg.node.role != Role.CN else None
+        no_tunnel = (
+            tunnel_problem(available, cfg.kernel, mobile_router=router)
+            if cfg.node.role != Role.CN
+            else None
+        )
         if no_tunnel:
             log.error("%s", no_tunnel)
         self._set_condition(

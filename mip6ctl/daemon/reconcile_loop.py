@@ -130,7 +130,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Literal
 
 from mip6ctl.config.model import Mip6Config, Role
@@ -139,6 +139,7 @@ from mip6ctl.kernel.reconciler import ApplyReport, Outcome, Reconciler
 from mip6ctl.state.objects import SETTINGS, Sysctl
 from mip6ctl.state.plan import Origin, Plan
 from mip6ctl.state.render import (
+    MNP_SET_PREFIX,
     BindingLike,
     Capabilities,
     CorrespondentBindingLike,
@@ -147,6 +148,9 @@ from mip6ctl.state.render import (
     MobileNodeView,
     binding_keys,
     classify,
+    mnp_route_keys,
+    mnp_set,
+    mobile_network_prefixes,
     object_key,
     render_binding,
     render_correspondent_binding,
@@ -759,7 +763,8 @@ class ReconcileLoop:
             # renders it owns it, as it owns its XFRM objects (_index_extra)
             return None if k[2].startswith("fe80:") else k[2]
         if k[0] == "nft-element":
-            return k[4]
+            # a mobile network prefix's element names a prefix: classify() finds its router
+            return None if k[2].startswith(MNP_SET_PREFIX) else k[4]
         return None
 
     def _owner_of(self, k: tuple, obj: Any) -> Key | None:
@@ -1284,15 +1289,27 @@ class ReconcileLoop:
         table = self.cfg.kernel.route_table
         route_key = ("route", table, f"{hoa}/128", "::/0", 1024)
         route = d.objects.get(route_key)
+        networks = mobile_network_prefixes(self.cfg).get(hoa, ()) if self.cfg.ha else ()
         if route is not None and route.oif is not None and route.encap is not None:
-            return [route_key, ("proxy", route.oif, hoa)]
+            keys = [route_key, ("proxy", route.oif, hoa)]
+            if networks:  # a mobile router: its prefix routes and their elements too
+                keys += mnp_route_keys(self.cfg, hoa) + self._network_elements(networks)
+            return keys
         if self.cfg.ha is None:
             return [route_key]
         any_caps = dataclasses.replace(self._caps, proxy_ndp=True)
         keys = binding_keys(self.cfg, IPv6Address(hoa), any_caps)
         if route is None:  # gone or unknown: a reverse-tunnel element it left, if any
             keys += self._elements_of(hoa)
-        return keys
+        return keys + self._network_elements(networks)
+
+    def _network_elements(self, networks: Iterable[IPv6Network]) -> list[tuple]:
+        """Owned reverse-tunnel elements of these mobile network prefixes."""
+        out: list[tuple] = []
+        for net in networks:
+            name = mnp_set(net.prefixlen)
+            out += [k for k in self._elements_of(str(net.network_address)) if k[2] == name]
+        return out
 
     def _elements_of(self, hoa: str) -> list[tuple]:
         """Owned reverse-tunnel set elements for `hoa` (indexed once per pass)."""

@@ -70,6 +70,9 @@ are RFC 3339 UTC strings (``2026-05-09T07:35:25Z``); durations are seconds.
                         ``care_of_token_age_s``, ``last_error``, ``retry_in_s``
                         (fallback: seconds until the next try, else null),
                         ``fallbacks`` (refusals in a row: the back-off's exponent)}
+``mobile_router``       a mobile router only (else null): {``mode`` (explicit |
+                        implicit), ``mobile_network_prefixes``, ``accepted``
+                        (the home registration's BA had R = 1; null before one)}
 ``reconcile``           the reconcile loop's own detail (queue, failing keys),
                         passed through as given, or null
 ``ipsec``               one row per IPsec-protected mobile node (HA: every
@@ -331,6 +334,21 @@ def _bul_row(e: Any, now: float) -> dict[str, Any]:
     }
 
 
+def _mobile_router_doc(mn: Any, bul: Iterable[Any]) -> dict[str, Any] | None:
+    """RFC 3963: what this mobile router registers, and whether its home agent took it."""
+    if mn is None or not getattr(mn, "mobile_router", False):
+        return None
+    accepted = None
+    for e in bul:
+        if _get(e, "mobile_router_accepted") is not None:
+            accepted = bool(_get(e, "mobile_router_accepted"))
+    return {
+        "mode": "explicit" if mn.explicit_mode else "implicit",
+        "mobile_network_prefixes": [str(p) for p in mn.mobile_network_prefixes],
+        "accepted": accepted,
+    }
+
+
 def _rr_row(r: Any) -> dict[str, Any]:
     peer = _get(r, "peer")
     return {
@@ -403,8 +421,9 @@ def build_status(
         chosen.sort(key=_address_key)
     rows = [_binding_row(b, now, acknowledged) for b in chosen]
 
-    bul_doc = rr_doc = None
+    bul_doc = rr_doc = router_doc = None
     if role == "mn":
+        router_doc = _mobile_router_doc(getattr(cfg, "mn", None), bul)
         bul_rows = sorted(
             (_bul_row(e, now) for e in bul),
             key=lambda r: (r["peer"] or "", r["home_address"] or ""),
@@ -440,6 +459,7 @@ def build_status(
         },
         "binding_update_list": bul_doc,
         "return_routability": rr_doc,
+        "mobile_router": router_doc,
         "reconcile": None if reconcile is None else dict(reconcile),
         "ipsec": [dict(r) for r in ipsec],
     }

@@ -11,7 +11,9 @@ step  rule                                                        refusal
 3     it is listed in ``ha.mobile_nodes``, or ``default_action``  129
       is ``"allow"``
 4     a mobile router (R=1, or a binding with mobile network      140
-      prefixes) needs ``ha.accept_mobile_routers``
+      prefixes) needs ``ha.accept_mobile_routers`` and a listed
+      entry that is a mobile router (``mobile_router``, or
+      ``mobile_network_prefixes``)
 ====  ==========================================================  ======
 
 Every place that decides whether a home registration may exist asks
@@ -92,7 +94,9 @@ class AdmissionPolicy:
             return BAStatus.NOT_HOME_SUBNET
         if node is None and not self._default_allow:  # permits(), without a second lookup
             return BAStatus.ADMINISTRATIVELY_PROHIBITED
-        if mobile_router and not self.accept_mobile_routers:
+        if mobile_router and (
+            not self.accept_mobile_routers or node is None or not node.is_mobile_router
+        ):
             return BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
         return None
 
@@ -103,8 +107,14 @@ class AdmissionPolicy:
         configuration that would refuse the BU must not keep its binding either.
         """
         hoa = binding.home_address
-        mobile_router = bool(binding.mobile_network_prefixes)
-        return self.refusal(hoa, self.node(hoa), mobile_router=mobile_router) is None
+        prefixes = binding.mobile_network_prefixes
+        node = self.node(hoa)
+        if self.refusal(hoa, node, mobile_router=bool(prefixes)) is not None:
+            return False
+        # 142 for a prefix the configuration stopped granting
+        return not prefixes or (
+            node is not None and set(prefixes) <= set(node.mobile_network_prefixes)
+        )
 
 
 def kept_home_registrations(cfg: HaSection | None, bindings: Iterable[Binding]) -> list[Binding]:

@@ -22,8 +22,8 @@ step  rule                                                   verdict
 1a    home / care-of address not routable unicast (shared)   silent discard
 2     home address not on a home prefix (admission)          BA 132
 3     node not allowed (not listed and default deny) (adm.)  BA 129
-4a    R=1 but mobile routers not accepted (admission)        BA 140
-4b    mobile network prefixes not the node's                 BA 141/142
+4a    R=1, mobile routers not accepted or node not one (a.)  BA 140
+4b    prefix invalid (141) or not the node's (142)           BA 141/142
 5     existing entry is a correspondent registration (sh.)   BA 139
 6     sequence number not newer than the entry's (shared)    BA 135 (last seq)
 7     de-registration without a home registration entry      BA 133
@@ -165,9 +165,11 @@ def _check_mobile_network_prefixes(ha: HomeAgent, c: _Bu) -> int | None:
     allowed = set(c.node.mobile_network_prefixes) if c.node is not None else set()
     nets: list[IPv6Network] = []
     for opt in mnps:
-        try:
+        try:  # strict: host bits set past the length make it no prefix at all
             net = IPv6Network(f"{opt.prefix}/{opt.prefix_length}")
         except ValueError:
+            return BAStatus.INVALID_PREFIX
+        if not 0 < net.prefixlen < 128 or _not_routable(net):
             return BAStatus.INVALID_PREFIX
         if net not in allowed:
             return BAStatus.NOT_AUTHORIZED_FOR_PREFIX
@@ -175,6 +177,11 @@ def _check_mobile_network_prefixes(ha: HomeAgent, c: _Bu) -> int | None:
     # implicit mode (no option): the prefixes configured for this node
     c.prefixes = tuple(nets) if nets else tuple(sorted(allowed))
     return None
+
+
+def _not_routable(net: IPv6Network) -> bool:
+    """No unicast prefix a home agent could route to a mobile router (RFC 3963 §6.1.2)."""
+    return net.is_multicast or net.is_link_local or net.is_loopback or net.is_unspecified
 
 
 def _check_deregistration_entry(ha: HomeAgent, c: _Bu) -> int | None:

@@ -43,7 +43,10 @@ binding to remove. A Binding Error 1 from the home agent (it lost our binding,
 BUs go from the care-of address to the home agent with a Home Address option
 and (``use_alternate_care_of_address``) an Alternate Care-of Address option.
 The de-registration from home goes from the home address, care-of = home
-address, lifetime 0, without a Home Address option. Dynamic home agent
+address, lifetime 0, without a Home Address option. A mobile router (RFC 3963)
+sets R and, in explicit mode, lists its prefixes as Mobile Network Prefix
+options; an accepting BA without R means only the home address is forwarded
+(``mobile_router_accepted`` False, §5.3). Dynamic home agent
 discovery is not implemented: with ``home_agent = "dhaad"`` nothing is sent.
 """
 
@@ -55,6 +58,7 @@ from ipaddress import IPv6Address
 from mip6ctl import rfc6275
 from mip6ctl.config.model import MnSection
 from mip6ctl.wire.mh import (
+    BAStatus,
     BindingAcknowledgement,
     BindingError,
     BindingRefreshRequest,
@@ -62,7 +66,7 @@ from mip6ctl.wire.mh import (
     BUFlag,
     lifetime_units,
 )
-from mip6ctl.wire.mobopts import AlternateCareofAddress, MobilityOption
+from mip6ctl.wire.mobopts import AlternateCareofAddress, MobileNetworkPrefix, MobilityOption
 
 from .binding import compatible_link_local
 from .common import UpdateRate
@@ -107,6 +111,8 @@ class MobileNode:
         #: BAs from the home agent ignored for lacking the configured IPsec protection
         self.bas_unprotected = 0
         self.last_error: str | None = None
+        #: a mobile router's last accepted BA had R = 1 (None: none yet, or no router)
+        self.mobile_router_accepted: bool | None = None
         self.configure(cfg, protected_signalling=protected_signalling)
 
     def configure(self, cfg: MnSection, *, protected_signalling: bool = False) -> None:
@@ -227,6 +233,15 @@ class MobileNode:
         self.state = "registered"
         self.registered_lifetime = ba.lifetime_seconds
         self.expires_at = now + ba.lifetime_seconds
+        if self.cfg.mobile_router:
+            # RFC 3963 §5.3: R = 0 in the BA -- registered as a mobile *host* only;
+            # the home agent will not forward the mobile network prefixes
+            self.mobile_router_accepted = ba.mobile_router
+            if not ba.mobile_router:
+                self.last_error = (
+                    "the home agent accepted the home address but not mobile router "
+                    "operation (BA without the R flag): the mobile network is not forwarded"
+                )
         refresh = ba.lifetime_seconds * REFRESH_FRACTION
         advice = ba.refresh_advice
         if advice is not None and 0 < advice.refresh_interval_seconds < ba.lifetime_seconds:
@@ -246,7 +261,7 @@ class MobileNode:
     def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
         leaving = self.state == "deregistering"
         self.last_status = ba.status
-        self.last_error = f"refused with status {ba.status}"
+        self.last_error = f"refused with status {ba.status}{_status_name(ba.status)}"
         self._retransmit_at = None
         self.registered_care_of = None
         self.state = "failed"
@@ -302,9 +317,21 @@ class MobileNode:
         options: tuple[MobilityOption, ...] = ()
         if self.cfg.use_alternate_care_of_address:
             options = (AlternateCareofAddress(self.care_of_address),)
+        if self.cfg.mobile_router and self.cfg.explicit_mode:  # RFC 3963 §5.1
+            options += tuple(
+                MobileNetworkPrefix(p.prefixlen, p.network_address)
+                for p in self.cfg.mobile_network_prefixes
+            )
         units = lifetime_units(self.cfg.max_ha_binding_lifetime)
         bu = BindingUpdate(self.sequence, int(flags), units, options)
         return [Send(bu, self.care_of_address, self.home_agent, self.home_address)]
+
+
+def _status_name(status: int) -> str:
+    try:
+        return f" ({BAStatus(status).name.lower().replace('_', ' ')})"
+    except ValueError:
+        return ""
 
 
 _Transition = Callable[[MobileNode, BindingAcknowledgement, float], list[Action]]

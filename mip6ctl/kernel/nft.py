@@ -114,6 +114,13 @@ NFTA_EXTHDR_DREG, NFTA_EXTHDR_TYPE, NFTA_EXTHDR_OFFSET, NFTA_EXTHDR_LEN = 1, 2, 
 NFTA_FIB_DREG, NFTA_FIB_RESULT, NFTA_FIB_FLAGS = 1, 2, 3
 NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA = 1, 2
 NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
+NFTA_BITWISE_SREG, NFTA_BITWISE_DREG, NFTA_BITWISE_LEN, NFTA_BITWISE_MASK, NFTA_BITWISE_XOR = (
+    1,
+    2,
+    3,
+    4,
+    5,
+)
 NFTA_LOOKUP_SET, NFTA_LOOKUP_SREG, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_FLAGS = 1, 2, 4, 5
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN = 1, 2, 3, 4, 5
 NFTA_SET_ID = 10
@@ -183,6 +190,18 @@ def _payload(reg: int, offset: int, length: int) -> bytes:
         _be32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER),
         _be32(NFTA_PAYLOAD_OFFSET, offset),
         _be32(NFTA_PAYLOAD_LEN, length),
+    )
+
+
+def _bitwise_and(reg: int, mask: bytes) -> bytes:
+    """``reg = reg & mask`` (nft's bitwise: (reg & mask) ^ xor, with xor zero)."""
+    return _expr(
+        "bitwise",
+        _be32(NFTA_BITWISE_SREG, reg),
+        _be32(NFTA_BITWISE_DREG, reg),
+        _be32(NFTA_BITWISE_LEN, len(mask)),
+        nl.nested(NFTA_BITWISE_MASK, nl.attr(NFTA_DATA_VALUE, mask)),
+        nl.nested(NFTA_BITWISE_XOR, nl.attr(NFTA_DATA_VALUE, bytes(len(mask)))),
     )
 
 

@@ -18,12 +18,14 @@ foreign table cannot be touched.
 from __future__ import annotations
 
 import errno
+import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from ipaddress import IPv6Address
 
 from mip6ctl.kernel import netlink as nl
 from mip6ctl.kernel import nft
 from mip6ctl.ownership import NFT_TABLE
+from mip6ctl.state import render
 from mip6ctl.state.objects import NftChain, NftSet, NftSetElement
 
 Request = tuple[int, int, bytes]
@@ -69,25 +71,59 @@ def _mh_decapsulated(_arg: str) -> tuple[str, list[bytes]]:
     )
 
 
+def _set_id(name: str) -> int:
+    """Batch-local id of a set, so a rule in the batch that adds it can refer to it."""
+    if name == nft.REVERSE_TUNNEL_SET:
+        return nft._SET_ID
+    return nft._SET_ID + 1 + zlib.crc32(name.encode()) % 0xFFFF
+
+
+def _tunnelled_pair(ha: str) -> list[bytes]:
+    """IPv6-in-IPv6 to `ha`; REG_1 = outer source (care-of), REG_2 = inner source."""
+    return [
+        nft._payload(nft.NFT_REG_1, 6, 1),
+        nft._cmp_eq(nft.NFT_REG_1, b"\x29"),  # ip6 nexthdr 41
+        nft._payload(nft.NFT_REG_1, 24, 16),
+        nft._cmp_eq(nft.NFT_REG_1, IPv6Address(ha).packed),
+        nft._payload(nft.NFT_REG_1, 8, 16),  # outer source: the care-of address ...
+        nft._payload(nft.NFT_REG_2, 48, 16),  # ... inner source (@nh,384,128)
+    ]
+
+
+def _lookup(name: str, *, inverted: bool = False) -> bytes:
+    return nft._expr(
+        "lookup",
+        nl.attr_str(nft.NFTA_LOOKUP_SET, name),
+        nft._be32(nft.NFTA_LOOKUP_SET_ID, _set_id(name)),
+        nft._be32(nft.NFTA_LOOKUP_SREG, nft.NFT_REG_1),
+        *((nft._be32(nft.NFTA_LOOKUP_FLAGS, nft.NFT_LOOKUP_F_INV),) if inverted else ()),
+    )
+
+
 def _reverse_tunnel(ha: str) -> tuple[str, list[bytes]]:
     """Drop IPv6-in-IPv6 to the HA address whose (outer src, inner src) is no binding."""
     return (
         f"mip6ctl: reverse tunnel to {ha} from a non-binding",
+        [*_tunnelled_pair(ha), _lookup(nft.REVERSE_TUNNEL_SET, inverted=True), *_DROP],
+    )
+
+
+_MNP_HEAD, _MNP_TAIL = "mip6ctl: reverse tunnel to ", " from a mobile network"
+
+
+def _reverse_tunnel_mnp(arg: str) -> tuple[str, list[bytes]]:
+    """Accept IPv6-in-IPv6 to the HA whose (outer src, inner src / L) is a mobile router
+    binding's (care-of, mobile network prefix); `arg` is "HA/L" (RFC 3963 §6.6)."""
+    ha, _, length = arg.rpartition("/")
+    n = int(length)
+    mask = ((1 << 128) - (1 << (128 - n))).to_bytes(16, "big")
+    return (
+        f"{_MNP_HEAD}{arg}{_MNP_TAIL}",
         [
-            nft._payload(nft.NFT_REG_1, 6, 1),
-            nft._cmp_eq(nft.NFT_REG_1, b"\x29"),  # ip6 nexthdr 41
-            nft._payload(nft.NFT_REG_1, 24, 16),
-            nft._cmp_eq(nft.NFT_REG_1, IPv6Address(ha).packed),
-            nft._payload(nft.NFT_REG_1, 8, 16),  # outer source: the care-of address ...
-            nft._payload(nft.NFT_REG_2, 48, 16),  # ... inner source (@nh,384,128): home address
-            nft._expr(
-                "lookup",
-                nl.attr_str(nft.NFTA_LOOKUP_SET, nft.REVERSE_TUNNEL_SET),
-                nft._be32(nft.NFTA_LOOKUP_SET_ID, nft._SET_ID),  # a set added in this batch
-                nft._be32(nft.NFTA_LOOKUP_SREG, nft.NFT_REG_1),
-                nft._be32(nft.NFTA_LOOKUP_FLAGS, nft.NFT_LOOKUP_F_INV),
-            ),
-            *_DROP,
+            *_tunnelled_pair(ha),
+            nft._bitwise_and(nft.NFT_REG_2, mask),
+            _lookup(render.mnp_set(n)),
+            nft._verdict(nft.NF_ACCEPT),  # no counter: NftTableInfo.dropped sums counters
         ],
     )
 
@@ -99,8 +135,9 @@ RULES: dict[str, Callable[[str], tuple[str, list[bytes]]]] = {
     "rh2-to-local": _rh2_to_local,
     "mh-decapsulated": _mh_decapsulated,
     "reverse-tunnel": _reverse_tunnel,
+    "reverse-tunnel-mnp": _reverse_tunnel_mnp,
 }
-_FIXED = {RULES[k]("")[0]: (k, "") for k in RULES if k != "reverse-tunnel"}
+_FIXED = {RULES[k]("")[0]: (k, "") for k in RULES if not k.startswith("reverse-tunnel")}
 
 
 def spec_of(comment: str) -> tuple[str, str]:
@@ -111,6 +148,8 @@ def spec_of(comment: str) -> tuple[str, str]:
     head, tail = "mip6ctl: reverse tunnel to ", " from a non-binding"
     if comment.startswith(head) and comment.endswith(tail):
         return ("reverse-tunnel", comment[len(head) : -len(tail)])
+    if comment.startswith(_MNP_HEAD) and comment.endswith(_MNP_TAIL):
+        return ("reverse-tunnel-mnp", comment[len(_MNP_HEAD) : -len(_MNP_TAIL)])
     return ("foreign", comment)
 
 
@@ -133,7 +172,7 @@ def create_requests(obj: NftSet | NftChain | NftSetElement) -> list[Request]:
             + nft._be32(nft.NFTA_SET_FLAGS, 0)
             + nft._be32(nft.NFTA_SET_KEY_TYPE, obj.key_type)
             + nft._be32(nft.NFTA_SET_KEY_LEN, obj.key_len)
-            + nft._be32(nft.NFTA_SET_ID, nft._SET_ID)  # mandatory; batch-local id
+            + nft._be32(nft.NFTA_SET_ID, _set_id(obj.name))  # mandatory; batch-local id
         )
         return [*reqs, (nft.NFT_MSG_NEWSET, nl.NLM_F_CREATE, attrs)]
     reqs.append(nft._chain_req(obj.table, obj.name, obj.hook, obj.priority))

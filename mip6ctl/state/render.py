@@ -152,8 +152,18 @@ class Capabilities:
     nftables: bool = False
 
     @classmethod
-    def resolve(cls, available: Mapping[str, bool | None], kernel: KernelSection) -> Capabilities:
-        """Choose backends from probe results (`mip6ctl doctor` names) and `[kernel]`."""
+    def resolve(
+        cls,
+        available: Mapping[str, bool | None],
+        kernel: KernelSection,
+        *,
+        mobile_router: bool = False,
+    ) -> Capabilities:
+        """Choose backends from probe results (`mip6ctl doctor` names) and `[kernel]`.
+
+        ``mobile_router``: auto always takes ip6tnl -- End.DT6 decapsulates into one
+        table, and a mobile router needs both local delivery (its home address) and
+        forwarding (its mobile network) for what the home agent tunnels to it."""
         want = kernel.tunnel
         has_ip6tnl = bool(available.get("ip6tnl"))
         # With neither backend, auto takes ip6tnl: it needs no static objects (seg6
@@ -161,7 +171,10 @@ class Capabilities:
         # up and only each binding's tunnel fails (tunnel_problem says why).
         no_seg6 = _lacks_seg6(available)
         tunnel: Literal["seg6", "ip6tnl"] = (
-            "ip6tnl" if want == "ip6tnl" or (want == "auto" and (has_ip6tnl or no_seg6)) else "seg6"
+            "ip6tnl"
+            if want == "ip6tnl"
+            or (want == "auto" and (has_ip6tnl or no_seg6 or mobile_router))
+            else "seg6"
         )
         defence = kernel.home_address_defence
         mip6 = bool(available.get("mip6"))
@@ -186,7 +199,13 @@ def _lacks_seg6(available: Mapping[str, bool | None]) -> bool:
     return available.get("seg6") is False or available.get("seg6local") is False
 
 
-def tunnel_problem(available: Mapping[str, bool | None], kernel: KernelSection) -> str | None:
+def is_mobile_router(cfg: Mip6Config) -> bool:
+    return cfg.node.role == Role.MN and cfg.mn is not None and cfg.mn.mobile_router
+
+
+def tunnel_problem(
+    available: Mapping[str, bool | None], kernel: KernelSection, *, mobile_router: bool = False
+) -> str | None:
     """Why the tunnel backend `[kernel] tunnel` resolves to cannot run here, or None.
 
     Only a capability the probe found missing (False) counts: one it could not
@@ -194,6 +213,12 @@ def tunnel_problem(available: Mapping[str, bool | None], kernel: KernelSection) 
     """
     no_ip6tnl = available.get("ip6tnl") is False
     no_seg6 = _lacks_seg6(available)
+    if mobile_router and no_ip6tnl and kernel.tunnel != "seg6":
+        return (
+            "a mobile router tunnels with ip6tnl only, and this kernel has no ip6tnl "
+            "(CONFIG_IPV6_TUNNEL; `modprobe ip6_tunnel`): the home registration works, "
+            "but neither the home address nor the mobile network is reachable away from home"
+        )
     if kernel.tunnel == "auto" and no_ip6tnl and no_seg6:
         return (
             "tunnel = auto: no ip6tnl (CONFIG_IPV6_TUNNEL; `modprobe ip6_tunnel`) and no "
@@ -365,6 +390,7 @@ def render_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts) -> Desi
         _ha_static(cfg, caps, facts, out)
     elif cfg.node.role == Role.MN and cfg.mn is not None:
         _ipsec_mn(cfg, facts, out)
+        _mobile_router_static(cfg, out)
     if caps.signalling == "userspace":
         _signalling_drop(out)
     elif caps.signalling == "kernel":
@@ -451,18 +477,26 @@ def _kernel_transport_wildcards(out: Desired) -> None:
     )
 
 
-def _reverse_tunnel_check(ha_address: IPv6Address, out: Desired) -> None:
+def _reverse_tunnel_check(cfg: Mip6Config, ha_address: IPv6Address, out: Desired) -> None:
     """RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
     tunnelled to the HA address, so packets whose (outer source, inner source) is not
-    (care-of, home address) of a binding are dropped before it."""
+    (care-of, home address) of a binding are dropped before it.  A mobile router's
+    packets come from its mobile network prefixes (RFC 3963 §6.6): per prefix length
+    L in use, a set of (care-of, prefix) pairs and a rule accepting a packet whose
+    (outer source, inner source masked to L) is in it, ahead of the drop."""
     origin = Origin("config", "ha.address")
+    ha = _text(ha_address)
     out.add(NftSet(REVERSE_TUNNEL_SET, NFT_TYPE_IPV6_PAIR, 32), origin)
+    lengths = sorted({p.prefixlen for ps in mobile_network_prefixes(cfg).values() for p in ps})
+    for length in lengths:
+        out.add(NftSet(mnp_set(length), NFT_TYPE_IPV6_PAIR, 32), origin)
+    rules = tuple(("reverse-tunnel-mnp", f"{ha}/{n}") for n in lengths)
     out.add(
         NftChain(
             CHAIN_REVERSE_TUNNEL,
             NFT_HOOK_PREROUTING,
             NFT_PRIORITY_RAW,
-            (("reverse-tunnel", _text(ha_address)),),
+            (*rules, ("reverse-tunnel", ha)),
         ),
         origin,
     )
@@ -483,6 +517,7 @@ def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desir
             Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(prefix)),
             Origin("config", f"ha.home_prefixes[{i}]"),
         )
+    _nemo_static(cfg, out)
     addr = home_agent_address(cfg, facts)
     if addr is None:
         out.problems.append(
@@ -492,7 +527,7 @@ def _ha_static(cfg: Mip6Config, caps: Capabilities, facts: HostFacts, out: Desir
     elif caps.tunnel == "seg6":
         _seg6_decap(cfg, addr, ha.interfaces[0], RT_TABLE_MAIN, out, Origin("config", "ha.address"))
         if caps.nftables:
-            _reverse_tunnel_check(addr, out)
+            _reverse_tunnel_check(cfg, addr, out)
     if addr is not None and cfg.ipsec:
         _ipsec_ha(cfg, addr, facts, out)
 
@@ -534,23 +569,27 @@ def render_binding(
     origin = Origin("binding", home)
     link = _home_link(cfg, b.home_address)
     hoa = f"{home}/128"
+    # RFC 3963 §6.2: a mobile router's prefixes go through the same tunnel
+    mnps: tuple[IPv6Network, ...] = getattr(b, "mobile_network_prefixes", ())
     if caps.tunnel == "seg6":
-        out.add(
-            Route(
-                hoa,
-                table=binding_table(cfg),
-                oif=link,
-                encap=Seg6Encap((care_of,), "encap.red"),
-            ),
-            origin,
-        )
+        encap = Seg6Encap((care_of,), "encap.red")
+        out.add(Route(hoa, table=binding_table(cfg), oif=link, encap=encap), origin)
+        for mnp in mnps:
+            out.add(Route(str(mnp), table=binding_table(cfg), oif=link, encap=encap), origin)
         if caps.nftables and home_agent_address(cfg, facts) is not None:  # render_static's check
             out.add(NftSetElement(care_of, home, REVERSE_TUNNEL_SET), origin)
+            for mnp in mnps:
+                out.add(
+                    NftSetElement(care_of, _text(mnp.network_address), mnp_set(mnp.prefixlen)),
+                    origin,
+                )
     else:
         name = tunnel_name(b.care_of_address)
         local = home_agent_address(cfg, facts) or IPv6Address("::")
         out.add(Tunnel(name, local=str(local), remote=care_of), origin)
         out.add(Route(hoa, table=binding_table(cfg), oif=name), origin)
+        for mnp in mnps:
+            out.add(Route(str(mnp), table=binding_table(cfg), oif=name), origin)
     if caps.proxy_ndp:
         out.add(ProxyNeighbour(link, home), origin)
         link_local = b.defended_link_local
@@ -578,9 +617,114 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
     """Keys a binding for `hoa` may own, whatever its care-of address (for deletes)."""
     home = _text(hoa)
     keys = [("route", binding_table(cfg), f"{home}/128", "::/0", 1024)]
+    keys += mnp_route_keys(cfg, home)
     if caps.proxy_ndp:
         keys.append(("proxy", _home_link(cfg, hoa), home))
     return keys
+
+
+# --------------------------------------------------------------------------- network mobility
+#
+# RFC 3963 on the home agent: per listed mobile router (``mobile_router`` or
+# ``mobile_network_prefixes``, with ``ha.accept_mobile_routers``), static
+#   * ``to MNP lookup T`` (the binding table, like the home prefixes), and
+#   * ``MNP via HoA dev HOME-LINK metric 2048`` in T: the mobile router at home
+#     is an ordinary router on the home link (RFC 3963 §5.5 leaves routing at
+#     home to the operator; this is the static route that needs no protocol);
+# per binding, ``MNP`` through the binding's tunnel at the usual metric, which
+# wins over the at-home route while the router is away.  On the mobile router:
+# forwarding, RAs still accepted on its egress interfaces (accept_ra = 2: with
+# forwarding on the kernel otherwise ignores them and the care-of address
+# would never be configured), and away from home ``from MNP lookup T`` behind
+# the local table, so the mobile network's traffic leaves through the reverse
+# tunnel (RFC 3963 §5.6), with ``to MNP lookup main`` first so traffic between
+# two of its own prefixes stays local.
+
+#: metric of the at-home route for a mobile network prefix: behind the binding's (1024)
+MNP_AT_HOME_METRIC = 2048
+#: prefix of the reverse-tunnel sets of mobile network prefixes (one per prefix length)
+MNP_SET_PREFIX = "reverse_tunnel_mnp"
+
+_mnp_cache: tuple[object, dict[str, tuple[IPv6Network, ...]]] | None = None
+
+
+def mnp_set(length: int) -> str:
+    return f"{MNP_SET_PREFIX}{length}"
+
+
+def mobile_network_prefixes(cfg: Mip6Config) -> dict[str, tuple[IPv6Network, ...]]:
+    """Home address (canonical text) -> the prefixes its mobile router may register.
+
+    Only listed mobile routers of a home agent accepting them; computed once per
+    configuration generation (the reconciler asks for every binding it plans)."""
+    global _mnp_cache
+    ha = cfg.ha
+    if ha is None or not ha.accept_mobile_routers:
+        return {}
+    cached = _mnp_cache
+    if cached is not None and cached[0] is ha:
+        return cached[1]
+    index = {
+        _text(n.home_address): tuple(n.mobile_network_prefixes)
+        for n in ha.mobile_nodes
+        if n.is_mobile_router and n.mobile_network_prefixes
+    }
+    _mnp_cache = (ha, index)
+    return index
+
+
+def mnp_route_keys(cfg: Mip6Config, home: str) -> list[tuple]:
+    """Keys of the tunnel routes a binding of mobile router `home` may own."""
+    table = binding_table(cfg)
+    prefixes = mobile_network_prefixes(cfg).get(home, ())
+    return [("route", table, str(p), "::/0", 1024) for p in prefixes]
+
+
+def _nemo_static(cfg: Mip6Config, out: Desired) -> None:
+    ha = cfg.ha
+    assert ha is not None
+    if not ha.accept_mobile_routers:
+        return
+    for i, n in enumerate(ha.mobile_nodes):
+        if not n.is_mobile_router:
+            continue
+        home = _text(n.home_address)
+        link = _home_link(cfg, n.home_address)
+        for j, mnp in enumerate(n.mobile_network_prefixes):
+            origin = Origin("config", f"ha.mobile_nodes[{i}].mobile_network_prefixes[{j}]")
+            out.add(Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(mnp)), origin)
+            out.add(
+                Route(
+                    str(mnp),
+                    table=binding_table(cfg),
+                    metric=MNP_AT_HOME_METRIC,
+                    oif=link,
+                    gateway=home,
+                ),
+                origin,
+            )
+
+
+def _mobile_router_static(cfg: Mip6Config, out: Desired) -> None:
+    mn = cfg.mn
+    assert mn is not None
+    if not mn.mobile_router:
+        return
+    origin = Origin("config", "mn.mobile_router")
+    out.add(Sysctl("net/ipv6/conf/all/forwarding", "1"), origin)
+    for i, itf in enumerate(mn.interfaces):
+        where = Origin("config", f"mn.interfaces[{i}]")
+        out.add(Sysctl(f"net/ipv6/conf/{itf.name}/accept_ra", "2"), where)
+
+
+def _mobile_router_away(cfg: Mip6Config, out: Desired, origin: Origin) -> None:
+    mn = cfg.mn
+    assert mn is not None
+    if not mn.mobile_router:
+        return
+    for mnp in mn.mobile_network_prefixes:
+        out.add(Rule(_prio(cfg, 100), table=RT_TABLE_MAIN, dst=str(mnp)), origin)
+        out.add(Rule(_prio(cfg, 101), table=binding_table(cfg), src=str(mnp)), origin)
 
 
 def render_mobile_node(
@@ -654,6 +798,7 @@ def render_mobile_node(
             ),
             origin,
         )
+    _mobile_router_away(cfg, out, origin)
     if caps.route_optimization:
         for cn, care_of in view.correspondents:
             _mn_route_optimisation(view.home_address.ip, cn, care_of, out)
@@ -895,10 +1040,21 @@ def _ipsec_mn_away(
 
 def classify(obj: Any, cfg: Mip6Config) -> Origin | None:
     """Best-effort origin of an observed owned object that is no longer desired."""
-    if isinstance(obj, Route) and obj.table == binding_table(cfg) and obj.dst.endswith("/128"):
-        return Origin("binding", obj.dst[:-4])
+    if isinstance(obj, Route) and obj.table == binding_table(cfg):
+        if obj.dst.endswith("/128"):
+            return Origin("binding", obj.dst[:-4])
+        return _mnp_owner(cfg, obj.dst)
     if isinstance(obj, ProxyNeighbour):
         return Origin("binding", obj.address)
     if isinstance(obj, NftSetElement):
+        if obj.set.startswith(MNP_SET_PREFIX):
+            return _mnp_owner(cfg, f"{obj.home}/{obj.set[len(MNP_SET_PREFIX) :]}")
         return Origin("binding", obj.home)
+    return None
+
+
+def _mnp_owner(cfg: Mip6Config, prefix: str) -> Origin | None:
+    for home, prefixes in mobile_network_prefixes(cfg).items():
+        if any(str(p) == prefix for p in prefixes):
+            return Origin("binding", home)
     return None

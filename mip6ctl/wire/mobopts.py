@@ -282,11 +282,9 @@ def decode_options(
         elif otype == 3:
             opts.append(AlternateCareofAddress(address(bytes(data[start:nxt]))))
         else:
+            # a prefix length above 128 is well-formed on the wire but no prefix: the
+            # home agent answers 141 Invalid Prefix (RFC 3963 §6.1.2), not a decode error
             plen = data[start + 1]
-            if plen > 128:
-                raise BadOptionLength(
-                    f"prefix length {plen} > 128", mh_offset=start + 1, base=base
-                )
             opts.append(MobileNetworkPrefix(plen, IPv6Address(bytes(data[start + 2 : nxt]))))
         pos = nxt
     return tuple(opts)

@@ -176,3 +176,38 @@ def test_named_interfaces(write):
         (("mn", "interfaces", 0), "wlan0"),
         (("mn", "interfaces", 1), "eth1"),
     ]
+
+
+def test_mobile_network_prefix_inside_a_home_prefix(write):
+    """A mobile network inside a home prefix would be both proxied and routed."""
+    extra = (
+        '\n[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::100"\n'
+        'mobile_network_prefixes = ["2001:db8:1:0:8000::/65"]\n'
+    )
+    d = write({"a.toml": ha("2001:db8:1::/64", extra=extra)})
+    (p,) = problems(d)
+    assert p.key == "ha.mobile_nodes[0].mobile_network_prefixes[0]"
+    assert "lies inside home prefix 2001:db8:1::/64" in p.message
+
+
+MR = (
+    '[node]\nrole = "mn"\n{kernel}[mn]\nhome_address = "2001:db8:1::100/64"\n'
+    'home_agent = "2001:db8:1::1"\ninterfaces = [{{ name = "eth0" }}]\n'
+    "mobile_router = true\n"
+    'mobile_network_prefixes = ["{mnp}"]\n'
+)
+
+
+def test_mobile_router_refuses_the_seg6_backend(write):
+    d = write({"a.toml": MR.format(kernel='[kernel]\ntunnel = "seg6"\n', mnp="2001:db8:9::/64")})
+    (p,) = problems(d)
+    assert p.key == "kernel.tunnel" and "a mobile router needs tunnel = 'ip6tnl'" in p.message
+    ok = write({"a.toml": MR.format(kernel="", mnp="2001:db8:9::/64")}, d.parent / "auto")
+    assert load_directory(ok).config.mn.mobile_router
+
+
+def test_mobile_router_prefix_overlapping_its_home_prefix(write):
+    d = write({"a.toml": MR.format(kernel="", mnp="2001:db8:1::/48")})
+    (p,) = problems(d)
+    assert p.key == "mn.mobile_network_prefixes[0]"
+    assert "overlaps the home prefix 2001:db8:1::/64" in p.message

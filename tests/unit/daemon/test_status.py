@@ -33,7 +33,7 @@ KEYS = [
     "status_version", "daemon_version", "role", "node_name", "pid", "started_at", "uptime_s",
     "generation", "generation_number", "observed_generation", "conditions",
     "last_reconcile_time", "counters", "transport", "tunnel_backend", "binding_cache",
-    "binding_update_list", "return_routability", "reconcile", "ipsec",
+    "binding_update_list", "return_routability", "mobile_router", "reconcile", "ipsec",
 ]  # fmt: skip
 
 

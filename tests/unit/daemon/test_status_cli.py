@@ -230,9 +230,11 @@ def test_store_failure_and_pending_bindings(sock: Path, capsys: pytest.CaptureFi
            "write failed: database or disk is full" in out  # fmt: skip
     assert "KernelInSync        False   KernelDrift" in out  # the columns still line up
     assert "Binding cache (2 entries, 1 pending)" in out
-    table = {line.split()[1]: line.split()[-2] for line in out.splitlines()
-             if "2001:db8:1::" in line}  # fmt: skip
-    assert table == {"2001:db8:1::100": "yes", "2001:db8:1::200": "pending"}
+    table = {line.split()[1]: [w for w in line.split() if w in ("yes", "pending")]
+             for line in out.splitlines() if "2001:db8:1::" in line}  # fmt: skip
+    assert table == {"2001:db8:1::100": ["yes"], "2001:db8:1::200": ["pending"]}
+    # a mobile router's row shows its mobile network (issue 18)
+    assert "mobile network" in out and "2001:db8:9::/48" in out
     body = json.loads("{" + js)
     assert body["binding_cache"]["pending"] == 1
     assert conditions_by_type(body)["BindingStoreHealthy"]["reason"] == "WriteFailed"

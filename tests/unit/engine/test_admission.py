@@ -74,7 +74,30 @@ def test_mobile_router_needs_accept_mobile_routers() -> None:
     assert refusal(policy(), HOA, mobile_router=True) == (
         BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
     )
-    assert refusal(policy(accept_mobile_routers=True), HOA, mobile_router=True) is None
+    router = {"home_address": str(HOA), "mobile_router": True}
+    accepting = policy(accept_mobile_routers=True, mobile_nodes=[router])
+    assert refusal(accepting, HOA, mobile_router=True) is None
+
+
+def test_mobile_router_must_be_configured_as_one_140() -> None:
+    """RFC 3963 §6.1: R = 1 from a node the home agent does not know as a mobile router."""
+    plain = policy(accept_mobile_routers=True)  # HOA listed, no prefixes, no mobile_router
+    assert refusal(plain, HOA, mobile_router=True) == BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
+    assert refusal(plain, HOA) is None
+    off = policy(
+        accept_mobile_routers=True,
+        mobile_nodes=[{"home_address": str(HOA), "mobile_router": False}],
+    )
+    assert refusal(off, HOA, mobile_router=True) == BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
+    by_prefixes = policy(
+        accept_mobile_routers=True,
+        mobile_nodes=[{"home_address": str(HOA), "mobile_network_prefixes": [str(MNP)]}],
+    )
+    assert refusal(by_prefixes, HOA, mobile_router=True) is None
+    unlisted = policy(accept_mobile_routers=True, default_action="allow")
+    assert refusal(unlisted, UNLISTED, mobile_router=True) == (
+        BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
+    )
     # refusals in §10.3.1 order: 129 before 140
     assert refusal(policy(), UNLISTED, mobile_router=True) == (
         BAStatus.ADMINISTRATIVELY_PROHIBITED
@@ -86,7 +109,15 @@ def test_admits_a_binding_like_a_bu_for_it() -> None:
     assert p.admits(binding(HOA))
     assert not p.admits(binding(UNLISTED))
     assert not p.admits(binding(HOA, prefixes=(MNP,)))  # a mobile router binding
-    assert policy(accept_mobile_routers=True).admits(binding(HOA, prefixes=(MNP,)))
+    router = {"home_address": str(HOA), "mobile_network_prefixes": [str(MNP)]}
+    assert policy(accept_mobile_routers=True, mobile_nodes=[router]).admits(
+        binding(HOA, prefixes=(MNP,))
+    )
+    # a prefix the configuration no longer grants: the binding goes, as its BU would
+    other = {"home_address": str(HOA), "mobile_network_prefixes": ["2001:db8:200::/48"]}
+    assert not policy(accept_mobile_routers=True, mobile_nodes=[other]).admits(
+        binding(HOA, prefixes=(MNP,))
+    )
 
 
 def test_kept_home_registrations_leaves_out_correspondent_entries_and_non_home_agents() -> None:
