@@ -26,6 +26,7 @@ import socket
 import struct
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Any
@@ -106,7 +107,13 @@ class LoadGenerator:
         coa_base: IPv6Address,
         *,
         lifetime_units: int = 0xFFFF,
+        flags: int = int(BUFlag.A | BUFlag.H),
+        options_of: Callable[[int], tuple[Any, ...]] | None = None,
     ) -> None:
+        """``flags`` / ``options_of(i)``: e.g. R and Mobile Network Prefix options for
+        mobile routers (bench/ha_nemo.py); the sequence and checksum stay where they are."""
+        self.flags = flags
+        self.options_of = options_of
         self.ha = ha
         self.ha_text = str(ha)
         self.hoa_base = int(hoa_base)
@@ -141,10 +148,12 @@ class LoadGenerator:
         for i in range(len(self.pre), n):
             hoa = IPv6Address(self.hoa_base + i)
             coa = IPv6Address(self.coa_base + i)
-            bu = BindingUpdate(0, int(BUFlag.A | BUFlag.H), self.lifetime_units)
+            options = self.options_of(i) if self.options_of is not None else ()
+            bu = BindingUpdate(0, self.flags, self.lifetime_units, options)
             pkt = build_mh_packet(coa, self.ha, bu, home_address=hoa)
             if i == 0:
-                assert parse_ipv6(pkt).payload_offset == 64 and len(pkt) == 80, "BU layout"
+                assert parse_ipv6(pkt).payload_offset == 64, "BU layout"
+                assert options or len(pkt) == 80, "BU layout"
                 assert pkt[48:64] == hoa.packed
             ck = int.from_bytes(pkt[68:70], "big")
             self.pre.append(pkt[:68])

@@ -41,6 +41,11 @@ def summary(gen: Any) -> dict[str, Any]:
             "mobile_nodes": len(cfg.ha.mobile_nodes),
             "default_action": cfg.ha.default_action,
             "max_binding_lifetime": cfg.ha.max_binding_lifetime,
+            "mobile_routers": (
+                sum(1 for n in cfg.ha.mobile_nodes if n.is_mobile_router)
+                if cfg.ha.accept_mobile_routers
+                else 0
+            ),
         }
     if cfg.mn is not None:
         out["mobile_node"] = {
@@ -48,6 +53,14 @@ def summary(gen: Any) -> dict[str, Any]:
             "home_agent": str(cfg.mn.home_agent),
             "interfaces": [{"name": i.name, "preference": i.preference} for i in cfg.mn.interfaces],
             "route_optimization": cfg.mn.route_optimization,
+            "mobile_router": (
+                {
+                    "mode": "explicit" if cfg.mn.explicit_mode else "implicit",
+                    "mobile_network_prefixes": [str(x) for x in cfg.mn.mobile_network_prefixes],
+                }
+                if cfg.mn.mobile_router
+                else None
+            ),
         }
     if cfg.ipsec:
         out["ipsec"] = {
@@ -193,6 +206,11 @@ def _print_warnings(warnings: list[Any]) -> None:
         p.line(": ".join([*parts, w.message]))
 
 
+def _routers(h: dict[str, Any]) -> str:
+    n = h.get("mobile_routers") or 0
+    return f" ({n} mobile router{'s' if n != 1 else ''})" if n else ""
+
+
 def _print_valid(body: dict[str, Any]) -> None:
     p = Painter(sys.stdout)
     s = body["summary"]
@@ -213,7 +231,7 @@ def _print_valid(body: dict[str, Any]) -> None:
         row(
             "home agent",
             f"links {', '.join(h['interfaces'])} · prefixes {', '.join(h['home_prefixes'])} · "
-            f"{h['mobile_nodes']} mobile node(s), others {h['default_action']} · "
+            f"{h['mobile_nodes']} mobile node(s){_routers(h)}, others {h['default_action']} · "
             f"max lifetime {h['max_binding_lifetime']} s",
         )
     if "mobile_node" in s:
@@ -225,6 +243,10 @@ def _print_valid(body: dict[str, Any]) -> None:
             f"{m['home_address']} · home agent {m['home_agent']} · interfaces {ifs} · "
             f"route optimisation {ro}",
         )
+        mr = m.get("mobile_router")
+        if mr:
+            nets = ", ".join(mr["mobile_network_prefixes"]) or "none"
+            row("mobile router", f"{mr['mode']} mode · mobile network {nets}")
     cn = s["correspondent"]
     n = cn["policies"]
     row(

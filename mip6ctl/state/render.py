@@ -722,9 +722,11 @@ def _mobile_router_away(cfg: Mip6Config, out: Desired, origin: Origin) -> None:
     assert mn is not None
     if not mn.mobile_router:
         return
+    # a mobile router runs ip6tnl only, where the kernel's local rule stays at 0: these
+    # come after it inside the owned band, behind the home address's own rule
     for mnp in mn.mobile_network_prefixes:
-        out.add(Rule(_prio(cfg, 100), table=RT_TABLE_MAIN, dst=str(mnp)), origin)
-        out.add(Rule(_prio(cfg, 101), table=binding_table(cfg), src=str(mnp)), origin)
+        out.add(Rule(_prio(cfg, 3), table=RT_TABLE_MAIN, dst=str(mnp)), origin)
+        out.add(Rule(_prio(cfg, 4), table=binding_table(cfg), src=str(mnp)), origin)
 
 
 def render_mobile_node(

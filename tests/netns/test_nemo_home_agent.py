@@ -213,7 +213,7 @@ def test_explicit_registration_routes_the_prefixes_through_the_tunnel(bed: Bed, 
     rc, doc = mip6ctl(bed, "diff", config=staged)
     assert rc == 2, doc
     mine = [c for c in doc["plan"] if c.get("origin") == f"binding {MR}"]
-    deleted = {c["key"][2] for c in mine if c["action"] == "delete" and c["kind"] == "route"}
+    deleted = {c["before"]["dst"] for c in mine if c["action"] == "delete" and c["kind"] == "route"}
     assert {"2001:db8:50::/64", "2001:db8:50:1::/64", "2001:db8:1::100/128"} <= deleted, doc
 
     # de-registration: the tunnel routes and elements go, the at-home routes stay

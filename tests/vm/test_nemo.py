@@ -3,7 +3,8 @@
 The reference testbed with one more namespace, ``mnet``, behind the mobile
 node: the mobile node is a mobile router (``examples/testbed/nemo/mr``) whose
 mobile network 2001:db8:50::/64 is its interface ``mr1``; ``mnet`` is a host
-on it (2001:db8:50::2, default route via the router).  The core router has a
+on it (2001:db8:50::2, its default route from the router's Router
+Advertisements: radvd on ``mr1``, which stays on through every move).  The core router has a
 static route for 2001:db8:50::/48 via the home agent (``examples/testbed/nemo/ha``),
 as it has for the home prefix (docs/nemo.md).
 
@@ -26,11 +27,12 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mip6ctl.testbed import Testbed
+from mip6ctl.testbed import Testbed, radvd
 from tests import nsutil
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 from tests.vm.daemon_helpers import (
@@ -80,6 +82,25 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+def _router_adverts(tb: Testbed, tmp: Path) -> subprocess.Popen[bytes]:
+    """radvd on the router's mobile network interface (the operator's, not mip6ctl's):
+    the host behind it takes its default route from these RAs, through every move."""
+    binary = radvd.find_radvd()
+    assert binary is not None, "the vm tier installs radvd"
+    conf = tmp / "radvd-mr1.conf"
+    conf.write_text(radvd.render([radvd.Advert("mr1", str(MNP))]))
+    argv = [binary, "--nodaemon", "--config", str(conf), "--pidfile", str(tmp / "radvd.pid")]
+    log = open(tmp / "radvd-mr1.log", "wb")  # noqa: SIM115 - lives as long as radvd
+    return tb.exec("mn", [*argv, "--logmethod", "stderr_clean"], stdout=log, stderr=log)
+
+
+def host_default_route(bed: Bed) -> str | None:
+    """The mobile network host's default route when it came from the router's RAs."""
+    out = subprocess.run(["ip", "-n", bed.mnet, "-6", "route", "show", "default"],
+                         capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+    return out if "proto ra" in out and "via fe80:" in out else None
+
+
 def _mobile_network(tb: Testbed) -> str:
     """The host behind the mobile router, and the core's route to the mobile network."""
     mnet = f"{tb.ns('mn')}-net"
@@ -91,7 +112,6 @@ def _mobile_network(tb: Testbed) -> str:
     _ip("-n", mnet, "-6", "addr", "add", f"{HOST}/64", "dev", "eth0", "nodad")
     _ip("-n", mnet, "link", "set", "eth0", "up")
     _ip("-n", mnet, "link", "set", "lo", "up")
-    _ip("-n", mnet, "-6", "route", "add", "default", "via", "2001:db8:50::1", "dev", "eth0")
     _ip("-n", tb.ns("core"), "-6", "route", "add", "2001:db8:50::/48", "via", "2001:db8:ff01::1")
     return mnet
 
@@ -102,6 +122,7 @@ def bed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     mode, ha_tunnel = request.param
     with Testbed.build(timeout=60.0) as tb:
         mnet = _mobile_network(tb)
+        adverts = _router_adverts(tb, tmp_path_factory.mktemp("radvd"))
         ha = HaDaemon(
             tb,
             tmp_path_factory.mktemp("ha"),
@@ -130,6 +151,8 @@ def bed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         finally:
             for d in (mr, ha):
                 d.stop()
+            adverts.terminate()
+            adverts.wait(timeout=30)
             subprocess.run(["ip", "netns", "del", mnet], capture_output=True, timeout=30)
 
 
@@ -170,7 +193,10 @@ def move(bed: Bed, link: str) -> dict[str, Any]:
 
 
 def pings(bed: Bed, link: str) -> None:
-    """CN <-> the host behind the router, both ways (a few tries: emulated CPU)."""
+    """CN <-> the host behind the router, both ways (a few tries: emulated CPU); the host
+    still routes by the router's Router Advertisements."""
+    wait_for("host default route from the RAs", lambda: host_default_route(bed), bed.logs,
+             CONVERGE)  # fmt: skip
     for src, dst in ((bed.tb.ns("cn"), HOST), (bed.mnet, CN)):
         got = 0
         for _ in range(3):

@@ -146,8 +146,9 @@ def test_mobile_router_forwards_and_keeps_router_advertisements() -> None:
 def test_mobile_router_away_sends_its_network_through_the_reverse_tunnel() -> None:
     caps = Capabilities(tunnel="ip6tnl")
     objs = set(render(MR, (), caps, mobile_node=view(COA)).objects.values())
-    assert Rule(1100, table=254, dst=str(MNP)) in objs  # its own prefixes stay local ...
-    assert Rule(1101, table=6275, src=str(MNP)) in objs  # ... the rest goes to the HA
+    assert Rule(1003, table=254, dst=str(MNP)) in objs  # its own prefixes stay local ...
+    assert Rule(1004, table=6275, src=str(MNP)) in objs  # ... the rest goes to the HA
+    assert all(o.owned for o in objs)  # inside the owned rule band, or the observer loses them
     assert Route("::/0", table=6275, oif=tunnel_name(IPv6Address("2001:db8:1::1"))) in objs
 
 
@@ -155,7 +156,7 @@ def test_a_mobile_host_renders_none_of_it() -> None:
     mn = load_directory(ROOT / "examples" / "testbed" / "mn").config
     objs = render(mn, (), Capabilities(tunnel="ip6tnl"), mobile_node=view(COA)).objects.values()
     assert not [o for o in objs if isinstance(o, Sysctl)]
-    assert not [o for o in objs if isinstance(o, Rule) and o.priority in (1100, 1101)]
+    assert not [o for o in objs if isinstance(o, Rule) and o.priority in (1003, 1004)]
 
 
 @pytest.mark.parametrize(
