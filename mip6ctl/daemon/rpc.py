@@ -88,9 +88,12 @@ def candidate_plan(daemon: Any, directory: Path | None = None) -> tuple[Any, Des
     facts = with_generation_keys(gen, loop.facts)  # the candidate's keys (a rotation shows)
     desired = render(cfg, bindings, daemon.caps, facts, mobile_node=loop.mobile_view)
     # Deletes get an origin too, so the plan can count the bindings it drops.
+    running = getattr(daemon, "cfg", None)
     for k, obj in loop.observer.owned.items():
         if k not in desired.origins:
-            origin = classify(obj, cfg)
+            # the running configuration knows what a candidate dropped (a mobile
+            # network prefix it no longer lists still belongs to its router's binding)
+            origin = classify(obj, cfg) or (classify(obj, running) if running else None)
             if origin is not None:
                 desired.origins[k] = origin
     return gen, desired, loop.reconciler.plan(desired)

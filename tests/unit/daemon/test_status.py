@@ -214,6 +214,35 @@ def test_mn_document_from_engine_mobile_node() -> None:
     assert doc["generation"] is None and doc["last_reconcile_time"] is None
 
 
+def test_mobile_router_section() -> None:
+    """RFC 3963: what the router registers, and whether the home agent took it (R = 1)."""
+    from mip6ctl.engine.events import CareOfAddressChanged, Received
+    from mip6ctl.wire.mh import BAFlag, BindingAcknowledgement
+
+    cfg = mn_cfg()
+    assert cfg.mn is not None
+    router = cfg.mn.model_copy(
+        update={"mobile_router": True, "explicit_mode": False,
+                "mobile_network_prefixes": [IPv6Network("2001:db8:50::/64")]}
+    )  # fmt: skip
+    cfg = cfg.model_copy(update={"mn": router})
+    mn = MobileNode(router, NOW - 5)
+    coa = IPv6Address("2001:db8:2::100")
+    mn.handle(CareOfAddressChanged(coa), NOW - 5)
+
+    def doc() -> dict:
+        return build_status("mn", cfg, GenerationInfo(), [], {}, [], [mn], NOW, started_at=NOW)
+
+    want = {"mode": "implicit", "mobile_network_prefixes": ["2001:db8:50::/64"]}
+    assert doc()["mobile_router"] == {**want, "accepted": None}
+    ba = BindingAcknowledgement(0, mn.sequence, 100, int(BAFlag.R))
+    mn.received(Received(ba, HA, coa, None, IPv6Address("2001:db8:1::100")), NOW)
+    assert doc()["mobile_router"] == {**want, "accepted": True}
+    assert ha_doc()["mobile_router"] is None  # a home agent has none
+    plain = build_status("mn", mn_cfg(), GenerationInfo(), [], {}, [], [], NOW, started_at=NOW)
+    assert plain["mobile_router"] is None
+
+
 def test_bul_mapping_rows() -> None:
     entry = {"peer": HA, "state": "registered", "expires_at": NOW + 99.9, "sequence": 7,
              "retransmissions": 2, "last_status": 0}  # fmt: skip
