@@ -838,6 +838,25 @@ def run_bench(
     return rc, out
 
 
+def add_output_args(ap: argparse.ArgumentParser, budget: float = 1800) -> None:
+    """The options every daemon bench around `run_bench` shares."""
+    ap.add_argument("--keep-logs", help="copy the daemon logs into this directory")
+    ap.add_argument("--budget", type=float, default=budget, help="hard time limit, seconds")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--out", help="also write the JSON here")
+
+
+def emit(args: argparse.Namespace, rc: int, out: dict[str, Any]) -> int:
+    """Write (``--out``) and print (all with ``--json``, else the results) a bench's document."""
+    if not out:
+        return rc
+    text = json.dumps(out, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text if args.json else json.dumps(out["results"], indent=1)[:6000])
+    return rc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bindings", type=int, default=100_000)
@@ -880,25 +899,13 @@ def main() -> int:
     )
     ap.add_argument("--latency-per-variant", type=int, default=1)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after a restart")
-    ap.add_argument("--keep-logs", help="copy the daemon logs into this directory")
-    ap.add_argument("--budget", type=float, default=1800, help="hard time limit, seconds")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--out", help="also write the JSON here")
+    add_output_args(ap)
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",")]
     args.reg_rates = [float(x) for x in args.reg_rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
     rc, out = run_bench("ha_daemon", args, lambda: Bed(f"{os.getpid()}"), run)
-    if not out:
-        return rc
-    text = json.dumps(out, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    if args.json:
-        print(text)
-    else:
-        print(json.dumps(out["results"], indent=1)[:6000])
-    return rc
+    return emit(args, rc, out)
 
 
 if __name__ == "__main__":

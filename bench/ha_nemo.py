@@ -24,7 +24,6 @@ On a kernel without seg6 lwtunnel run it in the vm tier (bench/vm_ha_nemo.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -160,20 +159,11 @@ def main() -> int:
     ap.add_argument("--latency-rate", type=float, default=2000)
     ap.add_argument("--latency-seconds", type=float, default=5.0)
     ap.add_argument("--start-timeout", type=float, default=120.0)
-    ap.add_argument("--keep-logs", help="copy the daemon logs into this directory")
-    ap.add_argument("--budget", type=float, default=1800, help="hard time limit, seconds")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--out", help="also write the JSON here")
+    hd.add_output_args(ap)
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",")]
     rc, out = hd.run_bench("ha_nemo", args, lambda: hd.Bed(f"n{os.getpid()}"), run)
-    if not out:
-        return rc
-    text = json.dumps(out, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text if args.json else json.dumps(out["results"], indent=1)[:6000])
-    return rc
+    return hd.emit(args, rc, out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -202,6 +203,14 @@ def test_explicit_registration_routes_the_prefixes_through_the_tunnel(bed: Bed, 
     row = {x["home_address"]: x for x in bed.ha.status_cli()["binding_cache"]["rows"]}[str(MR)]
     assert row["mobile_network_prefixes"] == ["2001:db8:50::/64", "2001:db8:50:1::/64"]
     assert "R" in row["flags"]
+
+    # drift: a mobile network prefix's tunnel route deleted by hand comes back
+    ip(bed.tb, "ha", "-6", "route", "del", "2001:db8:50:1::/64", "table", str(ROUTE_TABLE),
+       "metric", "1024")  # fmt: skip
+    deadline = time.monotonic() + 10.0 * nsutil.SLOWDOWN
+    while "encap seg6" not in routes(bed).get("2001:db8:50:1::/64", ""):
+        assert time.monotonic() < deadline, f"not repaired: {routes(bed)}\n{bed.ha.tail()}"
+        time.sleep(0.1)
 
     # diff of a candidate that stops granting a prefix: the router's binding and its
     # prefix routes go, each shown with the binding it belongs to

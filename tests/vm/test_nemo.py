@@ -43,13 +43,11 @@ from tests.vm.daemon_helpers import (
     wait_for,
     wait_ready,
 )
+from tests.vm.test_daemons import CN, HA, HOA
 
 pytestmark = pytest.mark.usefixtures("mip6_modules")
 
 EXAMPLES = REPO / "examples" / "testbed" / "nemo"
-HOA = IPv6Address("2001:db8:1::100")
-HA = IPv6Address("2001:db8:1::1")
-CN = IPv6Address("2001:db8:c::2")
 HOST = IPv6Address("2001:db8:50::2")
 MNP = IPv6Network("2001:db8:50::/64")
 PREFIX = {"f1": IPv6Network("2001:db8:a::/64"), "f2": IPv6Network("2001:db8:b::/64")}
