@@ -180,7 +180,7 @@ def _check_mobile_network_prefixes(ha: HomeAgent, c: _Bu) -> int | None:
 
 
 def _not_routable(net: IPv6Network) -> bool:
-    """No unicast prefix a home agent could route to a mobile router (RFC 3963 §6.1.2)."""
+    """No unicast prefix a home agent could route to a mobile router (RFC 3963)."""
     return net.is_multicast or net.is_link_local or net.is_loopback or net.is_unspecified
 
 

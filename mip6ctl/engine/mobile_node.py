@@ -46,7 +46,7 @@ The de-registration from home goes from the home address, care-of = home
 address, lifetime 0, without a Home Address option. A mobile router (RFC 3963)
 sets R and, in explicit mode, lists its prefixes as Mobile Network Prefix
 options; an accepting BA without R means only the home address is forwarded
-(``mobile_router_accepted`` False, §5.3). Dynamic home agent
+(``mobile_router_accepted`` False). Dynamic home agent
 discovery is not implemented: with ``home_agent = "dhaad"`` nothing is sent.
 """
 
@@ -234,7 +234,7 @@ class MobileNode:
         self.registered_lifetime = ba.lifetime_seconds
         self.expires_at = now + ba.lifetime_seconds
         if self.cfg.mobile_router:
-            # RFC 3963 §5.3: R = 0 in the BA -- registered as a mobile *host* only;
+            # RFC 3963: R = 0 in the BA -- registered as a mobile *host* only;
             # the home agent will not forward the mobile network prefixes
             self.mobile_router_accepted = ba.mobile_router
             if not ba.mobile_router:
@@ -317,7 +317,7 @@ class MobileNode:
         options: tuple[MobilityOption, ...] = ()
         if self.cfg.use_alternate_care_of_address:
             options = (AlternateCareofAddress(self.care_of_address),)
-        if self.cfg.mobile_router and self.cfg.explicit_mode:  # RFC 3963 §5.1
+        if self.cfg.mobile_router and self.cfg.explicit_mode:  # RFC 3963
             options += tuple(
                 MobileNetworkPrefix(p.prefixlen, p.network_address)
                 for p in self.cfg.mobile_network_prefixes

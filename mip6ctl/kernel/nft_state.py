@@ -113,7 +113,7 @@ _MNP_HEAD, _MNP_TAIL = "mip6ctl: reverse tunnel to ", " from a mobile network"
 
 def _reverse_tunnel_mnp(arg: str) -> tuple[str, list[bytes]]:
     """Accept IPv6-in-IPv6 to the HA whose (outer src, inner src / L) is a mobile router
-    binding's (care-of, mobile network prefix); `arg` is "HA/L" (RFC 3963 §6.6)."""
+    binding's (care-of, mobile network prefix); `arg` is "HA/L" (RFC 3963)."""
     ha, _, length = arg.rpartition("/")
     n = int(length)
     mask = ((1 << 128) - (1 << (128 - n))).to_bytes(16, "big")

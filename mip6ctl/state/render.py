@@ -481,7 +481,7 @@ def _reverse_tunnel_check(cfg: Mip6Config, ha_address: IPv6Address, out: Desired
     """RFC 6275 §10.4.5 on the seg6 backend: End.DT6 decapsulates whatever is
     tunnelled to the HA address, so packets whose (outer source, inner source) is not
     (care-of, home address) of a binding are dropped before it.  A mobile router's
-    packets come from its mobile network prefixes (RFC 3963 §6.6): per prefix length
+    packets come from its mobile network prefixes (RFC 3963): per prefix length
     L in use, a set of (care-of, prefix) pairs and a rule accepting a packet whose
     (outer source, inner source masked to L) is in it, ahead of the drop."""
     origin = Origin("config", "ha.address")
@@ -569,7 +569,7 @@ def render_binding(
     origin = Origin("binding", home)
     link = _home_link(cfg, b.home_address)
     hoa = f"{home}/128"
-    # RFC 3963 §6.2: a mobile router's prefixes go through the same tunnel
+    # RFC 3963: a mobile router's prefixes go through the same tunnel
     mnps: tuple[IPv6Network, ...] = getattr(b, "mobile_network_prefixes", ())
     if caps.tunnel == "seg6":
         encap = Seg6Encap((care_of,), "encap.red")
@@ -629,7 +629,7 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
 # ``mobile_network_prefixes``, with ``ha.accept_mobile_routers``), static
 #   * ``to MNP lookup T`` (the binding table, like the home prefixes), and
 #   * ``MNP via HoA dev HOME-LINK metric 2048`` in T: the mobile router at home
-#     is an ordinary router on the home link (RFC 3963 §5.5 leaves routing at
+#     is an ordinary router on the home link (RFC 3963 leaves routing at
 #     home to the operator; this is the static route that needs no protocol);
 # per binding, ``MNP`` through the binding's tunnel at the usual metric, which
 # wins over the at-home route while the router is away.  On the mobile router:
@@ -637,7 +637,7 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
 # forwarding on the kernel otherwise ignores them and the care-of address
 # would never be configured), and away from home ``from MNP lookup T`` behind
 # the local table, so the mobile network's traffic leaves through the reverse
-# tunnel (RFC 3963 §5.6), with ``to MNP lookup main`` first so traffic between
+# tunnel (RFC 3963), with ``to MNP lookup main`` first so traffic between
 # two of its own prefixes stays local.
 
 #: metric of the at-home route for a mobile network prefix: behind the binding's (1024)

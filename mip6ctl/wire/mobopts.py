@@ -283,7 +283,7 @@ def decode_options(
             opts.append(AlternateCareofAddress(address(bytes(data[start:nxt]))))
         else:
             # a prefix length above 128 is well-formed on the wire but no prefix: the
-            # home agent answers 141 Invalid Prefix (RFC 3963 §6.1.2), not a decode error
+            # home agent answers 141 Invalid Prefix (RFC 3963), not a decode error
             plen = data[start + 1]
             opts.append(MobileNetworkPrefix(plen, IPv6Address(bytes(data[start + 2 : nxt]))))
         pos = nxt

@@ -193,7 +193,7 @@ def mip6ctl(bed: Bed, *args: str, config: Path | None = None) -> tuple[int, dict
 @pytest.mark.seg6(auto=True)
 def test_explicit_registration_routes_the_prefixes_through_the_tunnel(bed: Bed, tmp_path) -> None:
     got = ba(bed, MR, 10, mnp("2001:db8:50::", 64), mnp("2001:db8:50:1::", 64))
-    assert got.status == 0 and got.flags & 0x2, "accepted, with R (RFC 3963 §6.2)"
+    assert got.status == 0 and got.flags & 0x2, "accepted, with R (RFC 3963)"
     r = routes(bed)
     for prefix in ("2001:db8:1::100/128", "2001:db8:50::/64", "2001:db8:50:1::/64"):
         key = prefix.removesuffix("/128")

@@ -1,4 +1,4 @@
-"""RFC 3963 §6.6 on the seg6 backend: the reverse-tunnel check admits a mobile network.
+"""RFC 3963 on the seg6 backend: the reverse-tunnel check admits a mobile network.
 
 The nf_tables objects render() makes for a home agent with a mobile router
 binding, written by the plan executor into a namespace of this kernel, read

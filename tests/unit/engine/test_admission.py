@@ -80,7 +80,7 @@ def test_mobile_router_needs_accept_mobile_routers() -> None:
 
 
 def test_mobile_router_must_be_configured_as_one_140() -> None:
-    """RFC 3963 §6.1: R = 1 from a node the home agent does not know as a mobile router."""
+    """RFC 3963: R = 1 from a node the home agent does not know as a mobile router."""
     plain = policy(accept_mobile_routers=True)  # HOA listed, no prefixes, no mobile_router
     assert refusal(plain, HOA, mobile_router=True) == BAStatus.MOBILE_ROUTER_OPERATION_NOT_PERMITTED
     assert refusal(plain, HOA) is None

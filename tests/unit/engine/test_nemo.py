@@ -1,7 +1,7 @@
 """RFC 3963 network mobility in the engines: the mobile router's BU, the HA's 140-143.
 
 Mobile router and home agent engines talk through real octets (`wire`), with
-a fake clock; every status is the one RFC 3963 §6.1-§6.2 prescribes.
+a fake clock; every status is the one RFC 3963 prescribes.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_a_mobile_host_sends_neither() -> None:
 
 
 def test_ba_without_r_means_the_network_is_not_forwarded() -> None:
-    """RFC 3963 §5.3: a BA accepting the home address but with R = 0."""
+    """RFC 3963: a BA accepting the home address but with R = 0."""
     e = Engine(router_config(), T0)
     [send] = sends(e.handle(CareOfAddressChanged(COA, "wlan0"), T0))
     seq = send.message.sequence
