@@ -309,6 +309,18 @@ class HaSection(_Section):
     served_prefixes: list[IPv6Prefix] = Field(
         default_factory=list, description="prefixes delegated to mobile routers (HaServedPrefix)"
     )
+    preference: int = Field(
+        default=0,
+        ge=-32768,
+        le=32767,
+        description="this home agent's preference in DHAAD replies; higher first (the Home "
+        "Agent Information option's, RFC 6275 §7.4; advertise the same in radvd)",
+    )
+    dynamic_home_agent_discovery: bool = Field(
+        default=True,
+        description="answer DHAAD Requests sent to the Home-Agents anycast address of each "
+        "home prefix (RFC 6275 §10.5)",
+    )
     mobile_prefix_advertisements: MobilePrefixAdvertisements = Field(
         default_factory=MobilePrefixAdvertisements
     )

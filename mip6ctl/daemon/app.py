@@ -168,6 +168,8 @@ class Daemon:
         self.store: Any = None
         self.writer_behind: Any = None
         self.nd: Any = None
+        #: DHAAD (daemon/discovery.py), home agents with dynamic_home_agent_discovery
+        self.discovery: Any = None
         self.control: Any = None
         self.engine: Engine | None = None
         self.protection: Protection = Protection.none()
@@ -424,6 +426,7 @@ class Daemon:
 
             self.nd = NeighbourDiscovery(list(cfg.ha.interfaces))
             self.nd.start(aio)
+            self._start_discovery(aio)
 
         sock = self.control_socket or cfg.daemon.control_socket
         self.control = ControlServer(sock)
@@ -502,6 +505,8 @@ class Daemon:
             self.transport.close()
         if self.nd is not None:
             self.nd.close()
+        if self.discovery is not None:
+            self.discovery.close()
         if getattr(self, "mobile", None) is not None:
             await self.mobile.stop()
         if getattr(self, "ike", None) is not None:
@@ -587,6 +592,7 @@ class Daemon:
         from mip6ctl.daemon.ike import IkeController
 
         self.ike = await IkeController.follow(self, getattr(self, "ike", None))
+        self._follow_discovery(old_cfg)
         self._set_condition("ConfigValid", True, "Loaded", f"generation {gen.digest[:19]}")
         log.info(
             "configuration generation %d applied (%s)", self.generation_number, gen.digest[:19]
@@ -1085,6 +1091,45 @@ class Daemon:
         n = len(self.engine.cache) if self.engine is not None else 0
         return f"{self.cfg.node.role}: {n} binding(s), generation {self.generation_number}"
 
+    def _start_discovery(self, aio: asyncio.AbstractEventLoop) -> None:
+        """DHAAD on the home links (RFC 6275 §10.5); a failure costs only DHAAD."""
+        from mip6ctl.daemon.discovery import DiscoveryService
+        from mip6ctl.state.render import home_agent_address
+
+        ha = self.cfg.ha
+        assert ha is not None
+        address = home_agent_address(self.cfg, self.loop.facts)
+        if not ha.dynamic_home_agent_discovery or address is None:
+            return
+        try:
+            self.discovery = DiscoveryService(ha, address, self.clock)
+        except OSError as e:
+            log.warning("dynamic home agent address discovery not available: %s", e)
+            return
+        self.discovery.start(aio)
+
+    def _follow_discovery(self, old_cfg: Any) -> None:
+        """A reload: a new preference is taken in place; other home links or prefixes
+        (other anycast addresses to join), or DHAAD turned on or off, re-open it."""
+        ha, old = self.cfg.ha, old_cfg.ha
+        if ha is None or self.cfg.node.role != Role.HA:
+            return
+        same_links = old is not None and (old.interfaces, old.home_prefixes) == (
+            ha.interfaces,
+            ha.home_prefixes,
+        )
+        if self.discovery is not None and same_links and ha.dynamic_home_agent_discovery:
+            from mip6ctl.state.render import home_agent_address
+
+            address = home_agent_address(self.cfg, self.loop.facts)
+            if address is not None:
+                self.discovery.configure(ha, address)
+                return
+        if self.discovery is not None:
+            self.discovery.close()
+            self.discovery = None
+        self._start_discovery(asyncio.get_running_loop())
+
     async def _rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
         from mip6ctl.daemon.status import GenerationInfo, build_status, with_store_condition
 
@@ -1128,6 +1173,10 @@ class Daemon:
             else self._ipsec_rows(),
         )
         doc["confirmation"] = self.confirmation_status()
+        if self.cfg.node.role == Role.HA:
+            doc["home_agent_discovery"] = (
+                self.discovery.status() if self.discovery is not None else {"enabled": False}
+            )
         return doc
 
     def confirmation_status(self) -> dict[str, Any]:

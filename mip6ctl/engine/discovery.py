@@ -225,3 +225,126 @@ class DhaadClient:
 
 def _usable(a: IPv6Address) -> bool:
     return not (a.is_multicast or a.is_unspecified or a.is_loopback or a.is_link_local)
+
+
+# --------------------------------------------------------------------------- home agent service
+
+
+@dataclass(frozen=True, slots=True)
+class SendReply:
+    """Send a DHAAD Reply from `source` (this home agent) to `destination`."""
+
+    destination: IPv6Address
+    source: IPv6Address
+    reply: HomeAgentAddressDiscoveryReply
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """A request silently discarded, and why (counted and logged at debug)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HomeLink:
+    """One home prefix of the home agent on its link."""
+
+    ifname: str
+    prefix: IPv6Network
+
+    @property
+    def anycast(self) -> IPv6Address:
+        return home_agents_anycast(self.prefix)
+
+
+class HomeAgentDiscovery:
+    """The home agent's side of DHAAD (§10.5): a Home Agents List per home prefix,
+    learnt from the home links' Router Advertisements plus this home agent's own
+    entry, and the replies to requests sent to the Home-Agents anycast address.
+
+    A request is answered only when it was sent to the anycast address of one
+    of the home prefixes (§10.5; a request to a unicast address is no DHAAD
+    Request) from a unicast source a reply can be routed to (the mobile node's
+    care-of address); anything else is discarded without a reply.
+    """
+
+    #: this home agent's own entry in each list (keyed apart from every link-local)
+    OWN = IPv6Address("::")
+
+    def __init__(self, links: list[HomeLink], address: IPv6Address, preference: int) -> None:
+        self.lists: dict[IPv6Address, tuple[HomeLink, HomeAgentsList]] = {}
+        self.configure(links, address, preference)
+
+    def configure(self, links: list[HomeLink], address: IPv6Address, preference: int) -> None:
+        """A configuration generation: keep what other home agents advertised on the
+        links that stay, put this home agent's entry (address, preference) in each."""
+        old = self.lists
+        self.address, self.preference = address, preference
+        self.lists = {}
+        for link in links:
+            kept = old.get(link.anycast)
+            hal = kept[1] if kept is not None else HomeAgentsList(link.prefix)
+            if address in link.prefix:
+                hal.set_own(self.OWN, address, preference)
+            else:
+                hal.entries.pop(self.OWN, None)
+            self.lists[link.anycast] = (link, hal)
+
+    def router_advertisement(
+        self, ifname: str, source: IPv6Address, ra: RouterAdvertisement, now: float
+    ) -> bool:
+        """An RA heard on `ifname`: update the lists of that link's prefixes.
+
+        Our own RAs (radvd on this node, looped back) name our address: this home
+        agent's entry comes from its configuration, not from them."""
+        if any(p.router_address and p.prefix == self.address for p in ra.prefixes):
+            return False
+        changed = False
+        for link, hal in self.lists.values():
+            if link.ifname == ifname:
+                changed |= hal.router_advertisement(source, ra, now)
+        return changed
+
+    def request(
+        self,
+        req: HomeAgentAddressDiscoveryRequest,
+        source: IPv6Address,
+        destination: IPv6Address | None,
+        now: float,
+    ) -> SendReply | Discard:
+        found = self.lists.get(destination) if destination is not None else None
+        if found is None:
+            return Discard("not sent to a Home-Agents anycast address of a home prefix")
+        if not _usable(source):
+            return Discard(f"source {source} is no unicast address a reply could go to")
+        _link, hal = found
+        reply = hal.reply(req, now)
+        return SendReply(source, self.address, reply)
+
+    def rows(self, now: float) -> list[dict[str, object]]:
+        """The lists for `mip6ctl status`: per home prefix, the home agents in reply order."""
+        out: list[dict[str, object]] = []
+        for anycast, (link, hal) in sorted(self.lists.items()):
+            hal.expire(now)
+            entries = sorted(hal.entries.values(), key=lambda e: (-e.preference, e.link_local))
+            out.append(
+                {
+                    "interface": link.ifname,
+                    "prefix": str(link.prefix),
+                    "anycast": str(anycast),
+                    "home_agents": [
+                        {
+                            "addresses": [str(a) for a in e.addresses],
+                            "preference": e.preference,
+                            "self": e.link_local == self.OWN,
+                            "link_local": None if e.link_local == self.OWN else str(e.link_local),
+                            "expires_in_s": None
+                            if e.expires == float("inf")
+                            else max(0, int(e.expires - now)),
+                        }
+                        for e in entries
+                    ],
+                }
+            )
+        return out

@@ -141,3 +141,60 @@ def test_client_takes_only_the_matching_reply_and_moves_on_after_failures() -> N
     (again,) = c.give_up_on_current(102.0)  # none left: discover again
     assert again.request.identifier == ident + 1  # a new identifier for the new request
     assert c.current() is None and not c.reply(good)  # the old identifier is stale
+
+
+# --------------------------------------------------------------------------- the HA service
+
+
+def _service(preference: int = 10):
+    from mip6ctl.engine.discovery import HomeAgentDiscovery, HomeLink
+
+    return HomeAgentDiscovery([HomeLink("home0", HOME)], A("2001:db8:1::1"), preference)
+
+
+ANYCAST = A("2001:db8:1:0:fdff:ffff:ffff:fffe")
+COA = A("2001:db8:a::100")
+
+
+def test_service_answers_only_requests_to_the_anycast_address_from_unicast() -> None:
+    """§10.5: a request sent to the Home-Agents anycast address of a home prefix is
+    answered, from this home agent, to the requester; anything else is discarded."""
+    from mip6ctl.engine.discovery import Discard, SendReply
+
+    svc = _service()
+    req = HomeAgentAddressDiscoveryRequest(0x77)
+    out = svc.request(req, COA, ANYCAST, 0.0)
+    assert isinstance(out, SendReply)
+    assert (out.destination, out.source, out.reply.identifier) == (COA, A("2001:db8:1::1"), 0x77)
+    assert out.reply.home_agent_addresses == (A("2001:db8:1::1"),)
+    for src, dst in (
+        (COA, A("2001:db8:1::1")),  # to a unicast address of this node
+        (COA, None),  # destination unknown
+        (COA, A("2001:db8:2:0:fdff:ffff:ffff:fffe")),  # another prefix's anycast
+        (A("ff0e::1"), ANYCAST),  # multicast source
+        (A("fe80::1"), ANYCAST),  # link-local: a reply could not leave the link
+        (A("::"), ANYCAST),
+    ):
+        assert isinstance(svc.request(req, src, dst, 0.0), Discard), (src, dst)
+
+
+def test_service_learns_other_home_agents_but_not_its_own_ras() -> None:
+    svc = _service(preference=10)
+    assert svc.router_advertisement("home0", A("fe80::2"), ra("2001:db8:1::2", pref=20), 0.0)
+    assert not svc.router_advertisement("other0", A("fe80::3"), ra("2001:db8:1::3", pref=30), 0.0)
+    # radvd on this node advertises the home agent's own address: the configuration wins
+    assert not svc.router_advertisement("home0", A("fe80::1"), ra("2001:db8:1::1", pref=99), 0.0)
+    out = svc.request(HomeAgentAddressDiscoveryRequest(1), COA, ANYCAST, 1.0)
+    assert out.reply.home_agent_addresses == (A("2001:db8:1::2"), A("2001:db8:1::1"))
+    rows = svc.rows(1.0)
+    assert [h["self"] for h in rows[0]["home_agents"]] == [False, True]
+
+
+def test_reload_keeps_learnt_home_agents_and_takes_the_new_preference() -> None:
+    from mip6ctl.engine.discovery import HomeLink
+
+    svc = _service(preference=10)
+    svc.router_advertisement("home0", A("fe80::2"), ra("2001:db8:1::2", pref=20), 0.0)
+    svc.configure([HomeLink("home0", HOME)], A("2001:db8:1::1"), 30)
+    out = svc.request(HomeAgentAddressDiscoveryRequest(2), COA, ANYCAST, 1.0)
+    assert out.reply.home_agent_addresses == (A("2001:db8:1::1"), A("2001:db8:1::2"))
