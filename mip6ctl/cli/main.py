@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("generations", "go back to an earlier generation (a planned, verified apply)"),
     "history": ("generations", "the generations the daemon keeps, with their hashes"),
     "completion": ("completion", "print a shell completion script (bash)"),
+    "radvd": ("radvd", "print radvd.conf for a home agent's home links (H flag, preference)"),
 }
 
 
@@ -177,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="exit 1 if FILE differs from the schema the models generate",
     )
+
+    p = sub.add_parser("radvd", help=COMMANDS["radvd"][1])
+    _config_dir_arg(p)
+    _json_arg(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     p = sub.add_parser("doctor", help=COMMANDS["doctor"][1])
     _json_arg(p)

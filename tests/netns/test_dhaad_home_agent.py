@@ -169,3 +169,41 @@ def test_request_from_a_multicast_source_gets_no_reply(bed: Bed) -> None:
     replies = bed.home.capture(lambda p: ICMPv6HAADReply in p, WAIT)
     assert not replies
     assert request(bed, 0x5556) is not None  # still answering
+
+
+def test_a_second_home_agent_advertised_by_radvd_from_mip6ctl_radvd(bed: Bed, tmp_path) -> None:
+    """`mip6ctl radvd` renders a second home agent's radvd.conf from its own mip6ctl
+    configuration (preference 30); the real radvd advertises it on the home link and
+    the daemon's DHAAD replies put it first."""
+    import subprocess
+    import sys
+
+    from tests.netns.ha_helpers import EXAMPLE_HA
+
+    cfg = tmp_path / "ha2"
+    cfg.mkdir()
+    text = (EXAMPLE_HA / "mip6.toml").read_text()
+    text = text.replace('interfaces = ["home0"]', f'interfaces = ["{bed.home.ifname}"]')
+    text = text.replace('address = "2001:db8:1::1"', f'address = "{OTHER_HA}"')
+    text = text.replace('default_action = "deny"', 'default_action = "deny"\npreference = 30')
+    (cfg / "mip6.toml").write_text(text)
+    conf = tmp_path / "radvd.conf"
+    out = subprocess.run(
+        [sys.executable, "-m", "mip6ctl", "radvd", "-c", str(cfg), "-o", str(conf)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "HomeAgentPreference 30;" in conf.read_text()
+    radvd = find_radvd()
+    assert radvd is not None
+    argv = [radvd, "--nodaemon", "--config", str(conf), "--pidfile", str(tmp_path / "pid")]
+    proc = bed.tb.exec(bed.home.tag, [*argv, "--logmethod", "stderr"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_for(lambda: (r := request(bed, 0x6666)) is not None
+                 and r.addresses == [str(OTHER_HA), str(HA)], "radvd's home agent first", bed)
+        lists = discovery(bed)["lists"][0]["home_agents"]
+        assert [(h["preference"], h["self"]) for h in lists] == [(30, False), (10, True)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -22,6 +22,7 @@ def test_help_lists_the_contract(capsys):
     out = capsys.readouterr().out
     names = {"validate", "diff", "apply", "status", "daemon", "schema", "doctor"}
     names |= {"confirm", "rollback", "history", "completion"}  # issue 19
+    names |= {"radvd"}  # issue 16
     for name in names:
         assert name in out
     assert set(COMMANDS) == names
@@ -130,3 +131,27 @@ def test_validate_does_not_load_importlib_metadata_but_it_still_works():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip().splitlines()[-1] == "0 [] True EntryPoints"
+
+
+def test_radvd_renders_the_home_links_with_the_preference(capsys, tmp_path):
+    """`mip6ctl radvd`: one interface block per home link, the H flag, the configured
+    preference, the HA's own address with the R bit; a prefix it has no address in
+    without it. Not a home agent: exit 1, nothing printed on stdout."""
+    cfg = tmp_path / "ha"
+    cfg.mkdir()
+    text = (ROOT / "examples" / "testbed" / "ha" / "mip6.toml").read_text()
+    text = text.replace('interfaces = ["home0"]', 'interfaces = ["home0", "home1"]')
+    two = 'home_prefixes = ["2001:db8:1::/64", "2001:db8:2::/64"]'
+    text = text.replace('home_prefixes = ["2001:db8:1::/64"]', two)
+    text = text.replace('default_action = "deny"', 'default_action = "deny"\npreference = -5')
+    (cfg / "mip6.toml").write_text(text)
+    assert main(["radvd", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("interface ")[1:]
+    assert [b.split()[0] for b in blocks] == ["home0", "home1"]
+    assert all("AdvHomeAgentFlag on;" in b and "HomeAgentPreference -5;" in b for b in blocks)
+    assert "prefix 2001:db8:1::1/64 {" in blocks[0] and "AdvRouterAddr on;" in blocks[0]
+    assert "prefix 2001:db8:2::/64 {" in blocks[1] and "AdvRouterAddr off;" in blocks[1]
+    assert main(["radvd", "-c", str(ROOT / "examples" / "testbed" / "mn")]) == exitcodes.ERROR
+    captured = capsys.readouterr()
+    assert captured.out == "" and "only a home agent" in captured.err
