@@ -333,6 +333,26 @@ def render(doc: dict[str, Any]) -> None:
                 )
             con.print(t)
 
+    dhaad = doc.get("home_agent_discovery")
+    if dhaad is not None:
+        if not dhaad.get("enabled"):
+            con.print("Home agent discovery: off")
+        for lst in dhaad.get("lists") or []:
+            agents = ", ".join(
+                f"{'/'.join(h['addresses'])} ({h['preference']}{', this one' if h['self'] else ''})"
+                for h in lst.get("home_agents") or []
+            )
+            con.print(
+                f"Home agents on {_esc(lst['interface'])} {_esc(lst['prefix'])}: "
+                f"{_esc(agents) or 'none'}"
+            )
+        c = dhaad.get("counters") or {}
+        if dhaad.get("enabled"):
+            con.print(
+                f"DHAAD: {c.get('requests', 0)} requests, {c.get('replies', 0)} replies, "
+                f"{c.get('discarded', 0)} discarded"
+            )
+
     router = doc.get("mobile_router")
     if router is not None:
         took = {True: "[green]accepted[/]", False: "[red]refused (BA without R)[/]"}.get(

@@ -121,6 +121,14 @@ def test_anycast_joined_and_own_entry_listed(bed: Bed) -> None:
     assert [(h["addresses"], h["preference"], h["self"]) for h in lst["home_agents"]] == [
         ([str(HA)], 10, True)
     ]
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mip6ctl", "status", "--socket", str(bed.ha.socket)],
+        capture_output=True, text=True, timeout=60, env={"COLUMNS": "120", "PATH": "/usr/bin"},
+    ).stdout  # fmt: skip
+    assert "Home agents on home0 2001:db8:1::/64: 2001:db8:1::1 (10, this one)" in out, out
 
 
 def test_request_to_the_anycast_address_is_answered_with_the_identifier(bed: Bed) -> None:
