@@ -645,7 +645,7 @@ MNP_AT_HOME_METRIC = 2048
 #: prefix of the reverse-tunnel sets of mobile network prefixes (one per prefix length)
 MNP_SET_PREFIX = "reverse_tunnel_mnp"
 
-_mnp_cache: tuple[object, dict[str, tuple[IPv6Network, ...]]] | None = None
+_mnp_cache: tuple[object, dict[str, tuple[IPv6Network, ...]], dict[str, str]] | None = None
 
 
 def mnp_set(length: int) -> str:
@@ -657,20 +657,26 @@ def mobile_network_prefixes(cfg: Mip6Config) -> dict[str, tuple[IPv6Network, ...
 
     Only listed mobile routers of a home agent accepting them; computed once per
     configuration generation (the reconciler asks for every binding it plans)."""
+    return _mnp_index(cfg)[0]
+
+
+def _mnp_index(cfg: Mip6Config) -> tuple[dict[str, tuple[IPv6Network, ...]], dict[str, str]]:
+    """(home address -> prefixes, prefix text -> home address), once per generation."""
     global _mnp_cache
     ha = cfg.ha
     if ha is None or not ha.accept_mobile_routers:
-        return {}
+        return {}, {}
     cached = _mnp_cache
     if cached is not None and cached[0] is ha:
-        return cached[1]
+        return cached[1], cached[2]
     index = {
         _text(n.home_address): tuple(n.mobile_network_prefixes)
         for n in ha.mobile_nodes
         if n.is_mobile_router and n.mobile_network_prefixes
     }
-    _mnp_cache = (ha, index)
-    return index
+    owners = {str(p): home for home, prefixes in index.items() for p in prefixes}
+    _mnp_cache = (ha, index, owners)
+    return index, owners
 
 
 def mnp_route_keys(cfg: Mip6Config, home: str) -> list[tuple]:
@@ -1056,7 +1062,5 @@ def classify(obj: Any, cfg: Mip6Config) -> Origin | None:
 
 
 def _mnp_owner(cfg: Mip6Config, prefix: str) -> Origin | None:
-    for home, prefixes in mobile_network_prefixes(cfg).items():
-        if any(str(p) == prefix for p in prefixes):
-            return Origin("binding", home)
-    return None
+    home = _mnp_index(cfg)[1].get(prefix)
+    return Origin("binding", home) if home is not None else None
