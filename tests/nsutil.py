@@ -17,6 +17,8 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+import pytest
+
 PREFIX_BASE = "m6test"
 RUN_PREFIX = f"{PREFIX_BASE}{os.getpid()}-"
 _NAME_RE = re.compile(rf"^{PREFIX_BASE}(\d+)-")
@@ -221,3 +223,15 @@ def ping6(ns: str, dst: str, *, count: int = 3, timeout: float = 2.0) -> int:
                         replies += 1
                         break
     return replies
+
+
+def _radvd_missing() -> bool:
+    from mip6ctl.testbed.radvd import find_radvd
+
+    return find_radvd() is None
+
+
+#: the reference testbed runs radvd on its links (TESTBED.md)
+NEEDS_RADVD = pytest.mark.skipif(
+    _radvd_missing(), reason="netns tier: needs radvd (scripts/bootstrap installs it)"
+)

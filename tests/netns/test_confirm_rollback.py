@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 GOOD = 'interfaces = ["home0"]'
 BAD = 'interfaces = ["core0"]'

@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon, Station, binding_update
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 NODE_FILE = '[[ha.mobile_nodes]]\nhome_address = "2001:db8:1::110"\n'
 

@@ -33,9 +33,7 @@ from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon, Station, ip
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 HA = IPv6Address("2001:db8:1::1")
 OTHER_HA = IPv6Address("2001:db8:1::2")

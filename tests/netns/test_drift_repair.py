@@ -24,14 +24,11 @@ from ipaddress import IPv6Address
 import pytest
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 
 pytestmark = [
-    pytest.mark.skipif(
-        find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-    ),
+    nsutil.NEEDS_RADVD,
     pytest.mark.seg6(auto=True),
 ]
 

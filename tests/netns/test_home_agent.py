@@ -42,7 +42,6 @@ from scapy.layers.inet6 import (
 )
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import (
     EXAMPLE_CN,
@@ -65,9 +64,7 @@ from tests.netns.ha_helpers import (
     routes_of,
 )
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 CN = IPv6Address("2001:db8:c::2")
 COA1 = IPv6Address("2001:db8:a::100")

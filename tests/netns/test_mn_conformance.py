@@ -48,12 +48,10 @@ from scapy.layers.inet6 import (
 )
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import REPO, HaDaemon, ip, mh_checksum_ok
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 EXAMPLE_MN = REPO / "examples" / "testbed" / "mn"
 HOA = IPv6Address("2001:db8:1::100")

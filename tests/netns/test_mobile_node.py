@@ -31,12 +31,10 @@ from typing import Any
 import pytest
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import REPO, HaDaemon, ip
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 EXAMPLE_MN = REPO / "examples" / "testbed" / "mn"
 HOA = IPv6Address("2001:db8:1::100")

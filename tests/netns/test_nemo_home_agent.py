@@ -24,7 +24,6 @@ import pytest
 from scapy.layers.inet6 import MIP6MH_BA, MIP6OptMobNetPrefix
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import (
     REPO,
@@ -36,9 +35,7 @@ from tests.netns.ha_helpers import (
     reverse_tunnel_pairs,
 )
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 EXAMPLE = REPO / "examples" / "testbed" / "nemo" / "ha"
 MR = IPv6Address("2001:db8:1::100")

@@ -16,13 +16,10 @@ from scapy.compat import raw
 from scapy.layers.inet6 import ICMPv6ParamProblem
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon, Station, binding_update
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 RATE, BURST = 50, 10
 PACKETS = 100_000

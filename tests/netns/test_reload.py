@@ -33,7 +33,6 @@ from scapy.layers.inet6 import MIP6MH_BA, IPv6
 
 from mip6ctl.config.loader import load_directory
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import (
     ROUTE_TABLE,
@@ -50,9 +49,7 @@ from tests.netns.ha_helpers import (
     mip6_objects,
 )
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 COA1 = IPv6Address("2001:db8:a::100")
 T = TypeVar("T")

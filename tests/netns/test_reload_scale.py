@@ -20,13 +20,10 @@ import pytest
 from scapy.layers.inet6 import MIP6MH_BA
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
 from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon, Station, atomic_write, binding_update
 
-pytestmark = pytest.mark.skipif(
-    find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-)
+pytestmark = nsutil.NEEDS_RADVD
 
 COA = IPv6Address("2001:db8:a::100")
 LISTED = [IPv6Address("2001:db8:1::100") + i for i in range(4)]  # examples/testbed/ha

@@ -30,13 +30,11 @@ import pytest
 from scapy.layers.inet6 import MIP6MH_BA
 
 from mip6ctl.testbed import Testbed
-from mip6ctl.testbed.radvd import find_radvd
+from tests import nsutil
 from tests.netns.ha_helpers import HaDaemon, Station, binding_update, conditions
 
 pytestmark = [
-    pytest.mark.skipif(
-        find_radvd() is None, reason="netns tier: needs radvd (scripts/bootstrap installs it)"
-    ),
+    nsutil.NEEDS_RADVD,
     pytest.mark.timeout(60),
 ]
 
