@@ -319,6 +319,14 @@ def _mobile_node(cfg: Mip6Config, where: Where) -> Iterator[Finding]:
             )
     if mn.ipsec is not None and mn.ipsec not in cfg.ipsec:
         yield _missing_template(("mn", "ipsec"), mn.ipsec, cfg)
+    tpl = cfg.ipsec.get(mn.ipsec) if mn.ipsec is not None else None
+    if tpl is not None and tpl.key_management != "ike" and mn.home_agent == "dhaad":
+        yield Finding(
+            "consistency",
+            ("mn", "home_agent"),
+            "'dhaad' with manually keyed IPsec is not supported (the SAs name the home "
+            "agent's address): set the home agent's address, or key_management = 'ike'",
+        )
     t = mn.timers
     for name in ("initial_bindack_timeout", "initial_bindack_timeout_first_registration"):
         if getattr(t, name) > t.max_bindack_timeout:

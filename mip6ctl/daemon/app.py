@@ -65,10 +65,12 @@ from mip6ctl.engine.events import (
     AdvertiseHomeAddress,
     BindingChanged,
     ForgetBinding,
+    HomeAgentChosen,
     ParameterProblemReceived,
     PersistBinding,
     RouteOptimisationChanged,
     Send,
+    SendDhaadRequest,
     SendParameterProblem,
     StartDad,
 )
@@ -755,6 +757,14 @@ class Daemon:
             mobile = getattr(self, "mobile", None)
             if mobile is not None:
                 mobile.home_address_free()
+        elif t is SendDhaadRequest or t is HomeAgentChosen:
+            mobile = getattr(self, "mobile", None)
+            if mobile is None:
+                log.warning("%s before the mobile node controller started", t.__name__)
+            elif t is SendDhaadRequest:
+                mobile.send_dhaad_request(a)
+            else:
+                mobile.home_agent_chosen(a.home_agent)
 
     def _queue_writes(self, actions: list[Any]) -> dict[int, Any]:
         """Queue every write of a burst at once: {action index: its commit future}.

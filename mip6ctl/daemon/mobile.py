@@ -83,9 +83,12 @@ from mip6ctl.kernel.links import AddrEvent, LinkEvent, LinkLocalEvent, LinkWatch
 from mip6ctl.kernel.nd import NdSender
 from mip6ctl.state.render import Capabilities, MobileNodeView
 from mip6ctl.wire.icmp6 import (
+    HomeAgentAddressDiscoveryReply,
     NeighborAdvertisement,
     RouterAdvertisement,
     TargetLinkLayerAddress,
+    decode_icmp6,
+    encode_icmp6,
 )
 
 log = logging.getLogger("mip6ctl.mobile")
@@ -123,7 +126,7 @@ class MobileNodeController:
         traffic_trigger: bool = False,
     ) -> None:
         mn = cfg.mn
-        assert mn is not None and isinstance(mn.home_agent, IPv6Address), "needs [mn] home_agent"
+        assert mn is not None, "needs [mn]"
         self.cfg = cfg
         self.mn = mn
         self.loop = loop
@@ -132,7 +135,13 @@ class MobileNodeController:
         self.clock = clock
         self.traffic_trigger = traffic_trigger
         """Render the route-optimisation trigger policy while away (kernel_traffic.py)."""
-        self.home_agent: IPv6Address = mn.home_agent
+        #: the configured home agent, or the one DHAAD found (None: not yet; engine's
+        #: `HomeAgentChosen` sets it, `home_agent_chosen`)
+        self.home_agent: IPv6Address | None = (
+            mn.home_agent if isinstance(mn.home_agent, IPv6Address) else None
+        )
+        self._dhaad: Any = None
+        """The DHAAD socket (kernel/dhaad.py) when ``home_agent = "dhaad"``."""
         self.detector = MovementDetector(
             mn.home_address.network,
             [(i.name, i.preference) for i in mn.interfaces],
@@ -202,6 +211,11 @@ class MobileNodeController:
         for i in self.mn.interfaces:  # find the link at once rather than at the next RA
             with contextlib.suppress(OSError):
                 self._nd.router_solicitation(i.name)
+        if self.mn.home_agent == "dhaad":
+            from mip6ctl.kernel.dhaad import ICMPV6_DHAAD_REPLY, DiscoverySocket
+
+            self._dhaad = DiscoverySocket(types=(ICMPV6_DHAAD_REPLY,))
+            aio.add_reader(self._dhaad.fileno(), self._dhaad_readable)
         self._run(outs)
 
     async def stop(self) -> None:
@@ -218,6 +232,52 @@ class MobileNodeController:
         if self._nd is not None:
             self._nd.close()
             self._nd = None
+        if self._dhaad is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._dhaad.fileno())
+            self._dhaad.close()
+            self._dhaad = None
+
+    # ----------------------------------------------------------------- DHAAD (§11.4.1)
+
+    def _dhaad_readable(self) -> None:
+        from mip6ctl.wire.errors import WireError
+
+        assert self._dhaad is not None
+        for d in self._dhaad.receive():
+            try:
+                msg = decode_icmp6(d.data)
+            except WireError as e:
+                log.debug("DHAAD Reply from %s malformed: %s", d.src, e)
+                continue
+            if isinstance(msg, HomeAgentAddressDiscoveryReply):
+                log.info(
+                    "DHAAD Reply from %s: %s", d.src,
+                    ", ".join(map(str, msg.home_agent_addresses)) or "no home agent",
+                )  # fmt: skip
+                self.feed(ev.DhaadReplyReceived(msg, d.src))
+
+    def send_dhaad_request(self, a: Any) -> None:
+        """The engine's `SendDhaadRequest`, from the care-of address."""
+        if self._dhaad is None:
+            return
+        try:
+            self._dhaad.send(encode_icmp6(a.request), a.dst, a.src)
+        except OSError as e:
+            log.warning("DHAAD Request to %s: %s", a.dst, e)
+            return
+        log.info("DHAAD Request %#06x from %s to %s", a.request.identifier, a.src, a.dst)
+
+    def home_agent_chosen(self, home_agent: IPv6Address | None) -> None:
+        """The engine's `HomeAgentChosen`: the reverse tunnel follows (make before the BU:
+        the engine's BU goes out as the kernel state follows, like after a move)."""
+        if home_agent == self.home_agent:
+            return
+        log.info("home agent: %s", home_agent or "discovering")
+        self.home_agent = home_agent
+        if self.view is not None:
+            self.view = replace(self.view, home_agent=home_agent)
+            self._apply()
 
     # ----------------------------------------------------------------- inputs
 
@@ -380,7 +440,7 @@ class MobileNodeController:
         neighbour entry, then tell the engine (its de-registration leaves from the home
         address and must find the home agent's link-layer address already known)."""
         started = self.clock()
-        lladdr = await self._resolve_home_agent(ifname)
+        lladdr = await self._resolve_home_agent(ifname) if self.home_agent is not None else None
         if generation != self._generation:
             return  # moved again meanwhile: that move tells the engine
         result = {
@@ -408,7 +468,7 @@ class MobileNodeController:
 
     async def _resolve_home_agent(self, ifname: str) -> str | None:
         """NSs from ``::`` for the home agent; its NA's Target Link-Layer Address, or None."""
-        if self._nd is None:
+        if self._nd is None or self.home_agent is None:
             return None
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._ha_waiter = (ifname, fut)
@@ -524,6 +584,9 @@ class MobileNodeController:
             "interface": None if cur is None else cur[1],
             "care_of_address": None if cur is None or cur[2] is None else str(cur[2]),
             "router": None if self.router is None else str(self.router),
+            "home_agent": None if self.home_agent is None else str(self.home_agent),
+            "home_agent_by": "configuration" if isinstance(self.mn.home_agent, IPv6Address)
+            else "dhaad",
             "moves": self.moves,
             "home_address_advertised": self.advertised,
             "traffic_trigger": self.traffic_trigger,

@@ -57,6 +57,7 @@ from .events import (
     AtHome,
     BindingChanged,
     CareOfAddressChanged,
+    DhaadReplyReceived,
     ForgetBinding,
     HomeAddressOptionReceived,
     Input,
@@ -139,7 +140,9 @@ class Engine:
 
     def _make_mn(self, cfg: Mip6Config, now: float) -> None:
         assert cfg.mn is not None
-        self.mn = MobileNode(cfg.mn, now, protected_signalling=_protected_signalling(cfg))
+        self.mn = MobileNode(
+            cfg.mn, now, protected_signalling=_protected_signalling(cfg), random_bytes=self._random
+        )
         self.ro = RouteOptimisation(
             cfg.mn, enabled=self._route_optimization, random_bytes=self._random
         )
@@ -186,6 +189,10 @@ class Engine:
             if self.mn is None:
                 return []
             return self._mn_sync(self.mn.handle(event, now), now)
+        if type(event) is DhaadReplyReceived:
+            if self.mn is None:
+                return []
+            return self._mn_sync(self.mn.dhaad_reply(event.reply, now), now)
         if type(event) is TrafficToCorrespondent:
             if self.ro is None or self.mn is None:
                 return []

@@ -34,6 +34,7 @@ from mip6ctl.wire.datagram import (
     Send,
     SendParameterProblem,
 )
+from mip6ctl.wire.icmp6 import HomeAgentAddressDiscoveryReply, HomeAgentAddressDiscoveryRequest
 
 from .binding import Binding
 
@@ -43,8 +44,10 @@ __all__ = [
     "AtHome",
     "BindingChanged",
     "CareOfAddressChanged",
+    "DhaadReplyReceived",
     "ForgetBinding",
     "HomeAddressOptionReceived",
+    "HomeAgentChosen",
     "Input",
     "Malformed",
     "ParameterProblemReceived",
@@ -52,6 +55,7 @@ __all__ = [
     "Received",
     "RouteOptimisationChanged",
     "Send",
+    "SendDhaadRequest",
     "SendParameterProblem",
     "StartDad",
     "TrafficToCorrespondent",
@@ -109,6 +113,14 @@ class TrafficToCorrespondent:
     correspondent: IPv6Address
 
 
+@dataclass(frozen=True, slots=True)
+class DhaadReplyReceived:
+    """Mobile node: a DHAAD Reply (ICMPv6 145) arrived from ``src`` (§11.4.1)."""
+
+    reply: HomeAgentAddressDiscoveryReply
+    src: IPv6Address
+
+
 Input = (
     Received
     | Malformed
@@ -117,6 +129,7 @@ Input = (
     | AtHome
     | ParameterProblemReceived
     | TrafficToCorrespondent
+    | DhaadReplyReceived
 )
 
 
@@ -186,6 +199,25 @@ class AdvertiseHomeAddress:
     home_address: IPv6Address
 
 
+@dataclass(frozen=True, slots=True)
+class SendDhaadRequest:
+    """Mobile node: send a DHAAD Request from the care-of address ``src`` to the
+    Home-Agents anycast address of the home prefix (§11.4.1)."""
+
+    src: IPv6Address
+    dst: IPv6Address
+    request: HomeAgentAddressDiscoveryRequest
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAgentChosen:
+    """Mobile node: the home registration goes to ``home_agent`` from now on (found by
+    DHAAD, or the next one after the current one failed); None: discovering again.
+    The daemon moves the reverse tunnel to it."""
+
+    home_agent: IPv6Address | None
+
+
 Action = (
     Send
     | SendParameterProblem
@@ -195,4 +227,6 @@ Action = (
     | StartDad
     | RouteOptimisationChanged
     | AdvertiseHomeAddress
+    | SendDhaadRequest
+    | HomeAgentChosen
 )

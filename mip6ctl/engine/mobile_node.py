@@ -43,20 +43,28 @@ binding to remove. A Binding Error 1 from the home agent (it lost our binding,
 BUs go from the care-of address to the home agent with a Home Address option
 and (``use_alternate_care_of_address``) an Alternate Care-of Address option.
 The de-registration from home goes from the home address, care-of = home
-address, lifetime 0, without a Home Address option. A mobile router (RFC 3963)
+address, lifetime 0, without a Home Address option. With ``home_agent =
+"dhaad"`` (§11.4.1) the first registration away from home starts with a DHAAD
+Request from the care-of address to the Home-Agents anycast address
+(retransmitted after 3, 6, 12, 24 s); the reply's first home agent is used
+(:class:`~.events.HomeAgentChosen`), and when it does not answer after
+``max_ha_consecutive_resends`` or refuses, the next one, then discovery again.
+A home agent that comes back later does not take the node back: it stays with
+the one it is registered with. A mobile router (RFC 3963)
 sets R and, in explicit mode, lists its prefixes as Mobile Network Prefix
 options; an accepting BA without R means only the home address is forwarded
-(``mobile_router_accepted`` False). Dynamic home agent
-discovery is not implemented: with ``home_agent = "dhaad"`` nothing is sent.
+(``mobile_router_accepted`` False).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from ipaddress import IPv6Address
 
 from mip6ctl import rfc6275
 from mip6ctl.config.model import MnSection
+from mip6ctl.wire.icmp6 import HomeAgentAddressDiscoveryReply
 from mip6ctl.wire.mh import (
     BAStatus,
     BindingAcknowledgement,
@@ -70,7 +78,17 @@ from mip6ctl.wire.mobopts import AlternateCareofAddress, MobileNetworkPrefix, Mo
 
 from .binding import compatible_link_local
 from .common import UpdateRate
-from .events import Action, AdvertiseHomeAddress, AtHome, CareOfAddressChanged, Received, Send
+from .discovery import DhaadClient, SendRequest
+from .events import (
+    Action,
+    AdvertiseHomeAddress,
+    AtHome,
+    CareOfAddressChanged,
+    HomeAgentChosen,
+    Received,
+    Send,
+    SendDhaadRequest,
+)
 
 __all__ = ["MobileNode"]
 
@@ -87,8 +105,13 @@ class MobileNode:
         *,
         first_sequence: int = 0,
         protected_signalling: bool = False,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         self.state = "home"
+        self._random_bytes = random_bytes
+        #: ``home_agent = "dhaad"``: the discovery and the home agents it found (§11.4.1)
+        self.dhaad: DhaadClient | None = None
+        self.home_agent: IPv6Address | None = None
         self.sequence = first_sequence & 0xFFFF
         """Sequence number of the last BU sent."""
         self.care_of_address: IPv6Address | None = None
@@ -124,7 +147,14 @@ class MobileNode:
         self.protected_signalling = protected_signalling
         self.home_address: IPv6Address = cfg.home_address.ip
         ha = cfg.home_agent
-        self.home_agent: IPv6Address | None = ha if isinstance(ha, IPv6Address) else None
+        if isinstance(ha, IPv6Address):
+            self.home_agent = ha
+            self.dhaad = None
+        elif self.dhaad is None or self.dhaad.home_prefix != cfg.home_address.network:
+            # "dhaad": a home agent found before this generation stays (RFC 6275 leaves
+            # when to rediscover to the node: at a failure, or at home with reset)
+            self.dhaad = DhaadClient(cfg.home_address.network, random_bytes=self._random_bytes)
+            self.home_agent = None
 
     # ----------------------------------------------------------------- inputs
 
@@ -142,6 +172,43 @@ class MobileNode:
             self.link_local = event.link_local
             return self._register(now)
         return self._at_home(now)
+
+    def dhaad_reply(self, reply: HomeAgentAddressDiscoveryReply, now: float) -> list[Action]:
+        """§11.4.1: a reply to our request names the home agents, best first; register
+        with the first (the others are the fallbacks)."""
+        if self.dhaad is None or not self.dhaad.reply(reply):
+            return []
+        self.home_agent = self.dhaad.current()
+        self._ha_has_binding = False
+        return [HomeAgentChosen(self.home_agent), *self._register(now)]
+
+    def _discover(self, now: float) -> list[Action]:
+        assert self.dhaad is not None
+        if self.care_of_address is None or self.dhaad.due is not None:
+            return []  # not away, or a request is already out
+        self.state = "discovering"
+        return self._requests(self.dhaad.start(now))
+
+    def _requests(self, sends: list[SendRequest]) -> list[Action]:
+        if self.care_of_address is None:
+            return []
+        return [SendDhaadRequest(self.care_of_address, r.destination, r.request) for r in sends]
+
+    def _next_home_agent(self, now: float, why: str) -> list[Action]:
+        """The current home agent failed: the next one found, else discover again."""
+        assert self.dhaad is not None
+        failed = self.home_agent
+        sends = self.dhaad.give_up_on_current(now)
+        self.home_agent = self.dhaad.current()
+        self._ha_has_binding = False
+        self.registered_care_of = None
+        self.last_error = f"{why} from {failed}; " + (
+            f"trying {self.home_agent}" if self.home_agent else "discovering again"
+        )
+        if self.home_agent is not None:
+            return [HomeAgentChosen(self.home_agent), *self._register(now)]
+        self.state = "discovering"
+        return [HomeAgentChosen(None), *self._requests(sends)]
 
     def received(self, ev: Received, now: float) -> list[Action]:
         """A BA or BRR from the home agent (others are not this entry's business)."""
@@ -169,10 +236,21 @@ class MobileNode:
     def next_timer(self) -> float | None:
         """Retransmission, refresh or held-BU time."""
         ts = [t for t in (self._retransmit_at, self._refresh_at, self._held_at) if t is not None]
+        if self.dhaad is not None and self.dhaad.due is not None:
+            ts.append(self.dhaad.due)
         return min(ts) if ts else None
 
     def handle_timer(self, now: float) -> list[Action]:
         """Send a held BU, retransmit (backoff) or refresh, whichever is due."""
+        d = self.dhaad
+        if d is not None and d.due is not None and d.due <= now:
+            out = self._requests(d.timer(now))
+            if d.failed:
+                self.state = "failed"
+                self.last_error = (
+                    f"no DHAAD Reply after {d.retries} retransmissions (RFC 6275 §11.4.1)"
+                )
+            return out
         if self._held_at is not None and self._held_at <= now:
             self._held_at = None
             return self._send(now)
@@ -181,8 +259,11 @@ class MobileNode:
             if limit and self.resends >= limit:
                 self._retransmit_at = None
                 leaving = self.state == "deregistering"
+                why = f"no Binding Acknowledgement after {limit} retransmissions"
+                if self.dhaad is not None and not leaving:
+                    return self._next_home_agent(now, why)
                 self.state = "failed"
-                self.last_error = f"no Binding Acknowledgement after {limit} retransmissions"
+                self.last_error = why
                 # the home agent is unreachable: claim the home address anyway
                 return [AdvertiseHomeAddress(self.home_address)] if leaving else []
             self.resends += 1
@@ -196,8 +277,10 @@ class MobileNode:
     # ----------------------------------------------------------------- transitions
 
     def _register(self, now: float) -> list[Action]:
-        if self.home_agent is None or self.care_of_address is None:
+        if self.care_of_address is None:
             return []
+        if self.home_agent is None:
+            return self._discover(now) if self.dhaad is not None else []
         t = self.cfg.timers
         first = not self._ha_has_binding
         self.timeout = (
@@ -256,7 +339,12 @@ class MobileNode:
         self.registered_care_of = None
         self.state = "home"
         self.expires_at = None
-        return [AdvertiseHomeAddress(self.home_address)]  # the HA let it go: §11.5.5
+        out: list[Action] = [AdvertiseHomeAddress(self.home_address)]  # §11.5.5
+        if self.dhaad is not None and self.cfg.reset_dhaad_at_home:  # UMIP MnResetDhaadAtHome
+            self.dhaad = DhaadClient(self.cfg.home_address.network, random_bytes=self._random_bytes)
+            self.home_agent = None
+            out.append(HomeAgentChosen(None))
+        return out
 
     def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
         leaving = self.state == "deregistering"
@@ -268,6 +356,8 @@ class MobileNode:
         if leaving:  # e.g. 133: the home agent holds no binding, nothing defends the address
             self._ha_has_binding = False
             return [AdvertiseHomeAddress(self.home_address)]
+        if self.dhaad is not None:  # a discovered home agent refused: try the next one
+            return self._next_home_agent(now, f"refused with status {ba.status}")
         return []
 
     def _binding_error(self, be: BindingError, now: float) -> list[Action]:

@@ -1,5 +1,8 @@
 """The home agent's discovery socket: DHAAD Requests and Router Advertisements (RFC 6275 §10.5).
 
+The mobile node uses the same socket for its side (types 145 only, no
+anycast): requests out from the care-of address, replies in.
+
 One raw ICMPv6 socket per home agent, passing only types 134 (Router
 Advertisement: other home agents on the home links, §10.5.1) and 144 (DHAAD
 Request).  It joins the Home-Agents anycast address of every home prefix on
@@ -27,6 +30,7 @@ __all__ = ["ICMPV6_DHAAD_REQUEST", "ICMPV6_RA", "DiscoveryDatagram", "DiscoveryS
 
 ICMPV6_RA = 134
 ICMPV6_DHAAD_REQUEST = 144
+ICMPV6_DHAAD_REPLY = 145
 ICMPV6_MOBILE_PREFIX_SOLICITATION = 146
 #: linux/in6.h (not in Python's socket module)
 IPV6_JOIN_ANYCAST = 27
@@ -54,7 +58,11 @@ class DiscoverySocket:
     agent, its registrations do not depend on it.
     """
 
-    def __init__(self, anycast: Iterable[tuple[str, IPv6Address]]) -> None:
+    def __init__(
+        self,
+        anycast: Iterable[tuple[str, IPv6Address]] = (),
+        types: tuple[int, ...] = (ICMPV6_RA, ICMPV6_DHAAD_REQUEST),
+    ) -> None:
         self.sock = socket.socket(
             socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMPV6
         )
@@ -62,9 +70,7 @@ class DiscoverySocket:
         self.join_errors: dict[tuple[str, IPv6Address], str] = {}
         try:
             s = self.sock
-            s.setsockopt(
-                socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((ICMPV6_RA, ICMPV6_DHAAD_REQUEST))
-            )
+            s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter(types))
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
             s.setblocking(False)

@@ -120,7 +120,8 @@ class MobileNodeView:
     """Where a mobile node is: at home (care_of_address None) or away on `ifname`."""
 
     home_address: IPv6Interface
-    home_agent: IPv6Address
+    #: None: ``home_agent = "dhaad"`` and none found yet (no reverse tunnel until then)
+    home_agent: IPv6Address | None
     care_of_address: IPv6Address | None = None
     ifname: str | None = None
     #: (correspondent address, care-of address registered with it): route-optimised peers
@@ -760,7 +761,7 @@ def render_mobile_node(
     if view.care_of_address is None:
         if view.ifname is not None:
             out.add(Address(view.ifname, hoa, 128, flags=IFA_F_NODAD), origin)
-            if view.home_agent_lladdr is not None:
+            if view.home_agent_lladdr is not None and view.home_agent is not None:
                 out.add(
                     Neighbour(view.ifname, _text(view.home_agent), view.home_agent_lladdr),
                     origin,
@@ -776,6 +777,8 @@ def render_mobile_node(
         Address(view.ifname, hoa, 128, flags=IFA_F_HOMEADDRESS | IFA_F_NODAD),
         origin,
     )
+    if view.home_agent is None:
+        return out  # DHAAD under way: the tunnel comes with the home agent it finds
     out.add(Rule(_prio(cfg, 2), table=binding_table(cfg), src=f"{hoa}/128"), origin)
     if caps.tunnel == "seg6":
         out.add(
