@@ -17,7 +17,7 @@ import pytest
 
 from mip6ctl.testbed import Testbed
 from tests import nsutil
-from tests.netns.ha_helpers import HaDaemon
+from tests.netns.ha_helpers import HaDaemon, ip
 from tests.netns.test_mobile_node import (
     CN,
     EXAMPLE_MN,
@@ -60,7 +60,12 @@ def test_discovers_the_home_agent_away_and_registers_with_it(bed: Bed) -> None:
     wait_for("MN at home", lambda: converged(bed, "home"), bed)
     assert movement(bed)["home_agent"] is None  # nothing to discover at home
     bed.tb.move("mn", "f1")
-    got = wait_for("registered through DHAAD", lambda: converged(bed, "f1"), bed)
+    try:
+        got = wait_for("registered through DHAAD", lambda: converged(bed, "f1"), bed)
+    except AssertionError as e:  # say where the discovery stopped
+        local = ip(bed.tb, "ha", "-6", "route", "show", "table", "local")
+        doc = bed.ha.rpc("status")["home_agent_discovery"]
+        raise AssertionError(f"{e}\nHA discovery: {doc}\nHA local table:\n{local}") from None
     assert got["bul"]["peer"] == str(HA)
     assert movement(bed)["home_agent"] == str(HA)
     dhaad = bed.ha.rpc("status")["home_agent_discovery"]["counters"]
