@@ -93,6 +93,7 @@ from mip6ctl.state.xfrm import (
     XfrmState,
     XfrmTemplate,
 )
+from mip6ctl.wire.icmp6 import home_agents_anycast
 
 IPPROTO_IPV6 = 41
 MH_BU = 5
@@ -777,6 +778,20 @@ def render_mobile_node(
         Address(view.ifname, hoa, 128, flags=IFA_F_HOMEADDRESS | IFA_F_NODAD),
         origin,
     )
+    if cfg.mn is not None and cfg.mn.home_agent == "dhaad" and view.router is not None:
+        # DHAAD Requests go to the home prefix's anycast address through the router of
+        # the current link, not on-link by a home-prefix route left from the home link
+        home = view.home_address.network
+        anycast = home_agents_anycast(home.network_address, home.prefixlen)
+        out.add(
+            Route(
+                f"{_text(anycast)}/128",
+                table=RT_TABLE_MAIN,
+                oif=view.ifname,
+                gateway=_text(view.router),
+            ),
+            origin,
+        )
     if view.home_agent is None:
         return out  # DHAAD under way: the tunnel comes with the home agent it finds
     out.add(Rule(_prio(cfg, 2), table=binding_table(cfg), src=f"{hoa}/128"), origin)

@@ -179,3 +179,4 @@ def test_a_mobile_router_without_ip6tnl_is_told_why() -> None:
     problem = tunnel_problem(available, MR.kernel, mobile_router=True)
     assert problem is not None and "mobile router" in problem and "ip6_tunnel" in problem
     assert tunnel_problem(available, MR.kernel) is None
+
