@@ -14,6 +14,8 @@ the reconcile, and report what remains different (nothing, when it worked).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from mip6ctl.state.render import Desired, classify, render
 
 #: how long `apply` waits for the kernel to converge on the new generation
 APPLY_TIMEOUT = 10.0
+#: how long apply's verification waits for the loop to finish converging (s)
+VERIFY_SETTLE = 2.0
 
 
 #: Longest ``config_dir`` accepted (PATH_MAX).
@@ -173,8 +177,14 @@ async def rpc_apply(
     result = await daemon.reload(source)
     loop = daemon.loop
     static = await loop.wait_reconciled(("static",), APPLY_TIMEOUT)
-    # Read the kernel back: what still differs from the desired state is a failure.
+    # Read the kernel back: what still differs from the desired state is a failure --
+    # once the loop had its chance: a hot reload of the same files a moment earlier
+    # may still be converging (level-triggered), so look again for a short while.
     _gen, _desired, after = candidate_plan(daemon)
+    settle = time.monotonic() + VERIFY_SETTLE
+    while not after.empty and static and time.monotonic() < settle:
+        await asyncio.sleep(0.1)
+        _gen, _desired, after = candidate_plan(daemon)
     doc["reload"] = {k: v for k, v in result.items() if k != "errors"}
     remaining = [change_doc(c) for c in after.changes]
     doc["verification"] = [
