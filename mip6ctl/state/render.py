@@ -782,16 +782,7 @@ def render_mobile_node(
         # DHAAD Requests go to the home prefix's anycast address through the router of
         # the current link, not on-link by a home-prefix route left from the home link
         home = view.home_address.network
-        anycast = home_agents_anycast(home.network_address, home.prefixlen)
-        out.add(
-            Route(
-                f"{_text(anycast)}/128",
-                table=RT_TABLE_MAIN,
-                oif=view.ifname,
-                gateway=_text(view.router),
-            ),
-            origin,
-        )
+        _via_router(view, home_agents_anycast(home.network_address, home.prefixlen), out, origin)
     if view.home_agent is None:
         return out  # DHAAD under way: the tunnel comes with the home agent it finds
     out.add(Rule(_prio(cfg, 2), table=binding_table(cfg), src=f"{hoa}/128"), origin)
@@ -815,15 +806,7 @@ def render_mobile_node(
         out.add(Tunnel(name, local=str(view.care_of_address), remote=str(view.home_agent)), origin)
         out.add(Route("::/0", table=binding_table(cfg), oif=name), origin)
     if view.router is not None:
-        out.add(
-            Route(
-                f"{_text(view.home_agent)}/128",
-                table=RT_TABLE_MAIN,
-                oif=view.ifname,
-                gateway=_text(view.router),
-            ),
-            origin,
-        )
+        _via_router(view, view.home_agent, out, origin)
     _mobile_router_away(cfg, out, origin)
     if caps.route_optimization:
         for cn, care_of in view.correspondents:
@@ -832,6 +815,15 @@ def render_mobile_node(
             out.add(route_optimisation_trigger(view.home_address.ip), origin)
     _ipsec_mn_away(cfg, view, facts or HostFacts(), out, origin)
     return out
+
+
+def _via_router(view: MobileNodeView, address: IPv6Address, out: Desired, origin: Origin) -> None:
+    """A host route to `address` through the router the move was detected from."""
+    assert view.router is not None and view.ifname is not None
+    route = Route(
+        f"{_text(address)}/128", table=RT_TABLE_MAIN, oif=view.ifname, gateway=_text(view.router)
+    )
+    out.add(route, origin)
 
 
 # --------------------------------------------------------------------------- route optimisation
