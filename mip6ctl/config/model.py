@@ -11,6 +11,7 @@ that each problem can be reported with the file and line it comes from.
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -328,6 +329,14 @@ class HaSection(_Section):
         default=None,
         description="SQLite file for the binding cache (default: STATE_DIR/binding-cache.sqlite)",
     )
+
+    def prefix_links(self) -> list[tuple[str, IPv6Network]]:
+        """(home link, home prefix): the i-th prefix is on the i-th interface, prefixes
+        beyond the interfaces on the first one."""
+        links = self.interfaces
+        return [
+            (links[i] if i < len(links) else links[0], p) for i, p in enumerate(self.home_prefixes)
+        ]
 
 
 # --------------------------------------------------------------------------- mobile node

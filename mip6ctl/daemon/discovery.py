@@ -36,11 +36,7 @@ __all__ = ["DiscoveryService", "home_links"]
 
 def home_links(ha: HaSection) -> list[HomeLink]:
     """Each home prefix with the home link it is on (the first link when unpaired)."""
-    out = []
-    for i, prefix in enumerate(ha.home_prefixes):
-        ifname = ha.interfaces[i] if i < len(ha.interfaces) else ha.interfaces[0]
-        out.append(HomeLink(ifname, prefix))
-    return out
+    return [HomeLink(ifname, prefix) for ifname, prefix in ha.prefix_links()]
 
 
 class DiscoveryService:
@@ -63,8 +59,8 @@ class DiscoveryService:
         loop.add_reader(self.sock.fileno(), self._readable)
 
     def configure(self, ha: HaSection, address: IPv6Address) -> None:
-        """A reload: new preference or address; the anycast memberships follow the links
-        only at a restart (the home links and prefixes are restart-only settings)."""
+        """A reload with the same home links and prefixes: a new preference or address
+        (other links or prefixes re-open the service: `Daemon._follow_discovery`)."""
         self.engine.configure(home_links(ha), address, ha.preference)
 
     def close(self) -> None:
