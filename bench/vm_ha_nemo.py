@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vm
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = (
     "--bindings 10000 --runs 3 --rates 50,100,150,200,250,300,400,500 --step-seconds 4 "
-    "--register-rate 100 --latency-rate 100 --latency-seconds 5 --start-timeout 900 "
+    "--register-rate 30 --latency-rate 50 --latency-seconds 5 --start-timeout 900 "
     "--budget 5400"
 )
 
