@@ -42,6 +42,7 @@ from mip6ctl.wire.mh import BUFlag  # noqa: E402
 from mip6ctl.wire.mobopts import MobileNetworkPrefix  # noqa: E402
 
 MNP_BASE = int(IPv6Address("2001:db8:8000::"))
+SERVED = "2001:db8:8000::/33"
 
 
 def prefixes(i: int) -> tuple[IPv6Network, IPv6Network]:
@@ -73,8 +74,9 @@ class Daemon(hd.Target):
         cfg.mkdir(parents=True)
         main = hd.CONFIG.format(defence="daemon", dad="false", daemon="")
         main = main.replace('default_action = "allow"', 'default_action = "deny"')
-        if kind == "routers":
-            main = main.replace("[ha]\n", "[ha]\naccept_mobile_routers = true\n", 1)
+        if kind == "routers":  # served_prefixes: one policy rule for all 20,000 prefixes
+            extra = f'accept_mobile_routers = true\nserved_prefixes = ["{SERVED}"]\n'
+            main = main.replace("[ha]\n", "[ha]\n" + extra, 1)
         (cfg / "mip6.toml").write_text(main)
         (cfg / "nodes.toml").write_text(nodes_file(n, kind == "routers"))
         argv = ["daemon", "-c", str(cfg), "--state-dir", str(self.dir / "state")]

@@ -629,7 +629,8 @@ def binding_keys(cfg: Mip6Config, hoa: IPv6Address, caps: Capabilities) -> list[
 #
 # RFC 3963 on the home agent: per listed mobile router (``mobile_router`` or
 # ``mobile_network_prefixes``, with ``ha.accept_mobile_routers``), static
-#   * ``to MNP lookup T`` (the binding table, like the home prefixes), and
+#   * ``to MNP lookup T`` (the binding table, like the home prefixes) -- one
+#     ``to BLOCK lookup T`` per ``ha.served_prefixes`` block instead when set, and
 #   * ``MNP via HoA dev HOME-LINK metric 2048`` in T: the mobile router at home
 #     is an ordinary router on the home link (RFC 3963 leaves routing at
 #     home to the operator; this is the static route that needs no protocol);
@@ -693,6 +694,15 @@ def _nemo_static(cfg: Mip6Config, out: Desired) -> None:
     assert ha is not None
     if not ha.accept_mobile_routers:
         return
+    # The kernel walks policy rules one by one for every route lookup: with
+    # served_prefixes (every mobile network prefix inside them, `validate` checks) one
+    # rule per block, not one per prefix -- 10,000 mobile routers would be 20,000 rules.
+    served = bool(ha.served_prefixes)
+    for i, block in enumerate(ha.served_prefixes):
+        out.add(
+            Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(block)),
+            Origin("config", f"ha.served_prefixes[{i}]"),
+        )
     for i, n in enumerate(ha.mobile_nodes):
         if not n.is_mobile_router:
             continue
@@ -700,7 +710,8 @@ def _nemo_static(cfg: Mip6Config, out: Desired) -> None:
         link = _home_link(cfg, n.home_address)
         for j, mnp in enumerate(n.mobile_network_prefixes):
             origin = Origin("config", f"ha.mobile_nodes[{i}].mobile_network_prefixes[{j}]")
-            out.add(Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(mnp)), origin)
+            if not served:
+                out.add(Rule(_prio(cfg, 1), table=binding_table(cfg), dst=str(mnp)), origin)
             out.add(
                 Route(
                     str(mnp),

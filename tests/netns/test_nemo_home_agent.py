@@ -120,8 +120,9 @@ def has_data_path() -> bool:
 
 def test_prefixes_are_routed_to_the_binding_table_and_at_home_to_the_router(bed: Bed) -> None:
     rules = ip(bed.tb, "ha", "-6", "rule", "show")
-    for prefix in ("2001:db8:50::/64", "2001:db8:50:1::/64", "2001:db8:50:2::/64"):
-        assert f"to {prefix} lookup {ROUTE_TABLE}" in rules, rules
+    # one rule for the served_prefixes block, not one per mobile network prefix
+    assert f"to 2001:db8:50::/48 lookup {ROUTE_TABLE}" in rules, rules
+    assert "to 2001:db8:50::/64" not in rules, rules
     at_home = routes(bed)
     line = at_home["2001:db8:50::/64"]
     assert f"via {MR} dev home0" in line and "metric 2048" in line and "proto 77" in line

@@ -51,16 +51,29 @@ ROUTER = B(HOA, COA, (MNP, MNP1))
 
 
 def test_ha_static_routes_each_mobile_network_prefix_to_the_binding_table() -> None:
-    objs = set(render(HA, (), SEG6).objects.values())
+    """Without served_prefixes one rule per prefix; with them one per block (the kernel
+    walks rules one by one), and every prefix's at-home route either way."""
+    assert HA.ha is not None
+    unserved = HA.model_copy(update={"ha": HA.ha.model_copy(update={"served_prefixes": []})})
+    d = render(unserved, (), SEG6)
+    objs = set(d.objects.values())
     for net in (MNP, MNP1):
         assert Rule(1001, table=6275, dst=str(net)) in objs
         at_home = Route(
             str(net), table=6275, metric=MNP_AT_HOME_METRIC, oif="home0", gateway=str(HOA)
         )
         assert at_home in objs  # the mobile router at home is a router on the home link
-    d = render(HA, (), SEG6)
     key = Rule(1001, table=6275, dst=str(MNP1)).key
     assert str(d.origins[key]) == "config ha.mobile_nodes[0].mobile_network_prefixes[1]"
+
+    served = render(HA, (), SEG6)  # the example: served_prefixes = ["2001:db8:50::/48"]
+    rules = [o for o in served.objects.values() if isinstance(o, Rule) and o.table == 6275]
+    assert sorted(r.dst for r in rules) == ["2001:db8:1::/64", "2001:db8:50::/48"]
+    block = Rule(1001, table=6275, dst="2001:db8:50::/48").key
+    assert str(served.origins[block]) == "config ha.served_prefixes[0]"
+    assert {k for k in served.objects if k[0] == "route"} == {
+        k for k in d.objects if k[0] == "route"
+    }
 
 
 def test_no_mobile_routers_no_nemo_objects() -> None:
