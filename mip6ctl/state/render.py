@@ -1072,7 +1072,8 @@ def classify(obj: Any, cfg: Mip6Config) -> Origin | None:
     if isinstance(obj, Route) and obj.table == binding_table(cfg):
         if obj.dst.endswith("/128"):
             return Origin("binding", obj.dst[:-4])
-        return _mnp_owner(cfg, obj.dst)
+        # a prefix's tunnel route is its router's binding's; the at-home one is static
+        return _mnp_owner(cfg, obj.dst) if obj.metric != MNP_AT_HOME_METRIC else None
     if isinstance(obj, ProxyNeighbour):
         return Origin("binding", obj.address)
     if isinstance(obj, NftSetElement):

@@ -63,6 +63,7 @@ def test_ha_static_routes_each_mobile_network_prefix_to_the_binding_table() -> N
             str(net), table=6275, metric=MNP_AT_HOME_METRIC, oif="home0", gateway=str(HOA)
         )
         assert at_home in objs  # the mobile router at home is a router on the home link
+        assert classify(at_home, unserved) is None  # static, no binding's to delete
     key = Rule(1001, table=6275, dst=str(MNP1)).key
     assert str(d.origins[key]) == "config ha.mobile_nodes[0].mobile_network_prefixes[1]"
 
