@@ -1124,10 +1124,7 @@ class Daemon:
         ha, old = self.cfg.ha, old_cfg.ha
         if ha is None or self.cfg.node.role != Role.HA:
             return
-        same_links = old is not None and (old.interfaces, old.home_prefixes) == (
-            ha.interfaces,
-            ha.home_prefixes,
-        )
+        same_links = old is not None and old.prefix_links() == ha.prefix_links()
         if self.discovery is not None and same_links and ha.dynamic_home_agent_discovery:
             from mip6ctl.state.render import home_agent_address
 

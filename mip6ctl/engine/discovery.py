@@ -29,30 +29,19 @@ from mip6ctl.wire.icmp6 import (
     HomeAgentAddressDiscoveryRequest,
     RouterAdvertisement,
 )
+from mip6ctl.wire.icmp6 import home_agents_anycast as wire_anycast
 
 #: addresses that fit in a DHAAD Reply within the IPv6 minimum MTU:
 #: (1280 - 40 IPv6 - 8 ICMPv6 header) / 16 (§10.5)
 MAX_REPLY_ADDRESSES = (1280 - 40 - 8) // 16
 
-#: RFC 2526: the Mobile IPv6 Home-Agents anycast identifier (126) in a 64-bit
-#: interface identifier with the universal/local bit clear: fdff:ffff:ffff:fffe
-_ANYCAST_IID_64 = 0xFDFF_FFFF_FFFF_FFFE
-
-
 def home_agents_anycast(prefix: IPv6Network) -> IPv6Address:
-    """The Mobile IPv6 Home-Agents anycast address of a home prefix (RFC 2526 §3).
-
-    For the EUI-64 format (/64) the interface identifier is fdff:ffff:ffff:fffe;
-    for other lengths the 7-bit anycast ID 126 sits in the low bits with all
-    other interface-identifier bits set.
-    """
-    if prefix.prefixlen == 64:
-        return IPv6Address(int(prefix.network_address) | _ANYCAST_IID_64)
-    host_bits = 128 - prefix.prefixlen
-    if host_bits < 8:
+    """The Mobile IPv6 Home-Agents anycast address of a home prefix (RFC 2526 §3):
+    `mip6ctl.wire.icmp6.home_agents_anycast`, refusing a prefix too long to hold the
+    7-bit anycast ID and a bit above it."""
+    if 128 - prefix.prefixlen < 8:
         raise ValueError(f"{prefix}: too long a prefix for a subnet anycast address")
-    iid = ((1 << host_bits) - 1) & ~0x7F | 126
-    return IPv6Address(int(prefix.network_address) | iid)
+    return wire_anycast(prefix.network_address, prefix.prefixlen)
 
 
 @dataclass(slots=True)

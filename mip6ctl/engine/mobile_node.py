@@ -153,8 +153,11 @@ class MobileNode:
         elif self.dhaad is None or self.dhaad.home_prefix != cfg.home_address.network:
             # "dhaad": a home agent found before this generation stays (RFC 6275 leaves
             # when to rediscover to the node: at a failure, or at home with reset)
-            self.dhaad = DhaadClient(cfg.home_address.network, random_bytes=self._random_bytes)
-            self.home_agent = None
+            self._new_discovery()
+
+    def _new_discovery(self) -> None:
+        self.dhaad = DhaadClient(self.cfg.home_address.network, random_bytes=self._random_bytes)
+        self.home_agent = None
 
     # ----------------------------------------------------------------- inputs
 
@@ -341,15 +344,15 @@ class MobileNode:
         self.expires_at = None
         out: list[Action] = [AdvertiseHomeAddress(self.home_address)]  # §11.5.5
         if self.dhaad is not None and self.cfg.reset_dhaad_at_home:  # UMIP MnResetDhaadAtHome
-            self.dhaad = DhaadClient(self.cfg.home_address.network, random_bytes=self._random_bytes)
-            self.home_agent = None
+            self._new_discovery()
             out.append(HomeAgentChosen(None))
         return out
 
     def _refused(self, ba: BindingAcknowledgement, now: float) -> list[Action]:
         leaving = self.state == "deregistering"
         self.last_status = ba.status
-        self.last_error = f"refused with status {ba.status}{_status_name(ba.status)}"
+        why = f"refused with status {ba.status}{_status_name(ba.status)}"
+        self.last_error = why
         self._retransmit_at = None
         self.registered_care_of = None
         self.state = "failed"
@@ -357,7 +360,7 @@ class MobileNode:
             self._ha_has_binding = False
             return [AdvertiseHomeAddress(self.home_address)]
         if self.dhaad is not None:  # a discovered home agent refused: try the next one
-            return self._next_home_agent(now, f"refused with status {ba.status}")
+            return self._next_home_agent(now, why)
         return []
 
     def _binding_error(self, be: BindingError, now: float) -> list[Action]:
