@@ -95,9 +95,7 @@ class DiscoverySocket:
         while len(out) < limit:
             try:
                 data, anc, _flags, addr = self.sock.recvmsg(2048, space)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # nothing queued (BlockingIOError), or the socket failed
                 break
             dst: IPv6Address | None = None
             ifindex, hops = 0, None
